@@ -1,0 +1,80 @@
+"""One evaluation module for every head type and every caller.
+
+Predicted sums come from any head: a regression output is rounded and clamped to 0..36,
+a 37-way head by argmax, four digit heads by summing the most likely digits or by the most
+likely sum of the exact sum distribution. All error metrics (MSE, RMSE, MAE) are computed on
+those integer predictions, so that heads of different kinds are compared on the same footing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix
+
+from .errors import BenchError
+
+N_SUMS = 37  # sums 0..36
+
+
+def predict_sums(output: torch.Tensor, head: str, decode: str = "sum_of_digits") -> torch.Tensor:
+    """Integer sums (B,) from a model's raw output for the given head type."""
+    output = output.float()
+    if head == "regression":
+        return output.reshape(-1).round().clamp(0, N_SUMS - 1).long()
+    if head == "sum37":
+        return output.argmax(dim=1)
+    if head == "digits4":
+        if decode == "sum_of_digits":
+            return output.argmax(dim=2).sum(dim=1)
+        if decode == "most_likely_sum":
+            from .losses import sum_log_probs
+
+            return sum_log_probs(output).argmax(dim=1)
+        raise BenchError(f"unknown digit decoding {decode!r}")
+    raise BenchError(f"head {head!r} does not predict sums")
+
+
+def compute_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
+    """Exact and within-one accuracy (fractions), MSE, RMSE, MAE, per-sum accuracy and confusion.
+
+    `per_sum[s]` is the exact accuracy over images whose true sum is s (None where none occur);
+    `confusion[t][p]` counts images of true sum t predicted as p.
+    """
+    pred = np.asarray(pred, dtype=np.int64).reshape(-1)
+    true = np.asarray(true, dtype=np.int64).reshape(-1)
+    if pred.shape != true.shape:
+        raise BenchError(f"metrics: {pred.size} predictions for {true.size} labels")
+    if pred.size == 0:
+        raise BenchError("metrics: no predictions to score")
+    err = (pred - true).astype(np.float64)
+    counts = np.bincount(true, minlength=N_SUMS)
+    hits = np.bincount(true[pred == true], minlength=N_SUMS)
+    per_sum = [float(h / c) if c else None for h, c in zip(hits, counts)]
+    mse = float(np.mean(err**2))
+    return {
+        "n": int(true.size),
+        "exact": float(np.mean(err == 0)),
+        "within_one": float(np.mean(np.abs(err) <= 1)),
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "mae": float(np.mean(np.abs(err))),
+        "per_sum": per_sum,
+        "confusion": confusion_matrix(true, pred, labels=np.arange(N_SUMS)).tolist(),
+    }
+
+
+SUMMARY_KEYS = ("n", "exact", "within_one", "mse", "rmse", "mae")
+
+
+def format_table(metrics_by_split: dict[str, dict | None]) -> str:
+    """A small text table of the summary metrics, one row per split."""
+    lines = [f"{'split':<6} {'n':>6} {'exact':>8} {'within1':>8} {'mse':>8} {'rmse':>8} {'mae':>8}"]
+    for split, m in metrics_by_split.items():
+        if m is None:
+            continue
+        lines.append(
+            f"{split:<6} {m['n']:>6} {100 * m['exact']:>7.2f}% {100 * m['within_one']:>7.2f}% "
+            f"{m['mse']:>8.4f} {m['rmse']:>8.4f} {m['mae']:>8.4f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,516 @@
+"""The runner: fixed-seed training of a recipe, resumable, writing one record per run.
+
+Plain functions in the torchvision-references style: `train_one_epoch`, `evaluate`, `fit`,
+`run_one`. The data sits on the device as uint8 and batches are sliced there (no per-sample
+DataLoader); on a GPU the forward pass runs under bf16 autocast in channels_last with fused
+optimizers. None of that changes the method: batch size, epochs, loss and optimizer are the
+recipe's own.
+
+Determinism: every random stream (data order, augmentation, dropout) is reseeded from
+(seed, epoch) at the start of each epoch, so a run resumed from its last epoch checkpoint
+takes exactly the steps an uninterrupted run takes.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import functools
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from . import __version__, data as datamod, losses, metrics, models
+from .errors import BenchError
+from .recipes import Recipe, get_recipe
+from .store import RunKey, finished_record, record_failure, run_lock, write_json_atomic
+
+
+# ---------------------------------------------------------------------------------------
+# Budgets
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """How much of a recipe to run. `None` keeps the recipe's own value."""
+
+    name: str
+    max_epochs: int | None  # cap on epochs (OneCycle then spans the capped epochs)
+    max_train: int | None  # cap on training images
+    max_val: int | None  # cap on validation images
+    test_size: int  # images of the shared test split (a prefix of the full 10,000)
+
+
+BUDGETS = {
+    # each report's own epochs, batch size and data size; the full 10,000-image test split
+    "full": Budget("full", None, None, None, 10_000),
+    # small and deterministic on 2 CPU cores, yet the small recipes clearly learn (the CI gate)
+    "ci": Budget("ci", 4, 3_000, 500, 2_000),
+    # seconds per recipe on a CPU: checks that everything runs, measures nothing useful
+    "smoke": Budget("smoke", 1, 64, 32, 64),
+}
+
+
+def apply_budget(recipe: Recipe, budget: str) -> Recipe:
+    """The recipe as run under `budget` (the record stores this version)."""
+    if budget not in BUDGETS:
+        raise BenchError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+    b = BUDGETS[budget]
+
+    def cap(value: int, limit: int | None) -> int:
+        return value if limit is None else min(value, limit)
+
+    return replace(
+        recipe,
+        epochs=cap(recipe.epochs, b.max_epochs),
+        train_size=cap(recipe.train_size, b.max_train),
+        val_size=cap(recipe.val_size, b.max_val),
+        pretrain=apply_budget(recipe.pretrain, budget) if recipe.pretrain else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Data on the device
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeviceData:
+    """One split as device tensors: images uint8 (N,40,168), sums (N,), digits (N,4) or None."""
+
+    images: torch.Tensor
+    sums: torch.Tensor
+    digits: torch.Tensor | None
+
+    @classmethod
+    def from_numpy(cls, d: datamod.DigitSumData, device: torch.device) -> "DeviceData":
+        digits = None if d.digits is None else torch.from_numpy(d.digits).to(device)
+        return cls(torch.from_numpy(d.images).to(device), torch.from_numpy(d.sums).to(device), digits)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _splits(data: str, kind: str, train: int, val: int, test: int) -> datamod.Splits:
+    return datamod.load_splits(data, kind, train, val, test, data_seed=0)
+
+
+def load_data(recipe: Recipe, budget: str, data: str) -> datamod.Splits:
+    """The recipe's splits under the budget (data seed 0: the same data for every training seed)."""
+    return _splits(data, recipe.data, recipe.train_size, recipe.val_size, BUDGETS[budget].test_size)
+
+
+def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 (B,40,168) -> normalised float (B,1,40,168)."""
+    x = images.unsqueeze(1).float().div_(255).sub_(datamod.COURSE_MEAN).div_(datamod.COURSE_STD)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random per-image scale (0.9..1.1) and shift (±6 px across, ±3 px down) by one affine resample."""
+    b, _, h, w = x.shape
+    r = torch.rand(b, 3, generator=generator, device=x.device)
+    scale = 0.9 + 0.2 * r[:, 0]
+    theta = torch.zeros(b, 2, 3, device=x.device)
+    theta[:, 0, 0] = 1 / scale
+    theta[:, 1, 1] = 1 / scale
+    theta[:, 0, 2] = (r[:, 1] - 0.5) * 2 * 6 * 2 / w
+    theta[:, 1, 2] = (r[:, 2] - 0.5) * 2 * 3 * 2 / h
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    background = -datamod.COURSE_MEAN / datamod.COURSE_STD  # a black pixel after normalisation
+    return F.grid_sample(x - background, grid, align_corners=False) + background
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """An independent, reproducible seed for one random stream of one epoch."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
+# ---------------------------------------------------------------------------------------
+# Training and evaluation
+# ---------------------------------------------------------------------------------------
+def make_optimizer(recipe: Recipe, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    """The recipe's optimizer; fused kernels on a GPU (same maths)."""
+    extra = {"fused": True} if device.type == "cuda" else {}
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, **extra)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, **extra)
+    return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True,
+                           weight_decay=recipe.weight_decay, **extra)
+
+
+def make_scheduler(recipe: Recipe, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """OneCycle over all steps of all epochs, or None for a constant learning rate."""
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, epochs=recipe.epochs,
+                                                   steps_per_epoch=steps_per_epoch)
+    return None
+
+
+def needs_digits(recipe: Recipe) -> bool:
+    """Whether the recipe's loss uses per-digit labels (not only sums)."""
+    return recipe.loss == "bce" or (recipe.loss == "ce" and recipe.head == "digits4")
+
+
+def train_one_epoch(model, opt, sched, ema, split: DeviceData, recipe: Recipe, seed: int, epoch: int,
+                    device: torch.device, progress: bool = False) -> float:
+    """One pass over the training split; returns the mean training loss."""
+    model.train()
+    order = torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))
+    aug = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch, 1))
+    torch.manual_seed(epoch_seed(seed, epoch, 2))  # dropout
+    perm = torch.randperm(len(split), generator=order).to(device)
+    total, count = torch.zeros((), device=device), 0
+    batches = range(0, len(split), recipe.batch_size)
+    for start in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch"):
+        idx = perm[start:start + recipe.batch_size]
+        x = to_input(split.images[idx], device.type == "cuda")
+        if recipe.augment:
+            x = augment(x, aug)
+        digits = split.digits[idx] if split.digits is not None else None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(x)
+        loss = losses.compute_loss(recipe.loss, recipe.head, out.float(), split.sums[idx], digits)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        total += loss.detach() * len(idx)
+        count += len(idx)
+    return float(total) / count
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torch.device,
+            batch: int = 512) -> torch.Tensor:
+    """Raw outputs for all images (float32, on the device), with test-time augmentation if the recipe uses it."""
+    model.eval()
+    shifts = (-2, 0, 2) if recipe.tta else (0,)
+    outs = []
+    for start in range(0, images.shape[0], batch):
+        x = to_input(images[start:start + batch], device.type == "cuda")
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = sum(model(torch.roll(x, s, dims=3)).float() for s in shifts) / len(shifts)
+        outs.append(out)
+    return torch.cat(outs)
+
+
+def evaluate(model: nn.Module, split: DeviceData, recipe: Recipe, device: torch.device) -> dict:
+    """Metrics (metrics.compute_metrics) plus the recipe's loss on the split, where it can be computed."""
+    out = predict(model, split.images, recipe, device)
+    result: dict = {}
+    if recipe.head != "multilabel30":
+        pred = metrics.predict_sums(out, recipe.head, recipe.decode)
+        result = metrics.compute_metrics(pred.cpu().numpy(), split.sums.cpu().numpy())
+    loss = None
+    if not needs_digits(recipe) or split.digits is not None:
+        loss = float(losses.compute_loss(recipe.loss, recipe.head, out, split.sums, split.digits))
+    return {**result, "loss": loss}
+
+
+def _selection_score(recipe: Recipe, val: dict) -> float | None:
+    """Higher is better; None when the recipe keeps its last epoch."""
+    if recipe.selection == "best_val_loss":
+        return None if val["loss"] is None else -val["loss"]
+    if recipe.selection == "best_val_exact":
+        return val["exact"]
+    return None
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, seed: int, device: torch.device,
+        ckpt_dir: Path, progress: bool = True) -> tuple[nn.Module, dict]:
+    """Train `model` under `recipe`, resuming from `ckpt_dir/last.pt` if a previous attempt left one.
+
+    Returns the selected model (EMA weights where the recipe uses EMA; best epoch where it
+    selects on validation) and a summary: history, selected epoch, seconds, images/s.
+    """
+    opt = make_optimizer(recipe, model, device)
+    steps = -(-len(train) // recipe.batch_size)
+    sched = make_scheduler(recipe, opt, steps)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True) \
+        if recipe.ema_decay else None
+    state = {"epoch": 0, "history": [], "best_score": None, "best_epoch": None, "train_seconds": 0.0,
+             "step_seconds": 0.0}
+    last = ckpt_dir / "last.pt"
+    if last.exists():
+        ck = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        if sched is not None:
+            sched.load_state_dict(ck["sched"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
+        state = ck["state"]
+    scored = ema.module if ema is not None else model
+    bar = tqdm(range(state["epoch"] + 1, recipe.epochs + 1), desc=recipe.name, unit="epoch",
+               initial=state["epoch"], total=recipe.epochs, disable=not progress, leave=False)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        train_loss = train_one_epoch(model, opt, sched, ema, train, recipe, seed, epoch, device, progress)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        v = evaluate(scored, val, recipe, device)
+        entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": v["loss"], "val_exact": v.get("exact"),
+                 "val_within_one": v.get("within_one"), "lr": opt.param_groups[0]["lr"],
+                 "seconds": time.perf_counter() - t0}
+        state["history"].append(entry)
+        state["epoch"] = epoch
+        state["train_seconds"] += entry["seconds"]
+        state["step_seconds"] += t1 - t0
+        score = _selection_score(recipe, v)
+        if score is not None and (state["best_score"] is None or score > state["best_score"]):
+            state["best_score"], state["best_epoch"] = score, epoch
+            _save_atomic({"model": scored.state_dict()}, ckpt_dir / "best.pt")
+        _save_atomic({"model": model.state_dict(), "opt": opt.state_dict(),
+                      "sched": sched.state_dict() if sched is not None else None,
+                      "ema": ema.state_dict() if ema is not None else None, "state": state}, last)
+        bar.set_postfix(loss=f"{train_loss:.3f}", val_exact=f"{v.get('exact', float('nan')):.3f}")
+    selected = scored
+    if state["best_epoch"] is not None:
+        selected = copy.deepcopy(scored)
+        selected.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device)["model"])
+    summary = {"history": state["history"], "selected_epoch": state["best_epoch"] or state["epoch"],
+               "train_seconds": state["train_seconds"],
+               "images_per_s": len(train) * recipe.epochs / max(state["step_seconds"], 1e-9)}
+    return selected, summary
+
+
+# ---------------------------------------------------------------------------------------
+# One run: data, model, training, evaluation, record
+# ---------------------------------------------------------------------------------------
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when there is a GPU, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda: no CUDA GPU is visible (use --device cpu or auto)")
+    if device not in ("cpu", "cuda"):
+        raise BenchError(f"--device {device}: choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def set_deterministic(on: bool) -> None:
+    """Bitwise-reproducible GPU runs (slower): deterministic algorithms and cuBLAS workspace."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.benchmark = not on
+    torch.backends.cudnn.deterministic = on
+
+
+def provenance(device: torch.device) -> dict:
+    """Code version, git commit, library versions and device name for a record."""
+    import timm
+    import torchvision
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "code_version": __version__,
+        "git_commit": git("rev-parse", "HEAD") or "unknown",
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "timm": timm.__version__, "numpy": np.__version__},
+    }
+
+
+def recipe_config(recipe: Recipe) -> dict:
+    """The recipe as JSON-safe data (callables by name)."""
+    def clean(v):
+        if callable(v):
+            return getattr(v, "__name__", repr(v))
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return clean(asdict(replace(recipe, pretrain=None)) | {"pretrain": recipe_config(recipe.pretrain) if recipe.pretrain else None})
+
+
+def build_model(recipe: Recipe, splits: datamod.Splits, seed: int, device: torch.device, ckpt_dir: Path,
+                weights: str | None, progress: bool) -> tuple[nn.Module, str]:
+    """The recipe's model, after its pre-training stage where it has one (report 004)."""
+    torch.manual_seed(seed)
+    model, status = models.create(recipe, weights)
+    if recipe.pretrain is not None:
+        stage1_file = ckpt_dir / "stage1.pt"
+        stage1, _ = models.create(recipe.pretrain, weights)
+        stage1 = stage1.to(device)
+        if stage1_file.exists():
+            stage1.load_state_dict(torch.load(stage1_file, map_location=device)["model"])
+        else:
+            train, val = _device_splits(recipe.pretrain, splits, device)
+            stage1, _ = fit(recipe.pretrain, stage1, train, val, seed, device, ckpt_dir / "stage1", progress)
+            _save_atomic({"model": stage1.state_dict()}, stage1_file)
+        model.features.load_state_dict(stage1.features.state_dict())
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model.to(device), status
+
+
+def _device_splits(recipe: Recipe, splits: datamod.Splits, device: torch.device) -> tuple[DeviceData, DeviceData]:
+    train, val = DeviceData.from_numpy(splits.train, device), DeviceData.from_numpy(splits.val, device)
+    if needs_digits(recipe) and splits.train.digits is None:
+        raise BenchError(f"recipe {recipe.name} trains on per-digit labels, which {splits.train.name} does not have")
+    return train, val
+
+
+def run_one(name: str, seed: int, budget: str = "smoke", data: str = "synth", results: Path = Path("results"),
+            device: str = "auto", force: bool = False, deterministic: bool = False, weights: str | None = None,
+            seeds_requested: list[int] | None = None, progress: bool = True) -> dict | None:
+    """Train one (recipe, seed) under a budget and write its record; returns the record.
+
+    A finished record of this code version is returned as it is unless `force`. A run whose
+    lock another live process holds is skipped (returns None). A failure leaves a marker for
+    `status` and re-raises; nothing half-written is left behind.
+    """
+    recipe = apply_budget(get_recipe(name), budget)
+    splits = load_data(recipe, budget, data)
+    key = RunKey(name, seed, budget, splits.dataset_id)
+    results = Path(results)
+    if not force and (done := finished_record(key, results)) is not None:
+        return done
+    with run_lock(key, results) as mine:
+        if not mine:
+            tqdm.write(f"skip {name} seed {seed}: another process is running it")
+            return None
+        try:
+            record = _train_and_record(recipe, key, splits, results, device, force, deterministic, weights,
+                                       seeds_requested or [seed], progress)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            record_failure(key, results, e)
+            raise
+    key.failed_path(results).unlink(missing_ok=True)
+    return record
+
+
+def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, results: Path, device_name: str,
+                      force: bool, deterministic: bool, weights: str | None, seeds_requested: list[int],
+                      progress: bool) -> dict:
+    device = resolve_device(device_name)
+    set_deterministic(deterministic or device.type == "cpu")
+    ckpt_dir = key.checkpoint_dir(results)
+    if force and ckpt_dir.exists():
+        for f in ckpt_dir.rglob("*.pt"):
+            f.unlink()
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    model, status = build_model(recipe, splits, key.seed, device, ckpt_dir, weights, progress)
+    params_m, gflops = models.count_params(model) / 1e6, models.gflops_per_image(copy.deepcopy(model).cpu().float())
+    train, val = _device_splits(recipe, splits, device)
+    selected, summary = fit(recipe, model, train, val, key.seed, device, ckpt_dir, progress)
+    test = DeviceData.from_numpy(splits.test, device) if splits.test is not None else None
+    scores = {"val": evaluate(selected, val, recipe, device),
+              "test": evaluate(selected, test, recipe, device) if test is not None else None}
+    _save_atomic({"recipe": recipe.name, "config": recipe_config(recipe), "model": selected.state_dict()},
+                 ckpt_dir / "final.pt")
+    record = {
+        "schema": 1, "recipe": recipe.name, "report": recipe.report, "method": recipe.method,
+        "seed": key.seed, "seeds_requested": sorted(seeds_requested), "budget": key.budget,
+        "dataset_id": key.dataset_id, "dataset": splits.description, **provenance(device),
+        "pretrained": status, "params_m": params_m, "gflops": gflops,
+        "train_seconds": summary["train_seconds"], "images_per_s": summary["images_per_s"],
+        "epochs_run": recipe.epochs, "selected_epoch": summary["selected_epoch"],
+        "started": started, "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": recipe_config(recipe),
+        "claimed": [asdict(c) for c in recipe.claimed],
+        "metrics": scores, "history": summary["history"],
+    }
+    write_json_atomic(key.record_path(results), record)
+    return record
+
+
+def load_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Module, Recipe]:
+    """A model saved by the runner (final.pt or best.pt beside it) and the recipe that made it."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"{path}: no such checkpoint")
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+        name = ck.get("recipe")
+        if name is None:
+            final = path.with_name("final.pt")
+            name = torch.load(final, map_location="cpu", weights_only=False)["recipe"]
+        recipe = get_recipe(name)
+        model = recipe.model()
+        model.load_state_dict(ck["model"])
+    except BenchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise BenchError(f"{path}: not a digitsum-bench checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    return model.to(device), recipe
+
+
+def evaluate_file(checkpoint: str | Path, data_path: str | Path, device: str = "auto") -> dict:
+    """Score a saved model on a dataset file or folder (course files, .npz)."""
+    dev = resolve_device(device)
+    model, recipe = load_checkpoint(checkpoint, dev)
+    split = DeviceData.from_numpy(datamod.load_path(data_path), dev)
+    result = evaluate(model, split, recipe, dev)
+    return {"recipe": recipe.name, "checkpoint": str(checkpoint), "data": str(data_path),
+            **{k: result[k] for k in (*metrics.SUMMARY_KEYS, "per_sum")}}
+
+
+def estimate_seconds(recipe: Recipe, device: torch.device, steps: int = 2) -> float:
+    """Rough wall time of a run: a few timed training steps on random images, scaled up.
+
+    Counts the steps of all epochs (and of a pre-training stage), plus a third of a
+    step's time per batch of validation (forward only).
+    """
+    model = recipe.model().to(device)
+    opt = make_optimizer(recipe, model, device)
+    n = recipe.batch_size
+    fake = DeviceData(torch.randint(0, 256, (n, datamod.HEIGHT, datamod.WIDTH), dtype=torch.uint8, device=device),
+                      torch.randint(0, 37, (n,), device=device), torch.randint(0, 10, (n, 4), device=device))
+    one = replace(recipe, epochs=1)
+    train_one_epoch(model, opt, None, None, fake, one, 0, 0, device)  # warm-up
+    t0 = time.perf_counter()
+    for i in range(steps):
+        train_one_epoch(model, opt, None, None, fake, one, 0, i + 1, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    per_step = (time.perf_counter() - t0) / steps
+    batches = recipe.epochs * (-(-recipe.train_size // n) + -(-recipe.val_size // n) / 3)
+    stage1 = estimate_seconds(recipe.pretrain, device, steps) if recipe.pretrain else 0.0
+    return per_step * batches + stage1
+
+
+def format_seconds(s: float) -> str:
+    """'42s', '7m', '3h05m', '2d04h'."""
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{s / 60:.0f}m"
+    if s < 86400:
+        return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    return f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"

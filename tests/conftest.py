@@ -1,0 +1,59 @@
+"""Shared fixtures: a private dataset cache and a tiny registered recipe for runner tests."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+
+import pytest
+import torch.nn as nn
+
+# Generated datasets are cached on disk; keep the tests' cache out of the user's home.
+os.environ.setdefault("DIGITSUM_CACHE", os.path.join(tempfile.gettempdir(), "digitsum-bench-test-cache"))
+
+
+class TinyNet(nn.Module):
+    """A few thousand parameters: enough to learn something in seconds, with dropout to exercise RNG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.BatchNorm2d(8),
+            nn.AdaptiveAvgPool2d((2, 8)), nn.Flatten(), nn.Dropout(0.2), nn.Linear(128, 1),
+        )
+
+    def forward(self, x):
+        return self.net(x).squeeze(1)
+
+
+@pytest.fixture
+def tiny_recipe():
+    """Registers `tiny_test` (3 epochs on 128 images, EMA, best-val selection) for the test's duration."""
+    from digitsum_bench import recipes
+
+    base = recipes.Recipe(
+        name="tiny_test", report="test", method="tiny regression CNN", model=TinyNet, head="regression",
+        loss="mse", optimizer="adamw", lr=3e-3, schedule="onecycle", epochs=3, batch_size=32, ema_decay=0.9,
+        train_size=128, val_size=64, selection="best_val_exact", augment=True, assumptions=("test only",),
+    )
+    recipes._REGISTRY["tiny_test"] = lambda: base
+    yield base
+    recipes._REGISTRY.pop("tiny_test", None)
+
+
+@pytest.fixture
+def variant(tiny_recipe):
+    """Register a variant of the tiny recipe under a new name."""
+    from digitsum_bench import recipes
+
+    names = []
+
+    def make(name: str, **changes):
+        recipes._REGISTRY[name] = lambda: replace(tiny_recipe, name=name, **changes)
+        names.append(name)
+        return name
+
+    yield make
+    for n in names:
+        recipes._REGISTRY.pop(n, None)

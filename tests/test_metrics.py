@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+
+from digitsum_bench.errors import BenchError
+from digitsum_bench.metrics import compute_metrics, predict_sums
+
+
+def test_metrics_hand_computed():
+    true = np.array([10, 10, 20, 3])
+    pred = np.array([10, 11, 17, 3])  # errors 0, 1, -3, 0
+    m = compute_metrics(pred, true)
+    assert m["n"] == 4
+    assert m["exact"] == pytest.approx(0.5)
+    assert m["within_one"] == pytest.approx(0.75)
+    assert m["mse"] == pytest.approx((0 + 1 + 9 + 0) / 4)
+    assert m["rmse"] == pytest.approx(np.sqrt(2.5))
+    assert m["mae"] == pytest.approx(4 / 4)
+    assert m["per_sum"][10] == pytest.approx(0.5)
+    assert m["per_sum"][20] == 0.0 and m["per_sum"][3] == 1.0
+    assert m["per_sum"][0] is None
+    conf = np.array(m["confusion"])
+    assert conf.shape == (37, 37) and conf.sum() == 4
+    assert conf[10, 10] == 1 and conf[10, 11] == 1 and conf[20, 17] == 1 and conf[3, 3] == 1
+
+
+def test_regression_rounds_and_clamps():
+    out = torch.tensor([[-3.2], [0.49], [0.51], [17.5], [40.0]])
+    assert predict_sums(out, "regression").tolist() == [0, 0, 1, 18, 36]
+
+
+def test_sum37_argmax():
+    out = torch.zeros(2, 37)
+    out[0, 5] = 3.0
+    out[1, 36] = 1.0
+    assert predict_sums(out, "sum37").tolist() == [5, 36]
+
+
+def test_digit_heads_two_decodings_differ_where_they_should():
+    # each of 4 digits: 0 w.p. 0.4, 5 w.p. 0.3, 6 w.p. 0.3 -> argmax digits all 0 -> sum 0 (p .0256),
+    # but sums >0 share the rest; the most likely sum is 11 (two 0s and one 5 one 6, many orders).
+    p = torch.zeros(1, 4, 10)
+    p[..., 0], p[..., 5], p[..., 6] = 0.4, 0.3, 0.3
+    logits = p.clamp_min(1e-12).log()
+    assert predict_sums(logits, "digits4", "sum_of_digits").tolist() == [0]
+    # exact: P(sum=11) = C(4,2)*2 * .4^2 * .3 * .3 = 12 * .0144 = .1728, the maximum
+    assert predict_sums(logits, "digits4", "most_likely_sum").tolist() == [11]
+
+
+def test_bad_inputs():
+    with pytest.raises(BenchError, match="3 predictions for 2 labels"):
+        compute_metrics(np.array([1, 2, 3]), np.array([1, 2]))
+    with pytest.raises(BenchError, match="does not predict sums"):
+        predict_sums(torch.zeros(2, 30), "multilabel30")

@@ -1,0 +1,278 @@
+"""Reporting and the gate's comparison, on fake records whose means and stds are computed by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pandas as pd
+import pytest
+from record_factory import DATASET_ID, make_record, split_metrics, write_record
+
+from digitsum_bench import report
+from digitsum_bench.errors import BenchError
+
+A, B = "r002_attention_cnn", "r002_resnet50_pretrained"
+PNG = b"\x89PNG\r\n\x1a\n"
+CLAIM_B = [{"metric": "exact", "value": 0.9492, "split": "val", "note": ""},
+           {"metric": "mse", "value": 0.264, "split": "val", "note": ""}]  # fmt: skip
+
+
+def write_fixture(results) -> None:
+    """Two recipes x 2-3 seeds in two budgets.
+
+    full:  A test exact .30/.32/.34 (mean .32, sd .02); B .90/.92 (mean .91, sd .01414), 2 of 3 seeds.
+    smoke: A .10/.20 (mean .15, sd .07071); B .12/.16 (mean .14) - not significantly worse than A.
+    """
+    for seed, exact, w1, mse, mae in [(0, 0.30, 0.70, 2.0, 1.0), (1, 0.32, 0.72, 2.2, 1.1), (2, 0.34, 0.74, 2.4, 1.2)]:
+        test = split_metrics(exact, within_one=w1, mse=mse, mae=mae)
+        write_record(results, make_record(A, seed, val=exact - 0.02, test=test, train_seconds=10.0 + seed))
+    for seed, exact in [(0, 0.90), (1, 0.92)]:
+        write_record(results, make_record(B, seed, val=0.95, test=exact, pretrained="unavailable", gflops=4.1,
+                                          params_m=23.5, claimed=CLAIM_B))  # fmt: skip
+    for recipe, exacts in [(A, (0.10, 0.20)), (B, (0.12, 0.16))]:
+        for seed, exact in enumerate(exacts):
+            write_record(results, make_record(recipe, seed, budget="smoke", test=exact, seeds_requested=(0, 1)))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The fixture's report, written once: (results folder, returned paths)."""
+    results = tmp_path_factory.mktemp("results")
+    write_fixture(results)
+    return results, report.write_report(results)
+
+
+def row(board: pd.DataFrame, recipe: str, budget: str) -> pd.Series:
+    match = board[(board["recipe"] == recipe) & (board["budget"] == budget)]
+    assert len(match) == 1
+    return match.iloc[0]
+
+
+# ---------------------------------------------------------------------------- leaderboard
+
+
+def test_csv_matches_records(built):
+    results, _ = built
+    board = pd.read_csv(results / "leaderboard.csv")
+    for column in ["recipe", "report", "method", "budget", "dataset_id", "dataset", "device", "n_seeds",
+                   "seeds_requested", "complete", "test_exact_mean", "test_exact_std", "test_within_one_mean",
+                   "test_mse_std", "test_mae_mean", "val_exact_mean", "val_mae_std", "params_m", "gflops",
+                   "train_seconds", "images_per_s", "claimed", "claimed_exact", "claimed_split", "pretrained",
+                   "code_version", "git_commit"]:  # fmt: skip
+        assert column in board.columns
+    a = row(board, A, "full")
+    assert a["n_seeds"] == 3 and a["seeds_requested"] == 3 and a["complete"]
+    assert a["test_exact_mean"] == pytest.approx(0.32)
+    assert a["test_exact_std"] == pytest.approx(0.02)  # sqrt((.02^2 + 0 + .02^2) / 2)
+    assert a["test_within_one_mean"] == pytest.approx(0.72)
+    assert a["test_mse_mean"] == pytest.approx(2.2) and a["test_mse_std"] == pytest.approx(0.2)
+    assert a["test_mae_mean"] == pytest.approx(1.1) and a["test_mae_std"] == pytest.approx(0.1)
+    assert a["val_exact_mean"] == pytest.approx(0.30)
+    assert a["train_seconds"] == pytest.approx(11.0)
+    assert pd.isna(a["claimed"]) and pd.isna(a["claimed_exact"])  # no claim: empty cells
+    b = row(board, B, "full")
+    assert b["n_seeds"] == 2 and b["seeds_requested"] == 3 and not b["complete"]
+    assert b["test_exact_mean"] == pytest.approx(0.91)
+    assert b["test_exact_std"] == pytest.approx(0.02 / math.sqrt(2))
+    assert (b["gflops"], b["params_m"], b["pretrained"]) == (4.1, 23.5, "unavailable")
+    assert b["claimed"] == "val exact 94.92%, val MSE 0.264"
+    assert (b["claimed_exact"], b["claimed_split"]) == (0.9492, "val")
+
+
+def test_sorted_by_test_exact(built):
+    board = pd.read_csv(built[0] / "leaderboard.csv")
+    assert list(zip(board["recipe"], board["budget"])) == [(B, "full"), (A, "full"), (A, "smoke"), (B, "smoke")]
+
+
+def test_sorted_by_val_without_test_split(tmp_path):
+    """Course data has no test split: rank on val instead."""
+    for recipe, val in [("r000_se_resnet", 0.5), ("r001_se_resnet", 0.7)]:
+        write_record(tmp_path, make_record(recipe, dataset_id="course-0a0b", val=val, test=None))
+    board = report.leaderboard(report.load_records(tmp_path))
+    assert list(board["recipe"]) == ["r001_se_resnet", "r000_se_resnet"]
+    assert list(board["split"]) == ["val", "val"] and board["test_exact_mean"].isna().all()
+
+
+def test_newest_code_version_only(tmp_path):
+    """Records of older code are not mixed in; 0.10.0 is newer than 0.9.0."""
+    write_record(tmp_path, make_record(A, 0, test=0.2, code_version="0.9.0"))
+    write_record(tmp_path, make_record(A, 1, test=0.3, code_version="0.9.0"))
+    write_record(tmp_path, make_record(A, 0, test=0.6, code_version="0.10.0"), name="seed0-new.json")
+    board = report.leaderboard(report.load_records(tmp_path))
+    assert len(board) == 1
+    assert (board["code_version"][0], board["n_seeds"][0], board["test_exact_mean"][0]) == ("0.10.0", 1, 0.6)
+
+
+# ---------------------------------------------------------------------------- markdown
+
+
+def tables(markdown: str) -> dict[str, str]:
+    """Each table's text by its budget."""
+    sections = markdown.split("\n## ")[1:]
+    return {re.match(r"budget `(\w+)`", s).group(1): s for s in sections}
+
+
+def test_markdown_one_table_per_budget_with_ci_and_marks(built):
+    markdown = (built[0] / "leaderboard.md").read_text()
+    by_budget = tables(markdown)
+    assert set(by_budget) == {"full", "smoke"}
+    full, smoke = by_budget["full"], by_budget["smoke"]
+    assert f"(`{DATASET_ID}`)" in full and "device cpu" in full and "code version 0.1.0" in full
+    full_rows = [line for line in full.splitlines() if line.startswith("| ") and "`r0" in line]
+    smoke_rows = [line for line in smoke.splitlines() if line.startswith("| ") and "`r0" in line]
+    assert len(full_rows) == len(smoke_rows) == 2  # budgets are not mixed
+    # t(.975, 2) = 4.303: .02 / sqrt(3) * 4.303 = 4.97 points; t(.975, 1) = 12.706: .07071 / sqrt(2) * 12.706 = 63.5
+    assert f"| `{B}` |" in full_rows[0] and "| best |" in full_rows[0]
+    assert "32.0 ± 5.0" in full_rows[1] and "| p<0.001 |" in full_rows[1]
+    assert "15.0 ± 63.5" in smoke_rows[0] and "14.0 ± 25.4" in smoke_rows[1]
+    assert "| ≈ (p=" in smoke_rows[1]
+    assert "| 2/3 |" in full_rows[0] and "| unavailable |" in full_rows[0]
+    assert "claim: val exact 94.92%" in full_rows[0]
+    assert "claims" in markdown.split("\n## ")[0]  # the legend says claims are not measurements
+
+
+def test_markdown_single_seed_says_untestable(tmp_path):
+    write_record(tmp_path, make_record(A, 0, test=0.5))
+    write_record(tmp_path, make_record(B, 0, test=0.4))
+    markdown = report._markdown(report.leaderboard(report.load_records(tmp_path)))
+    second = [line for line in markdown.splitlines() if f"`{B}`" in line][0]
+    assert "40.0 ± n/a" in second and "untestable" in second
+
+
+def test_pareto_front():
+    points = pd.DataFrame({"cost": [1, 2, 3, 3, 5], "value": [50, 40, 70, 60, 70]})
+    front = report._pareto_front(points, "cost", "value")
+    assert list(zip(front["cost"], front["value"])) == [(1, 50), (3, 70)]
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def test_all_plots_are_pngs(built):
+    results, paths = built
+    expected = {results / "leaderboard.csv", results / "leaderboard.md"} | {
+        results / "plots" / f"{name}_{budget}_{DATASET_ID}.png" for name in report.PLOTS for budget in ("full", "smoke")
+    }
+    assert set(paths) == expected
+    for path in expected - {results / "leaderboard.csv", results / "leaderboard.md"}:
+        data = path.read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000, path
+    assert not list(results.rglob("*.tmp"))
+
+
+def test_corrupt_record_names_file_and_leaves_report_untouched(tmp_path):
+    write_record(tmp_path, make_record(A, 0))
+    report.write_report(tmp_path)
+    before = (tmp_path / "leaderboard.csv").read_bytes()
+    bad = write_record(tmp_path, make_record(A, 1))
+    bad.write_text('{"schema": 1, "recipe": ')
+    with pytest.raises(BenchError, match=re.escape(str(bad)) + r": corrupt record \(bad JSON"):
+        report.write_report(tmp_path)
+    assert (tmp_path / "leaderboard.csv").read_bytes() == before
+
+
+def test_record_missing_key_is_corrupt(tmp_path):
+    record = make_record(A, 0)
+    del record["metrics"]["val"]["mae"]
+    path = write_record(tmp_path, record)
+    with pytest.raises(BenchError, match=re.escape(str(path)) + r": corrupt record \(missing key metrics.val.mae\)"):
+        report.load_records(tmp_path)
+
+
+def test_failed_plot_writes_nothing(tmp_path, monkeypatch):
+    """Everything is rendered before anything is written."""
+    write_record(tmp_path, make_record(A, 0))
+
+    def broken(*args):
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setitem(report.PLOTS, "confusion", broken)
+    with pytest.raises(RuntimeError):
+        report.write_report(tmp_path, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
+def test_no_records_says_how_to_make_some(tmp_path):
+    with pytest.raises(BenchError, match=r"records: no records in it; make some with `digitsum-bench run"):
+        report.load_records(tmp_path)
+    folder = write_record(tmp_path, make_record(A, 0)).parent
+    for path in folder.iterdir():  # only a lock and a failed run remain: still nothing to report
+        path.unlink()
+    (folder / "seed0.lock").write_text("")
+    (folder / "seed0.failed.json").write_text(json.dumps({"recipe": A, "seed": 0, "error": "boom"}))
+    with pytest.raises(BenchError, match="no records"):
+        report.load_records(tmp_path)
+
+
+def test_duplicate_record_counted_once(tmp_path):
+    """A copy under another name (another machine): keep the latest finished, warn, never count twice."""
+    for seed, exact in [(0, 0.30), (1, 0.32), (2, 0.34)]:
+        write_record(tmp_path, make_record(A, seed, test=exact))
+    later = make_record(A, 0, test=0.36, finished="2026-11-26T09:00:00")  # no zone: read as UTC
+    write_record(tmp_path, later, name="seed0-from-gpu-box.json")
+    with pytest.warns(UserWarning, match="duplicate records .*seed0-from-gpu-box.json, ignored .*seed0.json"):
+        records = report.load_records(tmp_path)
+    assert len(records) == 3
+    board = report.leaderboard(records)
+    assert board["n_seeds"][0] == 3 and board["test_exact_mean"][0] == pytest.approx((0.36 + 0.32 + 0.34) / 3)
+
+
+# ---------------------------------------------------------------------------- the gate
+
+
+@pytest.fixture()
+def ci_records(tmp_path):
+    """Budget ci: A seeds 0, 1 with test exact .40 and .36 (mean .38)."""
+    for seed, exact in [(0, 0.40), (1, 0.36)]:
+        write_record(tmp_path, make_record(A, seed, budget="ci", test=exact))
+    return report.load_records(tmp_path)
+
+
+def baseline(recipes: dict, tolerance: float = 0.03) -> dict:
+    return {"budget": "ci", "dataset_id": DATASET_ID, "tolerance": tolerance, "recipes": recipes}
+
+
+def test_gate_passes_within_tolerance(ci_records):
+    ok, text = report.check_gate(ci_records, baseline({A: {"seeds": [0, 1], "test_exact": 0.41}}))
+    assert ok, text  # .38 is exactly .41 - .03
+    assert "gate passed" in text and re.search(rf"{A}\s+0,1\s+41.00\s+38.00\s+-3.00", text)
+
+
+def test_gate_fails_below_tolerance(ci_records):
+    ok, text = report.check_gate(ci_records, baseline({A: {"seeds": [0, 1], "test_exact": 0.41}}, tolerance=0.02))
+    assert not ok
+    assert f"gate FAILED: {A} (more than 2.0 points below)" in text
+    assert re.search(rf"{A}\s+0,1\s+41.00\s+38.00\s+-3.00 .* FAIL: more than 2.0 points below", text)
+
+
+def test_gate_fails_on_missing_seed_or_recipe(ci_records):
+    ok, text = report.check_gate(ci_records, baseline({A: {"seeds": [0, 1, 2], "test_exact": 0.30},
+                                                       B: {"seeds": [0], "test_exact": 0.30}}))  # fmt: skip
+    assert not ok
+    assert f"gate FAILED: {A} (no record for seed 2); {B} (no record for seed 0)" in text
+
+
+def test_gate_rejects_malformed_baseline(ci_records):
+    with pytest.raises(BenchError, match="gate baseline: missing key\\(s\\) tolerance"):
+        report.check_gate(ci_records, {"budget": "ci", "dataset_id": DATASET_ID, "recipes": {}})
+
+
+def test_make_baseline_round_trip(ci_records):
+    made = report.make_baseline(ci_records, [A], 0.03)
+    assert (made["budget"], made["dataset_id"], made["tolerance"]) == ("ci", DATASET_ID, 0.03)
+    assert made["recipes"][A]["seeds"] == [0, 1]
+    assert made["recipes"][A]["test_exact"] == pytest.approx(0.38)
+    assert report.check_gate(ci_records, json.loads(json.dumps(made)))[0]
+    with pytest.raises(BenchError, match=f"recipe {B} has no ci record"):
+        report.make_baseline(ci_records, [A, B], 0.03)
+
+
+def test_out_folder_leaves_results_alone(tmp_path):
+    """`out` receives the whole report; the results folder gets none of it."""
+    write_record(tmp_path, make_record(A, 0))
+    paths = report.write_report(tmp_path, out=tmp_path / "elsewhere")
+    assert len(paths) == 2 + len(report.PLOTS)
+    assert all(p.is_relative_to(tmp_path / "elsewhere") and p.is_file() for p in paths)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "records"]

@@ -1,0 +1,138 @@
+"""The runner: seeds, resume, --force, corrupt records, locks, evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from digitsum_bench import train
+from digitsum_bench.errors import BenchError
+from digitsum_bench.store import RunKey, run_lock
+
+
+def _summary(record):
+    return {split: {k: m[k] for k in ("exact", "within_one", "mse", "mae")} for split, m in record["metrics"].items()}
+
+
+def test_record_contents(tiny_recipe, tmp_path):
+    rec = train.run_one("tiny_test", 0, budget="ci", results=tmp_path, device="cpu", progress=False)
+    path = RunKey("tiny_test", 0, "ci", rec["dataset_id"]).record_path(tmp_path)
+    assert json.loads(path.read_text()) == rec
+    for key in ("git_commit", "device", "versions", "params_m", "gflops", "train_seconds", "images_per_s",
+                "started", "finished", "pretrained", "code_version", "dataset"):
+        assert key in rec
+    assert rec["pretrained"] == "none"
+    assert rec["config"]["model"] == "TinyNet" and rec["config"]["epochs"] == 3
+    assert len(rec["history"]) == 3 and rec["epochs_run"] == 3
+    assert rec["metrics"]["test"]["n"] == train.BUDGETS["ci"].test_size
+    assert rec["metrics"]["val"]["n"] == 64
+    assert 1 <= rec["selected_epoch"] <= 3
+    assert (path.parent.parent.parent.parent.parent / "checkpoints").exists()
+
+
+def test_same_seed_same_metrics_other_seed_differs(tiny_recipe, tmp_path):
+    a = train.run_one("tiny_test", 0, budget="ci", results=tmp_path / "a", device="cpu", progress=False)
+    b = train.run_one("tiny_test", 0, budget="ci", results=tmp_path / "b", device="cpu", progress=False)
+    c = train.run_one("tiny_test", 1, budget="ci", results=tmp_path / "a", device="cpu", progress=False)
+    assert _summary(a) == _summary(b)
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert [h["train_loss"] for h in a["history"]] != [h["train_loss"] for h in c["history"]]
+
+
+def test_killed_run_resumes_and_matches(tiny_recipe, tmp_path, monkeypatch):
+    full = train.run_one("tiny_test", 0, budget="ci", results=tmp_path / "full", device="cpu", progress=False)
+
+    real = train.train_one_epoch
+
+    def dies_in_epoch_2(*args, **kw):
+        if args[7] == 2:  # epoch
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(train, "train_one_epoch", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train.run_one("tiny_test", 0, budget="ci", results=tmp_path / "cut", device="cpu", progress=False)
+    key = RunKey("tiny_test", 0, "ci", full["dataset_id"])
+    assert not key.record_path(tmp_path / "cut").exists()  # nothing half-written
+    assert not key.lock_path(tmp_path / "cut").exists()  # lock released
+    assert (key.checkpoint_dir(tmp_path / "cut") / "last.pt").exists()
+
+    monkeypatch.setattr(train, "train_one_epoch", real)
+    resumed = train.run_one("tiny_test", 0, budget="ci", results=tmp_path / "cut", device="cpu", progress=False)
+    assert _summary(resumed) == _summary(full)
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
+
+
+def test_finished_run_is_not_recomputed_unless_forced(tiny_recipe, tmp_path, monkeypatch):
+    first = train.run_one("tiny_test", 0, budget="ci", results=tmp_path, device="cpu", progress=False)
+    calls = []
+    real = train.fit
+    monkeypatch.setattr(train, "fit", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = train.run_one("tiny_test", 0, budget="ci", results=tmp_path, device="cpu", progress=False)
+    assert calls == [] and again == first
+    forced = train.run_one("tiny_test", 0, budget="ci", results=tmp_path, device="cpu", force=True, progress=False)
+    assert calls == [1]
+    assert forced["started"] >= first["started"] and _summary(forced) == _summary(first)
+
+
+def test_corrupt_record_is_reported_not_skipped(tiny_recipe, tmp_path):
+    rec = train.run_one("tiny_test", 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+    path = RunKey("tiny_test", 0, "smoke", rec["dataset_id"]).record_path(tmp_path)
+    path.write_text('{"recipe": "tiny_test", "seed": 0,')  # truncated
+    with pytest.raises(BenchError, match=r"seed0\.json: corrupt record"):
+        train.run_one("tiny_test", 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+    assert path.read_text() == '{"recipe": "tiny_test", "seed": 0,'
+
+
+def test_failure_leaves_marker_and_no_record(variant, tmp_path, monkeypatch):
+    name = variant("tiny_broken")
+
+    def explode(*a, **k):
+        raise RuntimeError("loss went NaN at step 3\nsecond line names the real problem")
+
+    monkeypatch.setattr(train.losses, "compute_loss", explode)
+    with pytest.raises(RuntimeError):
+        train.run_one(name, 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+    failed = list(tmp_path.rglob("seed0.failed.json"))
+    assert len(failed) == 1
+    assert json.loads(failed[0].read_text())["error"] == "RuntimeError: second line names the real problem"
+    assert not list(tmp_path.rglob("seed0.json")) and not list(tmp_path.rglob("*.lock"))
+
+
+def test_lock_held_by_live_process_skips(tiny_recipe, tmp_path):
+    splits = train.load_data(train.apply_budget(tiny_recipe, "smoke"), "smoke", "synth")
+    key = RunKey("tiny_test", 0, "smoke", splits.dataset_id)
+    with run_lock(key, tmp_path) as mine:
+        assert mine
+        with run_lock(key, tmp_path) as again:
+            assert not again  # same live pid holds it
+    key.lock_path(tmp_path).write_text(json.dumps({"pid": 2**22 + 12345, "host": __import__("socket").gethostname()}))
+    with run_lock(key, tmp_path) as stale:
+        assert stale  # a dead process's lock is taken over
+
+
+def test_budgets_cap_the_recipe(tiny_recipe):
+    from digitsum_bench.recipes import get_recipe
+
+    r = train.apply_budget(get_recipe("r002_resnet50"), "smoke")
+    assert (r.epochs, r.train_size, r.val_size) == (1, 64, 32)
+    full = train.apply_budget(get_recipe("r002_resnet50"), "full")
+    assert full == get_recipe("r002_resnet50")
+    with pytest.raises(BenchError, match="unknown budget"):
+        train.apply_budget(tiny_recipe, "huge")
+
+
+def test_evaluate_checkpoint_on_npz(tiny_recipe, tmp_path):
+    from digitsum_bench import data
+
+    rec = train.run_one("tiny_test", 0, budget="ci", results=tmp_path, device="cpu", progress=False)
+    ckpt = RunKey("tiny_test", 0, "ci", rec["dataset_id"]).checkpoint_dir(tmp_path) / "final.pt"
+    test = data.load_synth("synth", "test", train.BUDGETS["ci"].test_size, 0)
+    data.save_npz(test, tmp_path / "test.npz")
+    result = train.evaluate_file(ckpt, tmp_path / "test.npz", "cpu")
+    assert result["exact"] == pytest.approx(rec["metrics"]["test"]["exact"])
+    assert result["mse"] == pytest.approx(rec["metrics"]["test"]["mse"])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(BenchError, match="junk.pt: not a digitsum-bench checkpoint"):
+        train.evaluate_file(tmp_path / "junk.pt", tmp_path / "test.npz", "cpu")
