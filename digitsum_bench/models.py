@@ -28,13 +28,12 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.ops import SqueezeExcitation
 
+from .data import COURSE_MEAN, COURSE_STD, HEIGHT, WIDTH
 from .errors import BenchError
 
 if TYPE_CHECKING:
     from .recipes import Recipe
 
-HEIGHT, WIDTH = 40, 168
-COURSE_MEAN, COURSE_STD = 0.0607, 0.2194  # the runner's input normalisation
 HEAD_OUTPUTS = {"regression": 1, "sum37": 37, "digits4": 40, "multilabel30": 30}
 
 
@@ -54,7 +53,7 @@ def head_layer(in_features: int, head: str, hidden: int | None = None, dropout: 
 
 
 # ----------------------------------------------------------------------------------------
-# Report 000: SE-ResNet, written out because the report's layout is its own
+# The residual block shared by report 000's SE-ResNet and ours
 # ----------------------------------------------------------------------------------------
 class BasicBlock(nn.Module):
     """Two 3x3 conv+BN and a shortcut; with `se`, squeeze-and-excitation on the residual
@@ -76,6 +75,9 @@ class BasicBlock(nn.Module):
         return self.act(self.branch(x) + self.shortcut(x))
 
 
+# ----------------------------------------------------------------------------------------
+# Report 000: SE-ResNet, written out because the report's layout is its own
+# ----------------------------------------------------------------------------------------
 class SEResNet(nn.Module):
     """Report 000: 3x3 stem, four residual stages of SE basic blocks, GAP, FC -> 1.
 
@@ -186,40 +188,54 @@ class SumOfDigitsPredictor(nn.Module):
 # Ours: a compact CNN that keeps the horizontal axis and reads four digits left to right
 # ----------------------------------------------------------------------------------------
 class DigitSlots(nn.Module):
-    """Four left-to-right slots read from a row of column features, by quarters of a learned mass.
+    """Four left-to-right slots read from a row of column features, by quarters of a "digit mass".
 
-    Each column gets a positive "digit mass" m(w). Laid end to end, the columns' masses
-    fill [0, 4] (normalised per image); slot k takes each column in proportion to how much
-    of that column's share falls in [k, k+1]. If the mass is one unit per digit, slot k
-    reads exactly the k-th digit from the left, wherever the digits sit and whatever the
-    gaps; at initialisation (equal masses) the slots are the four quarters of the image.
-    The digit classifier is shared by the slots, so every digit trains it.
+    Each column gets a mass m(w) in (0, 1). Laid end to end, the columns' masses fill
+    [0, 4] (normalised per image); slot k takes each column in proportion to how much of
+    that column's share falls in [k, k+1], and averages its features. If the mass is one
+    unit per digit, slot k reads exactly the k-th digit from the left, wherever the digits
+    sit and whatever the gaps. The mass starts as "this column has ink" (so the slots
+    start as the four quarters of the inked columns, not of the canvas, whose right part
+    is sometimes empty) and learns from there. One classifier serves all four slots, so
+    every digit trains it. The LayerNorm before it shortens the plateau that learning from
+    sums alone starts with: 4 epochs on 3,000 images reached 30-48% val exact with it,
+    14-19% without (our CPU runs).
     """
 
     def __init__(self, channels: int, dropout: float):
         super().__init__()
         self.mass = nn.Conv1d(channels, 1, 1)
-        nn.init.zeros_(self.mass.weight)
+        nn.init.zeros_(self.mass.weight)  # at first the mass is the ink alone: sigmoid(6*ink - 3)
         nn.init.constant_(self.mass.bias, -3.0)
         self.ink_gain = nn.Parameter(torch.tensor(6.0))
         self.classify = nn.Sequential(nn.LayerNorm(channels), nn.Dropout(dropout), nn.Linear(channels, 10))
 
-    def forward(self, f: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:  # f: (B, C, W) -> (B, 4, 10)
-        m = torch.sigmoid(self.mass(f).float().squeeze(1) + self.ink_gain * ink) + 1e-3  # (B, W), float32 for the cumsum
-        c = m.cumsum(dim=1)
-        hi = 4 * c / c[:, -1:]
-        lo = hi - 4 * m / c[:, -1:]
-        k = torch.arange(4, device=f.device, dtype=m.dtype).view(1, 4, 1)
-        weights = (torch.minimum(hi.unsqueeze(1), k + 1) - torch.maximum(lo.unsqueeze(1), k)).clamp(min=0)
-        slots = torch.einsum("bkw,bcw->bkc", weights.to(f.dtype), f)  # each slot's weights sum to 1
+    def forward(self, f: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
+        """Column features f (B,C,W) and column ink (B,W) in 0..1 -> digit logits (B,4,10)."""
+        # float32 for the cumsum; the floor keeps an all-black image from dividing by zero
+        m = torch.sigmoid(self.mass(f).float().squeeze(1) + self.ink_gain * ink) + 1e-3  # (B, W)
+        slots = torch.einsum("bkw,bcw->bkc", slot_weights(m).to(f.dtype), f)
         return self.classify(slots)
+
+
+def slot_weights(mass: torch.Tensor, slots: int = 4) -> torch.Tensor:
+    """(B,W) positive column masses -> (B,slots,W): slot k's share of each column; each slot's row sums to 1.
+
+    The masses, scaled to total `slots`, tile [0, slots]; column w covers [lo_w, hi_w] and
+    gives slot k the length of its overlap with [k, k+1].
+    """
+    c = mass.cumsum(dim=1)
+    hi = slots * c / c[:, -1:]
+    lo = hi - slots * mass / c[:, -1:]
+    k = torch.arange(slots, device=mass.device, dtype=mass.dtype).view(1, slots, 1)
+    return (torch.minimum(hi.unsqueeze(1), k + 1) - torch.maximum(lo.unsqueeze(1), k)).clamp(min=0)
 
 
 class DigitSumNet(nn.Module):
     """Ours: residual trunk -> max over height -> a row of column features -> four digit slots.
 
-    The trunk halves the height three times but the width only twice, so the 42 columns
-    left still resolve each digit (digits are 8-25 px wide); max over height makes the
+    The trunk halves the height three times but the width only twice, so each of the 42
+    columns left is 4 px of the image, narrower than a digit; max over height makes the
     features blind to a digit's vertical offset. `DigitSlots` then reads four digits left
     to right. Trained from sums alone (loss "sum_nll"), the digits are learnt only through
     the exact distribution of their sum.
@@ -237,9 +253,9 @@ class DigitSumNet(nn.Module):
         self.slots = DigitSlots(w3, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.trunk(self.stem(x)).amax(dim=2)
-        lo, hi = -COURSE_MEAN / COURSE_STD, (1 - COURSE_MEAN) / COURSE_STD
-        ink = (F.adaptive_max_pool2d(x, (1, f.shape[-1])).flatten(1).float() - lo) / (hi - lo)
+        f = self.trunk(self.stem(x)).amax(dim=2)  # (B, C, 42)
+        black, white = -COURSE_MEAN / COURSE_STD, (1 - COURSE_MEAN) / COURSE_STD  # pixel 0 and 255, normalised
+        ink = (F.adaptive_max_pool2d(x, (1, f.shape[-1])).flatten(1).float() - black) / (white - black)
         return self.slots(f, ink)
 
 

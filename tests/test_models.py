@@ -149,3 +149,35 @@ def test_missing_keys_are_named(tmp_path, fake_weights, no_cache):
 def test_named_file_that_does_not_exist(tmp_path, no_cache):
     with pytest.raises(BenchError, match=r"nowhere\.pth: ImageNet weights file not found"):
         models.create(get_recipe("r004_resnet50_mlp"), weights=tmp_path / "nowhere.pth")
+
+
+# ----------------------------------------------------------------------------------------
+# Our model's slots
+# ----------------------------------------------------------------------------------------
+def test_slot_weights_by_hand():
+    w = models.slot_weights(torch.tensor([[1.0] * 8, [2.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                                          [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]]))
+    assert w.shape == (3, 4, 8)
+    torch.testing.assert_close(w.sum(dim=2), torch.ones(3, 4))
+    # equal masses: slot k is the mean of columns 2k and 2k+1
+    torch.testing.assert_close(w[0], torch.eye(4).repeat_interleave(2, dim=1) / 2)
+    # a double mass on column 0 feeds slots 0 and 1; columns 1 and 2 feed slots 2 and 3
+    assert w[1].argmax(dim=1).tolist() == [0, 0, 1, 2] and w[1].max(dim=1).values.tolist() == [1, 1, 1, 1]
+    # four separated unit masses (four digits with gaps): slot k reads exactly the k-th from the left
+    assert w[2].argmax(dim=1).tolist() == [0, 3, 5, 7] and w[2].max(dim=1).values.tolist() == [1, 1, 1, 1]
+
+
+def test_ours_reads_digits_left_to_right_from_ink_at_start(monkeypatch):
+    # at initialisation the slots split the inked columns into quarters: with four white blocks
+    # and an empty right part, slot k looks mostly at block k (blank columns keep a small mass)
+    seen = []
+    real = models.slot_weights
+    monkeypatch.setattr(models, "slot_weights", lambda m: seen.append(real(m)) or seen[-1])
+    x = torch.full((1, 1, 40, 168), -0.0607 / 0.2194)  # black
+    for k in range(4):
+        x[..., 10:30, 8 + 24 * k:24 + 24 * k] = (1 - 0.0607) / 0.2194  # white: 4-px columns 2-5, 8-11, 14-17, 20-23
+    models.digitsum_net().eval()(x)
+    w = seen[0][0]
+    share = torch.stack([w[:, 2 + 6 * b:6 + 6 * b].sum(dim=1) for b in range(4)], dim=1)  # (slot, block)
+    assert share.argmax(dim=1).tolist() == [0, 1, 2, 3]
+    assert share.diagonal().min() > 0.75
