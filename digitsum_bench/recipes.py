@@ -24,7 +24,7 @@ class Claim:
     """A number a report claims; always shown as a claim, never as a measurement."""
 
     metric: Literal["exact", "within_one", "mse", "mae"]  # accuracies as fractions 0..1
-    value: float
+    value: float | None  # None where the report gives words, not a number (the note says them)
     split: Literal["val", "test"]  # the split of the course data the report quoted it on
     note: str = ""  # e.g. "after 87 epochs", "approximately"
 
@@ -233,7 +233,7 @@ def r003_resnet18_scratch() -> Recipe:
     return _r003(
         "r003_resnet18_scratch", "ResNet-18, same hyper-parameters as ResNet-50, 37-way softmax",
         model=models.resnet18_sum37, head="sum37", loss="ce",
-        claimed=(Claim("exact", float("nan"), "test", "'unable to learn', very low accuracy; no number given"),),
+        claimed=(Claim("exact", None, "test", "'unable to learn', very low accuracy; no number given"),),
         assumptions=(
             "from scratch without EMA, like r003_resnet50_scratch: the report says only 'same hyper-parameters'",
             "torchvision ResNet-18 with a one-channel 7x7 conv1",
@@ -363,7 +363,7 @@ def claim_text(claims: tuple[Claim, ...]) -> str:
     parts = []
     for c in shown:
         approx = "~" if "approx" in c.note else ""
-        if c.value != c.value:  # NaN: the report gives words, not a number
+        if c.value is None:  # the report gives words, not a number
             parts.append(f"{c.split} {c.metric} {c.note.split(';')[0]}")
         elif c.metric in ("exact", "within_one"):
             parts.append(f"{c.split} {c.metric.replace('_', '-')} {approx}{100 * c.value:.1f}%")

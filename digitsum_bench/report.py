@@ -206,15 +206,17 @@ def _claims(claimed: list[dict]) -> dict:
     exact = next((c for c in claimed if c["metric"] == "exact"), None)
     return {
         "claimed": ", ".join(_claim_text(c) for c in claimed),
-        "claimed_exact": exact["value"] if exact else math.nan,
+        "claimed_exact": exact["value"] if exact and exact["value"] is not None else math.nan,
         "claimed_split": exact["split"] if exact else "",
     }
 
 
 def _claim_text(claim: dict) -> str:
     metric, value = claim["metric"], claim["value"]
-    shown = f"{value * 100:.4g}%" if metric in ("exact", "within_one") else f"{value:.3g}"
     name = {"within_one": "within-one", "mse": "MSE", "mae": "MAE"}.get(metric, metric)
+    if value is None:  # the report gives words, not a number
+        return f"{claim['split']} {name}: {claim['note']}"
+    shown = f"{value * 100:.4g}%" if metric in ("exact", "within_one") else f"{value:.3g}"
     note = f" ({claim['note']})" if claim["note"] else ""
     return f"{claim['split']} {name} {shown}{note}"
 

@@ -60,6 +60,7 @@ def write_json_atomic(path: Path, obj: object) -> None:
             json.dump(obj, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; records are shared results
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

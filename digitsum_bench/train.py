@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import functools
-import json
 import os
 import platform
 import subprocess

@@ -23,7 +23,7 @@ def test_gate_passes_on_committed_baseline(tmp_path):
 
 def test_gate_reports_regression_when_training_is_sabotaged(tmp_path, monkeypatch):
     baseline = json.loads(BASELINE.read_text())
-    name = "r002_attention_cnn"
+    name = "ours_digitsum"
     baseline["recipes"] = {name: baseline["recipes"][name]}
     path = tmp_path / "one.json"
     path.write_text(json.dumps(baseline))

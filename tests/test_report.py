@@ -276,3 +276,12 @@ def test_out_folder_leaves_results_alone(tmp_path):
     assert len(paths) == 2 + len(report.PLOTS)
     assert all(p.is_relative_to(tmp_path / "elsewhere") and p.is_file() for p in paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "records"]
+
+
+def test_claim_given_in_words_only():
+    """Report 003 says ResNet-18 was 'unable to learn' without a number: shown as words, no number invented."""
+    from digitsum_bench.report import _claims
+
+    c = _claims([{"metric": "exact", "value": None, "split": "test", "note": "'unable to learn'"}])
+    assert c["claimed"] == "test exact: 'unable to learn'"
+    assert math.isnan(c["claimed_exact"]) and c["claimed_split"] == "test"
