@@ -31,7 +31,9 @@ def test_gate_reports_regression_when_training_is_sabotaged(tmp_path, monkeypatc
     monkeypatch.setattr(train.losses, "compute_loss", lambda *a, **k: real(*a, **k) * 0.0)  # a zeroed loss
     ok, table = gate.run_gate(path, tmp_path / "runs")
     assert not ok
-    assert name in table and "REGRESSION" in table.upper()
+    row = next(line for line in table.splitlines() if line.strip().startswith(name))
+    assert "FAIL" in row  # the table names the regressed recipe
+    assert "gate FAILED" in table
 
 
 def test_missing_or_corrupt_baseline(tmp_path):
