@@ -97,7 +97,7 @@ def _flatten(raw: dict) -> dict:
     row["seed"] = int(raw["seed"])
     row["finished"] = _utc(raw["finished"])
     Version(raw["code_version"])  # picking the newest code version needs a parsable one
-    row["claimed"] = [{"metric": c["metric"], "value": float(c["value"]), "split": c["split"], "note": c.get("note", "")}
+    row["claimed"] = [{"metric": c["metric"], "value": None if c["value"] is None else float(c["value"]), "split": c["split"], "note": c.get("note", "")}
                       for c in raw["claimed"]]  # fmt: skip
     for entry in raw["history"]:
         _require(entry, HISTORY_KEYS, "history[]")

@@ -9,7 +9,8 @@ import pytest
 from digitsum_bench.cli import main
 from digitsum_bench.recipes import list_recipes
 
-SMALL = ["r003_convnet4", "r002_attention_cnn", "r004_multilabel_transfer"]
+# r003_resnet18_scratch: its claim is words without a number, which the report must carry through
+SMALL = ["r003_convnet4", "r002_attention_cnn", "r004_multilabel_transfer", "r003_resnet18_scratch"]
 
 
 def test_run_smoke_subset_writes_records_and_leaderboard(tmp_path, capsys):
@@ -27,11 +28,11 @@ def test_run_smoke_subset_writes_records_and_leaderboard(tmp_path, capsys):
     # a second run finds everything done
     assert main(["run", "--recipe", *SMALL, "--budget", "smoke", "--device", "cpu", "--results", str(tmp_path),
                  "--no-report"]) == 0
-    assert "0 run(s) to do, 3 already finished" in capsys.readouterr().out
+    assert "0 run(s) to do, 4 already finished" in capsys.readouterr().out
 
     assert main(["status", "--results", str(tmp_path), "--budget", "smoke", "--recipe", *SMALL, "--seeds", "0", "1"]) == 0
     out = capsys.readouterr().out
-    assert out.count("finished") >= 3 and "3 finished, 3 missing" in out
+    assert out.count("finished") >= 4 and "4 finished, 4 missing" in out
 
     ckpt = next(tmp_path.glob("checkpoints/smoke/*/r003_convnet4/seed0/final.pt"))
     npz = tmp_path / "t.npz"
