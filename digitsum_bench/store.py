@@ -171,6 +171,6 @@ def run_states(keys: list[RunKey], results: Path) -> list[dict]:
             except (OSError, ValueError):
                 row["detail"] = f"{failed}: unreadable failure marker"
         else:
-            row["state"] = row["state"] if "state" in row else ("corrupt" if row["detail"] else "missing")
+            row["state"] = "corrupt" if row["detail"] else "missing"
         rows.append(row)
     return rows

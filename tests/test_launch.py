@@ -92,3 +92,17 @@ def test_copied_records_from_another_machine_merge(inline, tmp_path):
         records = load_records(tmp_path)
     assert len(records) == 1
     assert leaderboard(records)["n_seeds"].tolist() == [1]
+
+
+def test_status_names_corrupt_and_running_runs(tmp_path):
+    import os
+    import socket
+
+    base = tmp_path / "records" / "smoke" / "synth-x" / "r003_convnet4"
+    base.mkdir(parents=True)
+    (base / "seed0.json").write_text("{truncated")
+    (base / "seed1.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    rows = {r["seed"]: r for r in launch.status_rows(tmp_path, ["r003_convnet4"], [0, 1, 2], "smoke")}
+    assert rows[0]["state"] == "corrupt" and "seed0.json: corrupt record" in rows[0]["detail"]
+    assert rows[1]["state"] == "running" and str(os.getpid()) in rows[1]["detail"]
+    assert rows[2]["state"] == "missing"
