@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BenchError
+from .store import atomic_write
 
 HEIGHT, WIDTH = 40, 168
 COURSE_MEAN, COURSE_STD = 0.0607, 0.2194  # pixel mean/std after /255, used for normalisation
@@ -359,17 +360,11 @@ def _cached(path: Path, make) -> dict[str, np.ndarray]:
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray], compress: bool = False) -> None:
     """Write atomically: a temporary file beside `path`, then os.replace, so no reader sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+        with atomic_write(path) as f:  # a file object: np.savez would append .npz to a name
             (np.savez_compressed if compress else np.savez)(f, **arrays)
-        os.replace(tmp, path)
     except OSError as e:
         raise BenchError(f"{path}: cannot write ({e.strerror or e})") from None
-    finally:
-        if tmp.exists():  # gone already after a successful replace
-            tmp.unlink()
 
 
 def load_synth(kind: str, split: str, n: int, seed: int = 0, source=None) -> DigitSumData:
@@ -542,7 +537,9 @@ def describe(data: DigitSumData) -> str:
 
 def save_grid(data: DigitSumData, path: str | Path, n: int = 24, seed: int = 0) -> None:
     """A PNG of `n` random images, each titled "sum=S (d d d d)" (digits where known)."""
-    from matplotlib.figure import Figure  # no pyplot: no global state, and Agg renders the PNG
+    from matplotlib.figure import (
+        Figure,  # no pyplot: no global state, and Agg renders the PNG
+    )
 
     if len(data) == 0:
         raise BenchError(f"{data.name}: no images to show")

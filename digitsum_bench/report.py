@@ -14,9 +14,7 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -24,11 +22,14 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib import ticker
-from matplotlib.figure import Figure  # pyplot-free: no global figure state, renders with Agg
+from matplotlib.figure import (
+    Figure,  # pyplot-free: no global figure state, renders with Agg
+)
 from packaging.version import Version
 from scipy import stats
 
 from .errors import BenchError
+from .store import atomic_write
 
 SCHEMA = 1  # the record schema this module reads
 N_SUMS = 37  # sums 0..36
@@ -496,16 +497,8 @@ def write_report(results: Path, out: Path | None = None) -> list[Path]:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename it over `path` in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is for everyone who can read the folder
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 # ----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from . import __version__
 from .errors import BenchError
@@ -51,20 +51,32 @@ class RunKey:
         return Path(results) / "checkpoints" / self.budget / self.dataset_id / self.recipe / f"seed{self.seed}"
 
 
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON via a temp file in the same folder and an atomic rename."""
+@contextmanager
+def atomic_write(path: Path) -> Iterator[IO[bytes]]:
+    """A binary file that appears at `path` whole or not at all: a temp file beside it, then a rename.
+
+    Every file the suite writes (records, checkpoints, datasets, leaderboard, plots) goes
+    through here, so an interrupted or failed write never leaves half a file behind.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
+        with os.fdopen(fd, "wb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; records are shared results
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, obj: object) -> None:
+    """Write JSON atomically (see `atomic_write`)."""
+    with atomic_write(path) as f:
+        f.write(json.dumps(obj, indent=1).encode())
 
 
 def read_record(path: Path) -> dict:

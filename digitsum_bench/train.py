@@ -30,10 +30,18 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from . import __version__, data as datamod, losses, metrics, models
+from . import __version__, losses, metrics, models
+from . import data as datamod
 from .errors import BenchError
 from .recipes import Recipe, get_recipe
-from .store import RunKey, finished_record, record_failure, run_lock, write_json_atomic
+from .store import (
+    RunKey,
+    atomic_write,
+    finished_record,
+    record_failure,
+    run_lock,
+    write_json_atomic,
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,10 +238,8 @@ def _selection_score(recipe: Recipe, val: dict) -> float | None:
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, seed: int, device: torch.device,
