@@ -29,6 +29,11 @@ from . import __version__
 from .errors import BenchError
 
 
+# A run on another host whose lock and checkpoints have not changed for this long is taken
+# to be dead (pre-empted or killed): long enough for one epoch of the slowest recipe on a GPU.
+LOCK_STALE_HOURS = float(os.environ.get("DIGITSUM_LOCK_STALE_HOURS", "6"))
+
+
 @dataclass(frozen=True)
 class RunKey:
     """Identifies one run; the code version is checked against the record's content."""
@@ -120,9 +125,12 @@ def lock_owner(key: RunKey, results: Path) -> dict | None:
         owner = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", -1))):
-        return None  # its process died on this host: stale
-    return owner
+    if owner.get("host") == socket.gethostname():
+        return owner if _pid_alive(int(owner.get("pid", -1))) else None  # died on this host: stale
+    # Another host (e.g. a pre-empted SLURM task): alive while its lock or checkpoints keep changing.
+    files = [path, *key.checkpoint_dir(results).rglob("*.pt")]
+    last_sign = max(f.stat().st_mtime for f in files if f.exists())
+    return owner if time.time() - last_sign < LOCK_STALE_HOURS * 3600 else None
 
 
 @contextmanager

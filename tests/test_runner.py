@@ -112,6 +112,29 @@ def test_lock_held_by_live_process_skips(tiny_recipe, tmp_path):
         assert stale  # a dead process's lock is taken over
 
 
+def test_lock_from_another_host_is_stale_once_nothing_changes(tiny_recipe, tmp_path):
+    import os
+    import time
+
+    from digitsum_bench.store import LOCK_STALE_HOURS, lock_owner
+
+    key = RunKey("tiny_test", 0, "smoke", "synth-x")
+    lock = key.lock_path(tmp_path)
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": 1, "host": "node-that-was-preempted"}))
+    assert lock_owner(key, tmp_path)["host"] == "node-that-was-preempted"  # fresh: still running there
+    old = time.time() - LOCK_STALE_HOURS * 3600 - 60
+    os.utime(lock, (old, old))
+    ckpt = key.checkpoint_dir(tmp_path) / "last.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"epoch 3")
+    assert lock_owner(key, tmp_path) is not None  # its checkpoint just changed: alive
+    os.utime(ckpt, (old, old))
+    assert lock_owner(key, tmp_path) is None  # nothing changed for hours: pre-empted, take it over
+    with run_lock(key, tmp_path) as mine:
+        assert mine
+
+
 def test_budgets_cap_the_recipe(tiny_recipe):
     from digitsum_bench.recipes import get_recipe
 
