@@ -11,6 +11,7 @@ from scipy.stats import chisquare
 from sklearn.model_selection import train_test_split
 
 from digitsum_bench import data
+from digitsum_bench.cli import main
 from digitsum_bench.errors import BenchError
 
 
@@ -338,12 +339,16 @@ BAD_INPUTS = {  # case: (writes files into the folder, path to load, message nam
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_inputs(tmp_path, case):
+def test_bad_inputs(tmp_path, case, capsys):
     write, name, message = BAD_INPUTS[case]
     write(tmp_path)
     with pytest.raises(BenchError, match=message) as e:
         data.load_path(tmp_path / name)
     assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
+    # the same input through the command line: one line on stderr, exit status 2
+    assert main(["data", "check", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {e.value}\n"
 
 
 def test_good_inputs_of_the_bad_input_table_load(tmp_path):
