@@ -9,19 +9,11 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from digitsum_bench import data as datamod, models, train
+from digitsum_bench import models, train
 from digitsum_bench.recipes import Recipe
 
 # Dense bf16 tensor-core peak (FLOP/s) for model FLOP utilisation.
 BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-
-
-def fake_split(n: int, device: torch.device) -> train.DeviceData:
-    """n random uint8 images with sums and digits, on the device (speed does not depend on content)."""
-    g = torch.Generator().manual_seed(0)
-    digits = torch.randint(0, 10, (n, 4), generator=g)
-    images = torch.randint(0, 256, (n, datamod.HEIGHT, datamod.WIDTH), generator=g, dtype=torch.uint8)
-    return train.DeviceData(images.to(device), digits.sum(1).to(device), digits.to(device))
 
 
 def runner_images_per_s(recipe: Recipe, device: torch.device, steps: int, compile: bool = False) -> float:
@@ -32,9 +24,9 @@ def runner_images_per_s(recipe: Recipe, device: torch.device, steps: int, compil
     if compile:
         model = torch.compile(model)
     opt = train.make_optimizer(recipe, model, device)
-    split = fake_split(recipe.batch_size * steps, device)
+    split = train.random_split(recipe.batch_size * steps, device)
     one = replace(recipe, epochs=1)
-    train.train_one_epoch(model, opt, None, None, fake_split(recipe.batch_size * 3, device), one, 0, 0, device)
+    train.train_one_epoch(model, opt, None, None, train.random_split(recipe.batch_size * 3, device), one, 0, 0, device)
     _sync(device)
     t0 = time.perf_counter()
     train.train_one_epoch(model, opt, None, None, split, one, 0, 1, device)
@@ -46,7 +38,7 @@ def plain_images_per_s(model: nn.Module, device: torch.device, steps: int, batch
     """Images/s of a training loop as the reports wrote it: DataLoader over a TensorDataset, fp32, Adam, MSE."""
     model = model.to(device).train()
     n = batch_size * (steps + 3)
-    split = fake_split(n, "cpu")
+    split = train.random_split(n, "cpu")
     ds = TensorDataset(split.images.float().div(255).unsqueeze(1), split.sums.float())
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

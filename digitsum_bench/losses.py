@@ -11,8 +11,6 @@ import torch.nn.functional as F
 
 from .errors import BenchError
 
-N_SUMS = 37  # sums 0..36 of four digits 0..9
-
 # Which heads each loss can train.
 LOSS_HEADS = {
     "mse": ("regression",),

@@ -29,10 +29,10 @@ from packaging.version import Version
 from scipy import stats
 
 from .errors import BenchError
+from .metrics import N_SUMS
 from .store import atomic_write
 
 SCHEMA = 1  # the record schema this module reads
-N_SUMS = 37  # sums 0..36
 SPLITS = ("val", "test")
 METRICS = ("exact", "within_one", "mse", "mae")  # summarised over seeds in the leaderboard
 SPLIT_KEYS = ("n", "loss", "exact", "within_one", "mse", "rmse", "mae", "per_sum", "confusion")

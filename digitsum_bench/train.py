@@ -486,6 +486,14 @@ def evaluate_file(checkpoint: str | Path, data_path: str | Path, device: str = "
             **{k: result[k] for k in (*metrics.SUMMARY_KEYS, "per_sum")}}
 
 
+def random_split(n: int, device: torch.device | str, seed: int = 0) -> DeviceData:
+    """n random images with digits and their sums, on the device: for timing, where content does not matter."""
+    g = torch.Generator().manual_seed(seed)  # its own generator: timing must not move the global RNG
+    digits = torch.randint(0, 10, (n, 4), generator=g)
+    images = torch.randint(0, 256, (n, datamod.HEIGHT, datamod.WIDTH), generator=g, dtype=torch.uint8)
+    return DeviceData(images.to(device), digits.sum(1).to(device), digits.to(device))
+
+
 def estimate_seconds(recipe: Recipe, device: torch.device, steps: int = 2) -> float:
     """Rough wall time of a run: a few timed training steps on random images, scaled up.
 
@@ -495,8 +503,7 @@ def estimate_seconds(recipe: Recipe, device: torch.device, steps: int = 2) -> fl
     model = recipe.model().to(device)
     opt = make_optimizer(recipe, model, device)
     n = recipe.batch_size
-    fake = DeviceData(torch.randint(0, 256, (n, datamod.HEIGHT, datamod.WIDTH), dtype=torch.uint8, device=device),
-                      torch.randint(0, 37, (n,), device=device), torch.randint(0, 10, (n, 4), device=device))
+    fake = random_split(n, device)
     one = replace(recipe, epochs=1)
     train_one_epoch(model, opt, None, None, fake, one, 0, 0, device)  # warm-up
     t0 = time.perf_counter()
