@@ -11,6 +11,8 @@ from .errors import BenchError
 
 DEFAULT_RESULTS = Path("results")
 DEFAULT_BASELINE = Path("results/baselines/ci.json")
+# The leaderboard committed with the code, which a run into another folder is compared with.
+COMMITTED_RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
 def _cmd_data_make(a: argparse.Namespace) -> None:
@@ -55,13 +57,15 @@ def _cmd_run(a: argparse.Namespace) -> None:
         raise BenchError("run: name recipes with --recipe NAME ... or use --all (see `digitsum-bench list`)")
     failures = launch(names, a.seeds, budget=a.budget, data=a.data, results=a.results, device=a.device,
                       force=a.force, deterministic=a.deterministic, weights=a.weights, launcher=a.launcher,
-                      jobs=a.jobs, slurm=a)
+                      jobs=a.jobs, slurm=a, cpu_limit=a.cpu_limit)
     if not a.no_report:
-        from .report import write_report
+        from .report import comparison_table, write_report
 
         try:
             paths = write_report(a.results)
             print(f"leaderboard: {paths[0]}")
+            if Path(a.results).resolve() != COMMITTED_RESULTS.resolve():
+                print(comparison_table(a.results, COMMITTED_RESULTS, a.budget))
         except BenchError as e:
             print(f"report skipped: {e}", file=sys.stderr)
     if failures:
@@ -107,8 +111,9 @@ def _cmd_gate(a: argparse.Namespace) -> None:
 
 def _add_run_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="training seeds (default: 0)")
-    p.add_argument("--budget", choices=["full", "ci", "smoke"], default="full",
-                   help="full: each report's own epochs and data (default); ci: minutes on a CPU; smoke: seconds")
+    p.add_argument("--budget", choices=["full", "quick", "ci", "smoke"], default="full",
+                   help="full: each report's own epochs and data (default); quick: at most 2 epochs, minutes per "
+                        "small recipe on a CPU; ci: the CI gate's 1 epoch; smoke: seconds, checks only")
     p.add_argument("--data", default="synth",
                    help="'synth' (built-in DigitSum-Synth) or a folder of course files / an .npz (default: synth)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default: results)")
@@ -172,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=["inline", "local", "slurm"], default="inline",
                    help="inline: this process; local: --jobs worker processes; slurm: a SLURM job array (submitit)")
     p.add_argument("--jobs", type=int, default=2, help="local launcher: worker processes (default: 2)")
+    p.add_argument("--cpu-limit", type=float, default=30, metavar="MINUTES",
+                   help="on a CPU, leave out recipes estimated over this many minutes per run, noted as 'needs a "
+                        "GPU at this budget' in the leaderboard (default: 30; 0 runs everything)")
     add_slurm_options(p)
     p.set_defaults(fn=_cmd_run)
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import train
 from .errors import BenchError
 from .recipes import get_recipe, list_recipes
-from .store import RunKey, finished_record, run_states
+from .store import RunKey, finished_record, remove_estimate, run_states, write_estimate
 
 SLURM_DEFAULTS = {"partition": None, "time": 240, "gpus": 1, "cpus": 8, "mem_gb": 32, "parallel": 16}
 
@@ -69,14 +69,49 @@ def pending(names: list[str], seeds: list[int], budget: str, data: str, results:
     return jobs
 
 
+def estimate(name: str, budget: str, device: torch.device) -> float:
+    """Estimated seconds of one (recipe, seed) run under `budget` on `device` (train.estimate_seconds)."""
+    recipe = train.apply_budget(get_recipe(name), budget)
+    return train.estimate_seconds(recipe, device, train.BUDGETS[budget].test_size)
+
+
+def skip_slow_on_cpu(todo: list[tuple[str, int]], budget: str, data: str, results: Path,
+                     limit_minutes: float) -> list[tuple[str, int]]:
+    """The runs that fit a CPU: a recipe whose run is estimated over `limit_minutes` is not started.
+
+    Each recipe left out gets a note (store.write_estimate) that the leaderboard lists as
+    "needs a GPU at this budget", with its estimated CPU time, so it is not silently missing.
+    """
+    cpu = torch.device("cpu")
+    kept = []
+    for name in dict.fromkeys(n for n, _ in todo):
+        seconds = estimate(name, budget, cpu)
+        dataset_id = train.load_data(train.apply_budget(get_recipe(name), budget), budget, data).dataset_id
+        if seconds <= limit_minutes * 60:
+            remove_estimate(results, budget, dataset_id, name)
+            kept += [(n, s) for n, s in todo if n == name]
+            continue
+        write_estimate(results, budget, dataset_id, name, seconds, train.provenance(cpu)["device"])
+        print(f"skip {name}: estimated {train.format_seconds(seconds)} per seed on this CPU, over the "
+              f"{limit_minutes:g}-minute limit; needs a GPU at the {budget} budget (--cpu-limit 0 runs it anyway)")
+    return kept
+
+
 def launch(names: list[str], seeds: list[int], budget: str, data: str, results: Path, device: str = "auto",
            force: bool = False, deterministic: bool = False, weights: str | None = None, launcher: str = "inline",
-           jobs: int = 2, slurm: argparse.Namespace | None = None) -> int:
-    """Run every (recipe, seed) not yet finished; returns the number of failed runs."""
+           jobs: int = 2, slurm: argparse.Namespace | None = None, cpu_limit: float = 0) -> int:
+    """Run every (recipe, seed) not yet finished; returns the number of failed runs.
+
+    On a CPU (inline or local launcher), recipes estimated over `cpu_limit` minutes per run are
+    left out with a note (`skip_slow_on_cpu`); 0 runs everything.
+    """
     results = Path(results)
     todo = pending(names, seeds, budget, data, results, force)
     done = len(names) * len(seeds) - len(todo)
     print(f"{len(todo)} run(s) to do, {done} already finished ({budget} budget, {launcher} launcher)")
+    if todo and cpu_limit > 0 and budget not in train.CHECK_ONLY and launcher != "slurm" \
+            and train.resolve_device(device).type == "cpu":
+        todo = skip_slow_on_cpu(todo, budget, data, results, cpu_limit)
     if not todo:
         return 0
     kw = dict(budget=budget, data=data, results=results, device=device, force=force, deterministic=deterministic,
@@ -93,7 +128,7 @@ def launch(names: list[str], seeds: list[int], budget: str, data: str, results: 
 def _inline(todo: list[tuple[str, int]], kw: dict) -> int:
     device = train.resolve_device(kw["device"])
     if kw["budget"] != "smoke":
-        total = sum(train.estimate_seconds(train.apply_budget(get_recipe(n), kw["budget"]), device) for n, _ in todo)
+        total = sum(estimate(n, kw["budget"], device) for n, _ in todo)
         print(f"estimated time on {device}: {train.format_seconds(total)} (from a few timed training steps)")
     failures = 0
     for name, seed in tqdm(todo, desc="runs", unit="run"):

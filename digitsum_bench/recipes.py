@@ -53,7 +53,9 @@ class Recipe:
     conv1: Literal["sum", "new"] = "sum"  # how an ImageNet conv1 becomes one-channel: sum RGB, or fresh init
     selection: Literal["last", "best_val_loss", "best_val_exact"] = "last"  # which epoch's weights are scored
     augment: bool = False  # random shift/scale of each training batch (ours only; the reports used none)
-    tta: bool = False  # test-time augmentation: average outputs over shifted copies
+    tta: bool = False  # test-time augmentation: average outputs over copies shifted 2 px left and right
+    aux_batch: int = 0  # images per step from a separate labelled synthetic set (training digit pool), per-digit CE
+    aux_size: int = 24_000  # size of that synthetic set (data seed 1: never the training images themselves)
     decode: Literal["sum_of_digits", "most_likely_sum"] = "sum_of_digits"  # digits4 head -> predicted sum
     pretrain: Recipe | None = None  # a first stage whose `features` module this recipe's model reuses
     claimed: tuple[Claim, ...] = ()  # the report's numbers, on the course data

@@ -194,3 +194,33 @@ def run_states(keys: list[RunKey], results: Path) -> list[dict]:
             row["state"] = "corrupt" if row["detail"] else "missing"
         rows.append(row)
     return rows
+
+
+def estimate_path(results: Path, budget: str, dataset_id: str, recipe: str) -> Path:
+    """Where the note of a recipe left out on a CPU lives (beside the records, never read as one)."""
+    return Path(results) / "estimates" / budget / dataset_id / f"{recipe}.json"
+
+
+def write_estimate(results: Path, budget: str, dataset_id: str, recipe: str, seconds: float, device: str) -> None:
+    """Note that `recipe` was not run on `device` under `budget`: its estimated time per seed was too long."""
+    write_json_atomic(estimate_path(results, budget, dataset_id, recipe),
+                      {"recipe": recipe, "budget": budget, "dataset_id": dataset_id, "device": device,
+                       "estimated_seconds": round(seconds), "code_version": __version__})
+
+
+def remove_estimate(results: Path, budget: str, dataset_id: str, recipe: str) -> None:
+    """Drop the note once the recipe is run here after all."""
+    estimate_path(results, budget, dataset_id, recipe).unlink(missing_ok=True)
+
+
+def read_estimates(results: Path) -> list[dict]:
+    """Every note of a recipe left out on a CPU; unreadable notes are skipped (they are advice, not results)."""
+    notes = []
+    for path in sorted((Path(results) / "estimates").rglob("*.json")):
+        try:
+            note = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(note, dict) and {"recipe", "budget", "dataset_id", "estimated_seconds"} <= set(note):
+            notes.append(note)
+    return notes

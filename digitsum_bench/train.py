@@ -61,11 +61,15 @@ class Budget:
 BUDGETS = {
     # each report's own epochs, batch size and data size; the full 10,000-image test split
     "full": Budget("full", None, None, None, 10_000),
-    # small and deterministic on 2 CPU cores, yet the small recipes clearly learn (the CI gate)
-    "ci": Budget("ci", 4, 3_000, 500, 2_000),
+    # all of the data, at most 2 epochs: minutes per small recipe on 2 CPU cores, and they learn
+    "quick": Budget("quick", 2, None, None, 10_000),
+    # the CI accuracy gate's budget: one epoch, 2,000 validation images, the full test split
+    "ci": Budget("ci", 1, None, 2_000, 10_000),
     # seconds per recipe on a CPU: checks that everything runs, measures nothing useful
     "smoke": Budget("smoke", 1, 64, 32, 64),
 }
+# Budgets whose accuracies mean nothing: reported apart from the leaderboard, never ranked.
+CHECK_ONLY = ("smoke",)
 
 
 def apply_budget(recipe: Recipe, budget: str) -> Recipe:
@@ -82,6 +86,7 @@ def apply_budget(recipe: Recipe, budget: str) -> Recipe:
         epochs=cap(recipe.epochs, b.max_epochs),
         train_size=cap(recipe.train_size, b.max_train),
         val_size=cap(recipe.val_size, b.max_val),
+        aux_size=cap(recipe.aux_size, b.max_train),
         pretrain=apply_budget(recipe.pretrain, budget) if recipe.pretrain else None,
     )
 
@@ -120,6 +125,19 @@ def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """uint8 (B,40,168) -> normalised float (B,1,40,168)."""
     x = images.unsqueeze(1).float().div_(255).sub_(datamod.COURSE_MEAN).div_(datamod.COURSE_STD)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def shift(x: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Shift images `pixels` columns to the right (left if negative), filling with black (no wrap-around)."""
+    if pixels == 0:
+        return x
+    background = -datamod.COURSE_MEAN / datamod.COURSE_STD  # a black pixel after normalisation
+    out = torch.full_like(x, background)
+    if pixels > 0:
+        out[..., pixels:] = x[..., :-pixels]
+    else:
+        out[..., :pixels] = x[..., -pixels:]
+    return out
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -170,24 +188,36 @@ def needs_digits(recipe: Recipe) -> bool:
 
 
 def train_one_epoch(model, opt, sched, ema, split: DeviceData, recipe: Recipe, seed: int, epoch: int,
-                    device: torch.device, progress: bool = False) -> float:
-    """One pass over the training split; returns the mean training loss."""
+                    device: torch.device, progress: bool = False, aux: DeviceData | None = None) -> float:
+    """One pass over the training split; returns the mean training loss.
+
+    With `aux` (the recipe's labelled synthetic set, `recipe.aux_batch` > 0), each batch also
+    carries `aux_batch` of its images, whose per-digit cross-entropy is added to the loss.
+    """
     model.train()
     order = torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))
     aug = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch, 1))
     torch.manual_seed(epoch_seed(seed, epoch, 2))  # dropout
     perm = torch.randperm(len(split), generator=order).to(device)
+    aux_order = torch.Generator().manual_seed(epoch_seed(seed, epoch, 3))
+    aux_perm = torch.randperm(len(aux), generator=aux_order).to(device) if aux is not None else None
     total, count = torch.zeros((), device=device), 0
     batches = range(0, len(split), recipe.batch_size)
-    for start in tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch"):
+    for step, start in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")):
         idx = perm[start:start + recipe.batch_size]
-        x = to_input(split.images[idx], device.type == "cuda")
+        images = split.images[idx]
+        if aux_perm is not None:
+            a = aux_perm[(step * recipe.aux_batch + torch.arange(recipe.aux_batch, device=device)) % len(aux)]
+            images = torch.cat([images, aux.images[a]])
+        x = to_input(images, device.type == "cuda")
         if recipe.augment:
             x = augment(x, aug)
         digits = split.digits[idx] if split.digits is not None else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(x)
-        loss = losses.compute_loss(recipe.loss, recipe.head, out.float(), split.sums[idx], digits)
+        loss = losses.compute_loss(recipe.loss, recipe.head, out[:len(idx)].float(), split.sums[idx], digits)
+        if aux_perm is not None:
+            loss = loss + F.cross_entropy(out[len(idx):].float().flatten(0, 1), aux.digits[a].flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -210,7 +240,7 @@ def predict(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torc
     for start in range(0, images.shape[0], batch):
         x = to_input(images[start:start + batch], device.type == "cuda")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = sum(model(torch.roll(x, s, dims=3)).float() for s in shifts) / len(shifts)
+            out = sum(model(shift(x, s)).float() for s in shifts) / len(shifts)
         outs.append(out)
     return torch.cat(outs)
 
@@ -243,7 +273,7 @@ def _save_atomic(obj: dict, path: Path) -> None:
 
 
 def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, seed: int, device: torch.device,
-        ckpt_dir: Path, progress: bool = True) -> tuple[nn.Module, dict]:
+        ckpt_dir: Path, progress: bool = True, aux: DeviceData | None = None) -> tuple[nn.Module, dict]:
     """Train `model` under `recipe`, resuming from `ckpt_dir/last.pt` if a previous attempt left one.
 
     Returns the selected model (EMA weights where the recipe uses EMA; best epoch where it
@@ -271,11 +301,11 @@ def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, se
                initial=state["epoch"], total=recipe.epochs, disable=not progress, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
-        train_loss = train_one_epoch(model, opt, sched, ema, train, recipe, seed, epoch, device, progress)
+        train_loss = train_one_epoch(model, opt, sched, ema, train, recipe, seed, epoch, device, progress, aux)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
-        v = evaluate(scored, val, recipe, device)
+        v = evaluate(scored, val, replace(recipe, tta=False), device)  # per-epoch curve: one view is enough
         entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": v["loss"], "val_exact": v.get("exact"),
                  "val_within_one": v.get("within_one"), "lr": opt.param_groups[0]["lr"],
                  "seconds": time.perf_counter() - t0}
@@ -382,6 +412,17 @@ def build_model(recipe: Recipe, splits: datamod.Splits, seed: int, device: torch
     return model.to(device), status
 
 
+def load_aux(recipe: Recipe, device: torch.device) -> DeviceData | None:
+    """The recipe's labelled synthetic set: DigitSum-Synth from the training digit pool, data seed 1.
+
+    A different seed from the benchmark's data (seed 0) makes different compositions, so the
+    training images' own digit labels are never used, and the test pool never is.
+    """
+    if not recipe.aux_batch:
+        return None
+    return DeviceData.from_numpy(datamod.load_synth("synth", "train", recipe.aux_size, seed=1), device)
+
+
 def _device_splits(recipe: Recipe, splits: datamod.Splits, device: torch.device) -> tuple[DeviceData, DeviceData]:
     train, val = DeviceData.from_numpy(splits.train, device), DeviceData.from_numpy(splits.val, device)
     if needs_digits(recipe) and splits.train.digits is None:
@@ -433,7 +474,7 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, resul
     model, status = build_model(recipe, splits, key.seed, device, ckpt_dir, weights, progress)
     params_m, gflops = models.count_params(model) / 1e6, models.gflops_per_image(copy.deepcopy(model).cpu().float())
     train, val = _device_splits(recipe, splits, device)
-    selected, summary = fit(recipe, model, train, val, key.seed, device, ckpt_dir, progress)
+    selected, summary = fit(recipe, model, train, val, key.seed, device, ckpt_dir, progress, load_aux(recipe, device))
     test = DeviceData.from_numpy(splits.test, device) if splits.test is not None else None
     scores = {"val": evaluate(selected, val, recipe, device),
               "test": evaluate(selected, test, recipe, device) if test is not None else None}
@@ -494,27 +535,53 @@ def random_split(n: int, device: torch.device | str, seed: int = 0) -> DeviceDat
     return DeviceData(images.to(device), digits.sum(1).to(device), digits.to(device))
 
 
-def estimate_seconds(recipe: Recipe, device: torch.device, steps: int = 2) -> float:
-    """Rough wall time of a run: a few timed training steps on random images, scaled up.
+@functools.lru_cache(maxsize=64)
+def estimate_seconds(recipe: Recipe, device: torch.device, test_size: int = 0, steps: int = 3) -> float:
+    """Wall time of a run (training, per-epoch validation, final scoring), from timed steps on random images.
 
-    Counts the steps of all epochs (and of a pre-training stage), plus a third of a
-    step's time per batch of validation (forward only).
+    Times `steps` training steps at the recipe's batch size (after one warm-up step) and one
+    forward pass over a 512-image batch, then counts what the run does: every training step of
+    every epoch (and of a pre-training stage), a validation pass per epoch, and the final
+    validation and test passes with test-time augmentation. Data generation is not counted
+    (cached after the first run).
     """
     model = recipe.model().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(recipe, model, device)
     n = recipe.batch_size
-    fake = random_split(n, device)
-    one = replace(recipe, epochs=1)
-    train_one_epoch(model, opt, None, None, fake, one, 0, 0, device)  # warm-up
+    fake = random_split(n * (steps + 1), device)
+    aux = random_split(recipe.aux_batch * (steps + 1), device) if recipe.aux_batch else None
+    timed = replace(recipe, epochs=1)
+    train_one_epoch(model, opt, None, None, replace(fake, images=fake.images[:n], sums=fake.sums[:n],
+                                                    digits=fake.digits[:n]), timed, 0, 0, device, aux=aux)  # warm-up
     t0 = time.perf_counter()
-    for i in range(steps):
-        train_one_epoch(model, opt, None, None, fake, one, 0, i + 1, device)
+    train_one_epoch(model, opt, None, None, replace(fake, images=fake.images[n:], sums=fake.sums[n:],
+                                                    digits=fake.digits[n:]), timed, 0, 1, device, aux=aux)
+    _synchronize(device)
+    per_step = (time.perf_counter() - t0) / steps
+    per_image = _forward_seconds(model, recipe, device)
+    views = 3 if recipe.tta else 1
+    train_steps = recipe.epochs * -(-recipe.train_size // n)
+    scored = recipe.epochs * recipe.val_size + views * (recipe.val_size + test_size)
+    stage1 = estimate_seconds(recipe.pretrain, device, 0, steps) if recipe.pretrain else 0.0
+    return per_step * train_steps + per_image * scored + stage1
+
+
+def _forward_seconds(model: nn.Module, recipe: Recipe, device: torch.device, n: int = 512) -> float:
+    """Seconds per image of an evaluation forward pass (one view)."""
+    images = random_split(n, device).images
+    plain = replace(recipe, tta=False)
+    predict(model, images[:64], plain, device)  # warm-up
+    t0 = time.perf_counter()
+    predict(model, images, plain, device)
+    _synchronize(device)
+    return (time.perf_counter() - t0) / n
+
+
+def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-    per_step = (time.perf_counter() - t0) / steps
-    batches = recipe.epochs * (-(-recipe.train_size // n) + -(-recipe.val_size // n) / 3)
-    stage1 = estimate_seconds(recipe.pretrain, device, steps) if recipe.pretrain else 0.0
-    return per_step * batches + stage1
 
 
 def format_seconds(s: float) -> str:
