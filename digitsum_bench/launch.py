@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import data as datamod
 from . import train
 from .errors import BenchError
 from .recipes import get_recipe, list_recipes
@@ -57,6 +58,11 @@ def summary_line(record: dict) -> str:
             f"within-one {m['within_one']:.2%}, MSE {m['mse']:.3f} ({record['train_seconds']:.0f}s, {record['device']})")
 
 
+def unique(items: list) -> list:
+    """`items` without repeats, in their first order."""
+    return list(dict.fromkeys(items))
+
+
 def pending(names: list[str], seeds: list[int], budget: str, data: str, results: Path, force: bool) -> list[tuple[str, int]]:
     """The (recipe, seed) pairs without a finished record (all of them with `force`)."""
     jobs = []
@@ -72,7 +78,12 @@ def pending(names: list[str], seeds: list[int], budget: str, data: str, results:
 def launch(names: list[str], seeds: list[int], budget: str, data: str, results: Path, device: str = "auto",
            force: bool = False, deterministic: bool = False, weights: str | None = None, launcher: str = "inline",
            jobs: int = 2, slurm: argparse.Namespace | None = None) -> int:
-    """Run every (recipe, seed) not yet finished; returns the number of failed runs."""
+    """Run every (recipe, seed) not yet finished; returns the number of failed runs.
+
+    A recipe or seed named twice is run, counted and reported once.
+    """
+    names, seeds = unique(names), unique(seeds)
+    train.check_seeds(seeds)
     results = Path(results)
     todo = pending(names, seeds, budget, data, results, force)
     done = len(names) * len(seeds) - len(todo)
@@ -167,15 +178,24 @@ def _slurm(todo: list[tuple[str, int]], kw: dict, a: argparse.Namespace) -> int:
 
 
 def status_rows(results: Path, recipes: list[str] | None, seeds: list[int], budget: str, data: str | None = None) -> list[dict]:
-    """One row per (recipe, seed) per dataset found under the budget: finished, running, failed or missing.
+    """One row per (recipe, seed) per dataset: finished, running, failed, missing, corrupt or stale.
 
-    Runs of other seeds found on disk (records, locks, failure markers) are listed too.
+    The datasets are `data`'s (synth or course files) where it is given, else every dataset
+    found under the budget. Runs of other seeds found on disk (records, locks, failure
+    markers) are listed too.
     """
-    names = recipes or list_recipes()
+    names = unique(recipes or list_recipes())
+    seeds = unique(seeds)
+    train.check_seeds(seeds)
     for name in names:
         get_recipe(name)  # unknown names are an error, not "missing"
+    if budget not in train.BUDGETS:
+        raise BenchError(f"unknown budget {budget!r}; choose from {', '.join(train.BUDGETS)}")
     base = Path(results) / "records" / budget
-    dataset_ids = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    if data is not None:
+        dataset_ids = [datamod.dataset_id(data)]  # also checks the files: a bad --data is an error
+    else:
+        dataset_ids = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
     keys = []
     for dataset_id in dataset_ids or ["-"]:
         for name in names:
