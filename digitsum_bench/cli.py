@@ -13,6 +13,9 @@ DEFAULT_RESULTS = Path("results")
 DEFAULT_BASELINE = Path("results/baselines/ci.json")
 # The leaderboard committed with the code, which a run into another folder is compared with.
 COMMITTED_RESULTS = Path(__file__).resolve().parent.parent / "results"
+GFLOPS_NOTE = ("GFLOPs: forward FLOPs per 40x168 image, 2 FLOPs per multiply-add. torchvision's tables list "
+               "multiply-adds: their 4.09 'GFLOPS' for ResNet-50 at 224x224 is 8.18 here. "
+               "MSE raw: of the unrounded output, the reports' MSE.")
 
 
 def _cmd_data_make(a: argparse.Namespace) -> None:
@@ -46,6 +49,7 @@ def _cmd_list(a: argparse.Namespace) -> None:
     print(f"{'name':<28} {'report':<13} {'params(M)':>9} {'GFLOPs':>7}  {'claimed (course data)':<34} method")
     for r in rows:
         print(f"{r['name']:<28} {r['report']:<13} {r['params_m']:>9.2f} {r['gflops']:>7.3f}  {r['claimed']:<34} {r['method']}")
+    print(GFLOPS_NOTE)
 
 
 def _cmd_run(a: argparse.Namespace) -> None:
@@ -55,7 +59,7 @@ def _cmd_run(a: argparse.Namespace) -> None:
     names = list_recipes() if a.all else a.recipe
     if not names:
         raise BenchError("run: name recipes with --recipe NAME ... or use --all (see `digitsum-bench list`)")
-    failures = launch(names, a.seeds, budget=a.budget, data=a.data, results=a.results, device=a.device,
+    failures = launch(names, a.seeds or [0], budget=a.budget, data=a.data, results=a.results, device=a.device,
                       force=a.force, deterministic=a.deterministic, weights=a.weights, launcher=a.launcher,
                       jobs=a.jobs, slurm=a, cpu_limit=a.cpu_limit)
     if not a.no_report:
@@ -92,11 +96,11 @@ def _cmd_report(a: argparse.Namespace) -> None:
 def _cmd_status(a: argparse.Namespace) -> None:
     from .launch import status_rows
 
-    rows = status_rows(a.results, a.recipe or None, a.seeds, a.budget, a.data)
+    rows = status_rows(a.results, a.recipe or None, a.seeds or [0], a.budget, a.data)
     print(f"{'recipe':<28} {'seed':>4} {'budget':<6} {'state':<9} detail")
     for r in rows:
         print(f"{r['recipe']:<28} {r['seed']:>4} {r['budget']:<6} {r['state']:<9} {r['detail']}")
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("finished", "running", "failed", "missing", "corrupt")}
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("finished", "running", "failed", "missing", "corrupt", "stale")}
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n))
 
 
@@ -109,13 +113,24 @@ def _cmd_gate(a: argparse.Namespace) -> None:
         raise BenchError(f"accuracy regression against {a.baseline} (see the table above)")
 
 
-def _add_run_selection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S", help="training seeds (default: 0)")
+def _seed(text: str) -> int:
+    """A seed as argparse reads it; its range is checked with the run (train.check_seeds), as a one-line error."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _add_run_selection(p: argparse.ArgumentParser, data_default: str | None = "synth") -> None:
+    # "extend": users repeat flags (--seeds 0 --seeds 1), and both forms mean the same
+    p.add_argument("--seeds", type=_seed, nargs="+", action="extend", default=None, metavar="S",
+                   help="training seeds, 0..2147483647 (default: 0)")
     p.add_argument("--budget", choices=["full", "quick", "ci", "smoke"], default="full",
                    help="full: each report's own epochs and data (default); quick: at most 2 epochs, minutes per "
                         "small recipe on a CPU; ci: the CI gate's 1 epoch; smoke: seconds, checks only")
-    p.add_argument("--data", default="synth",
-                   help="'synth' (built-in DigitSum-Synth) or a folder of course files / an .npz (default: synth)")
+    p.add_argument("--data", default=data_default,
+                   help="'synth' (built-in DigitSum-Synth) or a folder of course files / an .npz "
+                        f"(default: {data_default or 'every dataset found in the results'})")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default: results)")
 
 
@@ -166,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("run", help="train recipes with fixed seeds and write one record per run")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every recipe in the registry")
-    which.add_argument("--recipe", nargs="+", metavar="NAME", help="recipes to run")
+    which.add_argument("--recipe", nargs="+", action="extend", metavar="NAME", help="recipes to run (repeatable)")
     _add_run_selection(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--force", action="store_true", help="recompute finished runs")
@@ -195,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_report)
 
     p = verbs.add_parser("status", help="which runs are finished, running, failed or missing")
-    p.add_argument("--recipe", nargs="+", metavar="NAME", help="recipes (default: all)")
-    _add_run_selection(p)
+    p.add_argument("--recipe", nargs="+", action="extend", metavar="NAME", help="recipes (default: all; repeatable)")
+    _add_run_selection(p, data_default=None)
     p.set_defaults(fn=_cmd_status)
 
     p = verbs.add_parser("gate", help="CI accuracy gate: retrain the baseline recipes under --budget ci and compare")

@@ -419,10 +419,32 @@ def _pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    _check_npy_size(path)
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise BenchError(f"{path}: cannot read as .npy ({_first_line(e)})") from None
+    except MemoryError:
+        raise BenchError(f"{path}: too large to load into memory") from None
+
+
+def _check_npy_size(path: Path) -> None:
+    """Refuse a header that declares more data than the file holds, before numpy allocates it."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+            offset = f.tell()
+        size = path.stat().st_size
+    except (OSError, ValueError, EOFError):
+        return  # not a readable .npy header: np.load says why
+    if dtype.hasobject:
+        return  # refused by allow_pickle=False with numpy's own message
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared > size - offset:
+        raise BenchError(f"{path}: header declares shape {shape} ({declared:,} bytes) but the file holds "
+                         f"{size - offset:,} bytes of data")
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -434,6 +456,8 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             images, sums, digits = pick(["images", "data"]), pick(["sums", "labels", "lab"]), pick(["digits"])
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise BenchError(f"{path}: cannot read as .npz ({_first_line(e)})") from None
+    except MemoryError:
+        raise BenchError(f"{path}: an array in it is too large to load into memory") from None
     if images is None or sums is None:
         raise BenchError(f"{path}: needs arrays 'images' (or 'data') and 'sums' (or 'labels'/'lab'); "
                          f"has {sorted(keys)}")
@@ -580,21 +604,33 @@ def load_splits(data: str, kind: str, train_size: int, val_size: int, test_size:
         train = load_synth(kind, "train", train_size, data_seed, source)
         val = load_synth("synth", "val", val_size, data_seed, source)
         test = load_synth("synth", "test", test_size, data_seed, source)
-        ident = f"synth {GENERATOR_VERSION} {_source_hash(source)} {data_seed}"
-        return Splits(train, val, test, "synth-" + _short_hash(ident.encode()),
+        return Splits(train, val, test, _synth_id(data_seed, source),
                       f"DigitSum-Synth {GENERATOR_VERSION} ({_source_name(source)}), data seed {data_seed}")
     from sklearn.model_selection import train_test_split
 
     full = load_path(data)
+    if len(full) < 2:  # train_test_split needs one image on each side
+        raise BenchError(f"{data}: {len(full)} image(s); an 80/20 train/val split needs at least 2")
     train_index, val_index = train_test_split(np.arange(len(full)), test_size=0.2, random_state=data_seed)
     val = full.subset(val_index[:val_size])
     if kind == "synth003":  # report 003 trained on its synthetic set only, and validated on the course files
         train = load_synth("synth003", "train", train_size, data_seed, source)
     else:
         train = full.subset(train_index[:train_size])
-    content = full.images.tobytes() + full.sums.tobytes() + str(data_seed).encode()
-    return Splits(train, val, None, "course-" + _short_hash(content),
-                  f"course files {full.name}, 80/20 split seed {data_seed}")
+    return Splits(train, val, None, _course_id(full, data_seed), f"course files {full.name}, 80/20 split seed {data_seed}")
+
+
+def dataset_id(data: str, data_seed: int = 0, source=None) -> str:
+    """The dataset id `load_splits` gives runs on `data` ("synth" or course files), without making the splits."""
+    return _synth_id(data_seed, source) if data == "synth" else _course_id(load_path(data), data_seed)
+
+
+def _synth_id(data_seed: int, source) -> str:
+    return "synth-" + _short_hash(f"synth {GENERATOR_VERSION} {_source_hash(source)} {data_seed}".encode())
+
+
+def _course_id(full: DigitSumData, data_seed: int) -> str:
+    return "course-" + _short_hash(full.images.tobytes() + full.sums.tobytes() + str(data_seed).encode())
 
 
 def _short_hash(content: bytes) -> str:

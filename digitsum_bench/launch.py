@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import data as datamod
 from . import train
 from .errors import BenchError
 from .recipes import get_recipe, list_recipes
@@ -55,6 +56,11 @@ def summary_line(record: dict) -> str:
     split = "test" if record["metrics"]["test"] else "val"
     return (f"{record['recipe']} seed {record['seed']} [{record['budget']}]: {split} exact {m['exact']:.2%}, "
             f"within-one {m['within_one']:.2%}, MSE {m['mse']:.3f} ({record['train_seconds']:.0f}s, {record['device']})")
+
+
+def unique(items: list) -> list:
+    """`items` without repeats, in their first order."""
+    return list(dict.fromkeys(items))
 
 
 def pending(names: list[str], seeds: list[int], budget: str, data: str, results: Path, force: bool) -> list[tuple[str, int]]:
@@ -105,6 +111,8 @@ def launch(names: list[str], seeds: list[int], budget: str, data: str, results: 
     On a CPU (inline or local launcher), recipes estimated over `cpu_limit` minutes per run are
     left out with a note (`skip_slow_on_cpu`); 0 runs everything.
     """
+    names, seeds = unique(names), unique(seeds)
+    train.check_seeds(seeds)
     results = Path(results)
     todo = pending(names, seeds, budget, data, results, force)
     done = len(names) * len(seeds) - len(todo)
@@ -202,15 +210,24 @@ def _slurm(todo: list[tuple[str, int]], kw: dict, a: argparse.Namespace) -> int:
 
 
 def status_rows(results: Path, recipes: list[str] | None, seeds: list[int], budget: str, data: str | None = None) -> list[dict]:
-    """One row per (recipe, seed) per dataset found under the budget: finished, running, failed or missing.
+    """One row per (recipe, seed) per dataset: finished, running, failed, missing, corrupt or stale.
 
-    Runs of other seeds found on disk (records, locks, failure markers) are listed too.
+    The datasets are `data`'s (synth or course files) where it is given, else every dataset
+    found under the budget. Runs of other seeds found on disk (records, locks, failure
+    markers) are listed too.
     """
-    names = recipes or list_recipes()
+    names = unique(recipes or list_recipes())
+    seeds = unique(seeds)
+    train.check_seeds(seeds)
     for name in names:
         get_recipe(name)  # unknown names are an error, not "missing"
+    if budget not in train.BUDGETS:
+        raise BenchError(f"unknown budget {budget!r}; choose from {', '.join(train.BUDGETS)}")
     base = Path(results) / "records" / budget
-    dataset_ids = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    if data is not None:
+        dataset_ids = [datamod.dataset_id(data)]  # also checks the files: a bad --data is an error
+    else:
+        dataset_ids = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
     keys = []
     for dataset_id in dataset_ids or ["-"]:
         for name in names:

@@ -4,6 +4,10 @@ Predicted sums come from any head: a regression output is rounded and clamped to
 a 37-way head by argmax, four digit heads by summing the most likely digits or by the most
 likely sum of the exact sum distribution. All error metrics (MSE, RMSE, MAE) are computed on
 those integer predictions, so that heads of different kinds are compared on the same footing.
+
+`mse_raw` is the other MSE, of the unrounded output (`expected_sums`): the one the reports
+quote (report 002's MSE is of raw outputs, its MAE of rounded ones; report 004 quotes its
+MSE loss), so that each claim can be set beside the measurement of its own definition.
 """
 
 from __future__ import annotations
@@ -35,16 +39,34 @@ def predict_sums(output: torch.Tensor, head: str, decode: str = "sum_of_digits")
     raise BenchError(f"head {head!r} does not predict sums")
 
 
-def compute_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
+def expected_sums(out: torch.Tensor, head: str) -> torch.Tensor:
+    """Unrounded predicted sums (B,) float: the regression output itself, the expected sum under a
+    37-way softmax, or the sum of the four digits' expected values under their softmaxes."""
+    out = out.float()
+    if head == "regression":
+        return out.reshape(-1)
+    if head == "sum37":
+        return out.softmax(dim=1) @ torch.arange(N_SUMS, dtype=out.dtype, device=out.device)
+    if head == "digits4":
+        return (out.softmax(dim=2) @ torch.arange(10, dtype=out.dtype, device=out.device)).sum(dim=1)
+    raise BenchError(f"head {head!r} does not predict sums")
+
+
+def compute_metrics(pred: np.ndarray, true: np.ndarray, raw: np.ndarray | None = None) -> dict:
     """Exact and within-one accuracy (fractions), MSE, RMSE, MAE, per-sum accuracy and confusion.
 
     `per_sum[s]` is the exact accuracy over images whose true sum is s (None where none occur);
-    `confusion[t][p]` counts images of true sum t predicted as p.
+    `confusion[t][p]` counts images of true sum t predicted as p. With `raw`, the unrounded
+    predicted sums (`expected_sums`), the result also has `mse_raw`, their MSE.
     """
     pred = np.asarray(pred, dtype=np.int64).reshape(-1)
     true = np.asarray(true, dtype=np.int64).reshape(-1)
     if pred.shape != true.shape:
         raise BenchError(f"metrics: {pred.size} predictions for {true.size} labels")
+    if raw is not None:
+        raw = np.asarray(raw, dtype=np.float64).reshape(-1)
+        if raw.shape != true.shape:
+            raise BenchError(f"metrics: {raw.size} raw predictions for {true.size} labels")
     if pred.size == 0:
         raise BenchError("metrics: no predictions to score")
     err = (pred - true).astype(np.float64)
@@ -52,7 +74,7 @@ def compute_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
     hits = np.bincount(true[pred == true], minlength=N_SUMS)
     per_sum = [float(h / c) if c else None for h, c in zip(hits, counts)]
     mse = float(np.mean(err**2))
-    return {
+    result = {
         "n": int(true.size),
         "exact": float(np.mean(err == 0)),
         "within_one": float(np.mean(np.abs(err) <= 1)),
@@ -62,6 +84,9 @@ def compute_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
         "per_sum": per_sum,
         "confusion": confusion_matrix(true, pred, labels=np.arange(N_SUMS)).tolist(),
     }
+    if raw is not None:
+        result["mse_raw"] = float(np.mean((raw - true) ** 2))
+    return result
 
 
 SUMMARY_KEYS = ("n", "exact", "within_one", "mse", "rmse", "mae")

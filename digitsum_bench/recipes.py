@@ -23,7 +23,8 @@ Loss = Literal["mse", "focal_l1", "ce", "sum_nll", "bce"]
 class Claim:
     """A number a report claims; always shown as a claim, never as a measurement."""
 
-    metric: Literal["exact", "within_one", "mse", "mae"]  # accuracies as fractions 0..1
+    # accuracies as fractions 0..1; "mse_raw": MSE of the unrounded output (the reports' MSE), "mse": of rounded sums
+    metric: Literal["exact", "within_one", "mse_raw", "mse", "mae"]
     value: float | None  # None where the report gives words, not a number (the note says them)
     split: Literal["val", "test"]  # the split of the course data the report quoted it on
     note: str = ""  # e.g. "after 87 epochs", "approximately"
@@ -47,6 +48,8 @@ class Recipe:
     batch_size: int = 32
     ema_decay: float | None = None  # EMA of weights, updated every step; evaluated instead of raw weights
     data: Literal["synth", "synth003"] = "synth"  # training source; val/test come from the benchmark data
+    data_seed: int | None = None  # pre-training stages only: their own DigitSum-Synth set of this seed (train.pretrain_splits)
+    normalize: Literal["course", "unit"] = "course"  # input: "course" (x/255 - mean)/std of the course pixels; "unit" x/255
     train_size: int = 24_000  # training images (course data: 80% of 30,000)
     val_size: int = 6_000  # validation images, same digit pool as train
     pretrained: Literal["none", "imagenet"] = "none"  # backbone initialisation the report used
@@ -98,6 +101,16 @@ def list_recipes() -> list[str]:
 BATCH_32 = "batch size 32: the report gives none; the course's default"
 SPLIT_80_20 = "80/20 train/val split of the same digit pool (the reports' train_test_split of the 30,000 course images)"
 LAST_EPOCH = "weights of the last epoch are scored: the report mentions no checkpoint selection"
+MSE_002 = "of the raw output: MAE x 6,000 is a whole number, MSE x 6,000 is not"
+NORM_002 = "input x/255 only: 'normalized by dividing by 255' (section 2.1)"
+SECTION_6 = ("report 003's section 6 read one way for all its experiments: its values hold everywhere ('The "
+             "following hyperparameters were used in our experiments: ... Weight Decay: 0.0001 ... EMA Beta "
+             "Coefficient: 0.99 ... Optimizer: Adam'), an experiment's own value wins ('The learning rate was "
+             "0.0001' for the ConvNet; 'Learning Rate (Lr): 0.001 (for the main experiments with ResNet50 and "
+             "ResNet101)'), and EMA, a technique rather than a value, is used only where the report names it "
+             "(Table 1: 'ResNet50 with EMA')")
+COURSE_NORM = ("input normalised with the course pixel mean/std (0.0607/0.2194, from a public training script on "
+               "this data): the report does not say how it scaled its inputs")
 REAL_10K = ("report 003 trained on only 10,000 real images: train_size 8,000 and val_size 2,000 "
             "(an 80/20 split; the report does not give its split)")
 
@@ -115,9 +128,10 @@ def r000_seresnet() -> Recipe:
             "widths/depth: the CIFAR ResNet-18 layout (stride-1 3x3 stem, no max-pool, 64/128/256/512, "
             "two basic blocks per stage, strides 1/2/2/2); the report says only 'four-layer ResNet'",
             "SE reduction 16 on the residual branch before the addition (Hu et al.'s default)",
-            "AdamW peak lr 1e-3 (OneCycle max_lr) and weight decay 1e-2: PyTorch defaults; the report gives neither",
+            "AdamW peak lr 1e-3 (OneCycle's max_lr, which has no default: AdamW's default lr) and weight decay "
+            "1e-2 (AdamW's default); the report gives neither",
             "best-val-exact epoch scored: the report quotes its accuracy 'after 87 epochs' of a 100-epoch schedule",
-            BATCH_32, SPLIT_80_20,
+            BATCH_32, SPLIT_80_20, COURSE_NORM,
         ),
     )
 
@@ -135,7 +149,7 @@ def r001_seresnet50() -> Recipe:
             "37-way softmax over sums with cross-entropy: the report gives no head or loss",
             "Adam lr 1e-3, 50 epochs, no weight decay: the other reports' common settings; the report gives none",
             "trained from scratch: the report mentions no pretrained weights",
-            BATCH_32, SPLIT_80_20, LAST_EPOCH,
+            BATCH_32, SPLIT_80_20, LAST_EPOCH, COURSE_NORM,
         ),
     )
 
@@ -146,14 +160,15 @@ def r002_attention_cnn() -> Recipe:
         name="r002_attention_cnn", report="002",
         method="Advanced CNN: 3 conv+BN (32/64/128), 1x1 sigmoid attention, GAP, FC 128-256-128-1, Focal L1",
         model=models.attention_cnn_002, head="regression", loss="focal_l1",
-        optimizer="adam", lr=1e-3, epochs=50, batch_size=32, selection="best_val_loss",
+        optimizer="adam", lr=1e-3, epochs=50, batch_size=32, selection="best_val_loss", normalize="unit",
         claimed=(Claim("exact", 0.30133, "val"), Claim("within_one", 0.726, "val"),
-                 Claim("mse", 2.3246, "val"), Claim("mae", 1.1207, "val")),
+                 Claim("mse_raw", 2.3246, "val", MSE_002), Claim("mae", 1.1207, "val")),
         assumptions=(
             "Focal L1: the report's 'custom implementation' is not given; we use Yang et al. 2021's "
             "Focal-L1 (sigmoid, beta 0.2, gamma 1)",
             "max-pools 2x2 after the first two conv blocks, as the report lists; none after the third",
-            SPLIT_80_20,
+            "best-val-loss epoch scored: 'we saved the model with the best validation loss' (said of this model)",
+            NORM_002, SPLIT_80_20,
         ),
     )
 
@@ -165,14 +180,15 @@ def r002_resnet50() -> Recipe:
         method="ResNet-50 ImageNet-pretrained, new 1-channel conv1, Linear(2048->1), MSE",
         model=models.resnet50_regression, head="regression", loss="mse",
         optimizer="adam", lr=1e-3, epochs=50, batch_size=32, pretrained="imagenet", conv1="new",
-        selection="best_val_loss",
+        selection="best_val_loss", normalize="unit",
         claimed=(Claim("exact", 0.94917, "val"), Claim("within_one", 0.9805, "val"),
-                 Claim("mse", 0.26381, "val"), Claim("mae", 0.09267, "val")),
+                 Claim("mse_raw", 0.26381, "val", MSE_002), Claim("mae", 0.09267, "val")),
         assumptions=(
             "ImageNet weights: torchvision IMAGENET1K_V1 (the report says only 'pretrained')",
             "conv1 freshly initialised with one channel: the report lists a new Conv2D(1->64, 7x7, stride 2)",
-            "best-val-loss epoch scored: the report's training script keeps the best validation loss",
-            SPLIT_80_20,
+            "best-val-loss epoch scored: the report says so only of its Advanced CNN ('we saved the model with "
+            "the best validation loss'); for this model it is silent, and we assume the same training script",
+            NORM_002, SPLIT_80_20,
         ),
     )
 
@@ -184,20 +200,22 @@ def r002_resnet50_bs512() -> Recipe:
         method="ResNet-50 as report 002, but batch 512 + OneCycle: a faster variant, NOT the report's recipe",
         model=models.resnet50_regression, head="regression", loss="mse",
         optimizer="adam", lr=4e-3, schedule="onecycle", epochs=50, batch_size=512,
-        pretrained="imagenet", conv1="new", selection="best_val_loss",
+        pretrained="imagenet", conv1="new", selection="best_val_loss", normalize="unit",
         assumptions=(
             "changes the method on purpose: batch 512 instead of 32, for 16x fewer optimizer steps",
             "Adam peak lr 4e-3 = 1e-3 x sqrt(512/32) (square-root scaling, the usual rule for Adam), "
             "OneCycle warm-up and decay instead of a constant rate so the larger lr stays stable",
             "no claimed numbers: report 002's claims are for batch 32 and are shown on r002_resnet50",
-            "everything else as r002_resnet50 (ImageNet weights, new conv1, MSE, 50 epochs, best val loss)",
+            "everything else as r002_resnet50 (ImageNet weights, new conv1, MSE, 50 epochs, best val loss, x/255)",
         ),
     )
 
 
 def _r003(name: str, method: str, **fields) -> Recipe:
-    """Report 003's shared settings (section 6): Adam, lr 1e-3, weight decay 1e-4, 10,000 real images."""
+    """Report 003's shared settings (section 6, read as `SECTION_6` says): Adam, lr 1e-3, weight decay 1e-4,
+    EMA only where a recipe names it; 10,000 real images."""
     base = dict(optimizer="adam", lr=1e-3, weight_decay=1e-4, epochs=50, train_size=8_000, val_size=2_000)
+    fields["assumptions"] = (*fields.get("assumptions", ()), SECTION_6, COURSE_NORM)
     return Recipe(name=name, report="003", method=method, **(base | fields))
 
 
@@ -205,11 +223,12 @@ def _r003(name: str, method: str, **fields) -> Recipe:
 def r003_convnet4() -> Recipe:
     return _r003(
         "r003_convnet4", "Baseline 4-layer ConvNet (Conv, Pool, Conv, Pool, Dense, Dense), 37-way softmax",
-        model=models.convnet4_003, head="sum37", loss="ce", lr=1e-4, weight_decay=0.0,
+        model=models.convnet4_003, head="sum37", loss="ce", lr=1e-4,
         claimed=(Claim("exact", 0.10, "test", "approximately"),),
         assumptions=(
             "layer sizes: Keras-tutorial defaults (32 and 64 3x3 filters, 'valid' padding, 2x2 pools, Dense 128)",
-            "no weight decay and 50 epochs: the report gives these only for its ResNet experiments",
+            "lr 1e-4 (the report's, for this model), weight decay 1e-4 and no EMA (section 6, see below); "
+            "50 epochs: the report gives 50 for its ResNet-50 runs and none for this one",
             REAL_10K, BATCH_32, LAST_EPOCH,
         ),
     )
@@ -222,7 +241,7 @@ def r003_resnet50_scratch() -> Recipe:
         model=models.resnet50_sum37, head="sum37", loss="ce",
         claimed=(Claim("exact", 0.30, "test", "approximately"),),
         assumptions=(
-            "no EMA: the report adds EMA and pre-training together in its next experiment",
+            "no EMA: Table 1 names EMA only for 'ResNet50 with EMA', which adds it and pre-training together",
             "torchvision ResNet-50 with a one-channel 7x7 conv1",
             "50 epochs: the report gives 50 for its ResNet-50 runs",
             REAL_10K, BATCH_32, LAST_EPOCH,
@@ -237,7 +256,8 @@ def r003_resnet18_scratch() -> Recipe:
         model=models.resnet18_sum37, head="sum37", loss="ce",
         claimed=(Claim("exact", None, "test", "'unable to learn', very low accuracy; no number given"),),
         assumptions=(
-            "from scratch without EMA, like r003_resnet50_scratch: the report says only 'same hyper-parameters'",
+            "from scratch without EMA, like r003_resnet50_scratch: the report says only 'using the same "
+            "hyperparameters as ResNet50'",
             "torchvision ResNet-18 with a one-channel 7x7 conv1",
             REAL_10K, BATCH_32, LAST_EPOCH,
         ),
@@ -266,13 +286,13 @@ def r003_resnet50_synth_digits() -> Recipe:
         "r003_resnet50_synth_digits",
         "ResNet-50 with four 10-way digit heads, trained only on 100k synthetic MNIST composites; sum of digits",
         model=models.resnet50_digits4, head="digits4", loss="ce", decode="sum_of_digits",
-        data="synth003", train_size=100_000, val_size=2_000, epochs=150, ema_decay=0.99,
+        data="synth003", train_size=100_000, val_size=2_000, epochs=150,
         claimed=(Claim("exact", 0.50, "test", "approximately, on the real test set"),),
         assumptions=(
             "ResNet-50 (the report used ResNet-50 or -101), from scratch: no pre-training is mentioned for this run",
             "four heads = one Linear(2048->40) read as 4x10: the same maths as four Linear(2048->10)",
             "training loss: the mean cross-entropy of the four heads against the known digits",
-            "EMA 0.99 and weight decay 1e-4: the report lists both among the settings of all its experiments",
+            "weight decay 1e-4 and no EMA (section 6, see below): Table 1 does not name EMA for this run",
             "synthetic set: the benchmark's 'synth003' generator (four digits in equal cells, rotation, "
             "scaling, noise); validation images of size 2,000",
             BATCH_32, LAST_EPOCH,
@@ -287,13 +307,16 @@ def r004_resnet50_mlp() -> Recipe:
         method="ResNet-50 ImageNet-pretrained, conv1 summed over RGB, MLP 2048-128-1, MSE",
         model=models.resnet50_mlp_regression, head="regression", loss="mse",
         optimizer="adam", lr=1e-3, epochs=50, pretrained="imagenet", conv1="sum",
-        claimed=(Claim("exact", 0.94, "val"), Claim("mse", 0.39, "val", "approximately")),
+        claimed=(Claim("exact", 0.94, "val"), Claim("mse_raw", 0.39, "val", "approximately; its 'MSE loss'")),
         assumptions=(
             "ImageNet weights: torchvision IMAGENET1K_V1 (the report's models.resnet50(pretrained=True))",
             "'accuracy' read as exact accuracy of the rounded prediction",
-            BATCH_32, SPLIT_80_20, LAST_EPOCH,
+            BATCH_32, SPLIT_80_20, LAST_EPOCH, COURSE_NORM,
         ),
     )
+
+
+STAGE1_SEED = 4  # report 004's stage-1 set: its own data seed, so its images are none of stage 2's
 
 
 def _r004_stage1() -> Recipe:
@@ -301,11 +324,15 @@ def _r004_stage1() -> Recipe:
     return Recipe(
         name="r004_multilabel_cnn", report="004", method="MultiLabelCNN (stage 1), BCE on 30 sigmoid outputs",
         model=models.multilabel_cnn_004, head="multilabel30", loss="bce",
-        optimizer="adam", lr=1e-3, epochs=50,
+        optimizer="adam", lr=1e-3, epochs=50, data_seed=STAGE1_SEED, train_size=24_000, val_size=6_000,
         assumptions=(
             "30 outputs read as 'digit d occurs at least k+1 times' (output k*10+d, k=0,1,2): the report "
             "never explains them (it claims ~75% train / ~48% val 'accuracy' for this stage, undefined)",
-            BATCH_32, SPLIT_80_20, LAST_EPOCH,
+            "its own data, as the report's 'CNN Feature Extractor that I've trained on a separate dataset': "
+            f"DigitSum-Synth with per-digit labels, data seed {STAGE1_SEED}, from the train/val digit pool (never "
+            "the test pool), whatever data stage 2 trains on; 24,000 train + 6,000 val images (an assumption: "
+            "the report gives no size; this is the course data's 80/20 split)",
+            BATCH_32, LAST_EPOCH, COURSE_NORM,
         ),
     )
 
@@ -317,11 +344,12 @@ def r004_multilabel_transfer() -> Recipe:
         method="MultiLabelCNN pre-trained (BCE), conv layers reused under a 5120-128-1 regression head (MSE)",
         model=models.sum_of_digits_004, head="regression", loss="mse",
         optimizer="adam", lr=1e-3, epochs=50, pretrain=_r004_stage1(),
-        claimed=(Claim("mse", 1.0, "val", "approximately"),),
+        claimed=(Claim("mse_raw", 1.0, "val", "approximately; its MSE loss"),),
         assumptions=(
             "stage 2 fine-tunes the copied conv layers too: the report's code shares them and freezes nothing",
-            "stage 1 trains on the same images with their digit labels",
-            BATCH_32, SPLIT_80_20, LAST_EPOCH,
+            "stage 1 trains on a separate synthetic set of its own (see its assumptions), so stage 2 needs "
+            "only sums and runs on the course files",
+            BATCH_32, SPLIT_80_20, LAST_EPOCH, COURSE_NORM,
         ),
     )
 
@@ -360,8 +388,8 @@ def recipes_table() -> list[dict]:
 
 
 def claim_text(claims: tuple[Claim, ...]) -> str:
-    """The headline claims (exact accuracy, MSE) as one short string, e.g. "val exact 94.9%, MSE 0.264"."""
-    shown = [c for c in claims if c.metric in ("exact", "mse")] or list(claims)
+    """The headline claims (exact accuracy, MSE) as one short string, e.g. "val exact 94.9%, MSE raw 0.264"."""
+    shown = [c for c in claims if c.metric in ("exact", "mse", "mse_raw")] or list(claims)
     parts = []
     for c in shown:
         approx = "~" if "approx" in c.note else ""
@@ -370,7 +398,8 @@ def claim_text(claims: tuple[Claim, ...]) -> str:
         elif c.metric in ("exact", "within_one"):
             parts.append(f"{c.split} {c.metric.replace('_', '-')} {approx}{100 * c.value:.1f}%")
         else:
-            parts.append(f"{c.split} {c.metric.upper()} {approx}{c.value:.3g}")
+            name = {"mse_raw": "MSE raw", "mse": "MSE (rounded)"}.get(c.metric, c.metric.upper())
+            parts.append(f"{c.split} {name} {approx}{c.value:.3g}")
     text = ", ".join(parts) or "-"
     # one split named once, as in "val exact 94.9%, MSE 0.264"
     if len({c.split for c in shown}) == 1:

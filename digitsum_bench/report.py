@@ -30,19 +30,11 @@ from scipy import stats
 
 from .errors import BenchError
 from .metrics import N_SUMS
-from .store import atomic_write
+from .store import RECORD_KEYS, SCHEMA, OtherSchema, atomic_write, read_record  # noqa: F401 - SCHEMA: re-exported
 
-SCHEMA = 1  # the record schema this module reads
 SPLITS = ("val", "test")
-METRICS = ("exact", "within_one", "mse", "mae")  # summarised over seeds in the leaderboard
-SPLIT_KEYS = ("n", "loss", "exact", "within_one", "mse", "rmse", "mae", "per_sum", "confusion")
-HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_exact", "val_within_one", "lr", "seconds")
-RECORD_KEYS = (
-    "schema", "recipe", "report", "method", "seed", "seeds_requested", "budget", "dataset_id",
-    "dataset", "code_version", "git_commit", "git_dirty", "device", "versions", "pretrained",
-    "params_m", "gflops", "train_seconds", "images_per_s", "epochs_run", "selected_epoch",
-    "started", "finished", "config", "claimed", "metrics", "history",
-)  # fmt: skip
+METRICS = ("exact", "within_one", "mse", "mse_raw", "mae")  # summarised over seeds in the leaderboard
+SCALARS = ("n", "loss", "exact", "within_one", "mse", "mse_raw", "rmse", "mae")  # per split; mse_raw may be absent
 NUMBERS = ("params_m", "gflops", "train_seconds", "images_per_s")  # null in JSON -> NaN
 RUN = ["recipe", "seed", "budget", "dataset_id", "code_version"]  # a second record of one run is a duplicate
 GROUP = ["recipe", "budget", "dataset_id"]  # one leaderboard row
@@ -62,36 +54,34 @@ def load_records(results: Path) -> pd.DataFrame:
 
     Scalars become flat columns (`test_exact`, `version_torch`, ...); `*_per_sum` and
     `*_confusion` are numpy arrays; `history`, `claimed` and `config` stay as parsed JSON.
-    Lock files and the `*.failed.json` records of failed runs are skipped.
+    Lock files and the `*.failed.json` records of failed runs are skipped, and so, with a
+    warning, are records of another schema (`run` redoes them).
     """
     folder = Path(results) / "records"
     paths = sorted(p for p in folder.rglob("*.json") if not p.name.endswith(".failed.json"))
-    if not paths:
-        raise BenchError(f"{folder}: no records in it; make some with `digitsum-bench run <recipe> --results {results}`")
-    return _drop_duplicates(pd.DataFrame([_read_record(p) for p in paths]))
+    rows = []
+    for path in paths:
+        try:
+            rows.append(_read_record(path))
+        except OtherSchema as e:
+            warnings.warn(f"skipped {e}", stacklevel=2)
+    if not rows:
+        raise BenchError(f"{folder}: no records in it; make some with "
+                         f"`digitsum-bench run --recipe NAME --results {results}`")
+    return _drop_duplicates(pd.DataFrame(rows))
 
 
 def _read_record(path: Path) -> dict:
-    """One record file, checked and flattened; a BenchError names the file otherwise."""
+    """One record file, checked (store.read_record) and flattened; a BenchError names the file otherwise."""
+    raw = read_record(path)
     try:
-        return {"path": str(path), **_flatten(json.loads(path.read_text(encoding="utf-8")))}
-    except json.JSONDecodeError as e:
-        raise BenchError(f"{path}: corrupt record (bad JSON: {e.msg}, line {e.lineno})") from e
-    except KeyError as e:
-        raise BenchError(f"{path}: corrupt record (missing key {e.args[0]})") from e
-    except (OSError, UnicodeDecodeError, AttributeError, TypeError, ValueError) as e:
+        return {"path": str(path), **_flatten(raw)}
+    except (KeyError, AttributeError, TypeError, ValueError) as e:
         raise BenchError(f"{path}: corrupt record ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
 
 
 def _flatten(raw: dict) -> dict:
-    """The record as flat columns; KeyError/TypeError/ValueError say what is wrong with it."""
-    if not isinstance(raw, dict):
-        raise TypeError("not a JSON object")
-    missing = [k for k in RECORD_KEYS if k not in raw]
-    if missing:
-        raise KeyError(", ".join(missing))
-    if raw["schema"] != SCHEMA:
-        raise ValueError(f"schema {raw['schema']!r}; this code reads schema {SCHEMA}")
+    """The record (already checked by store.read_record) as flat columns; ValueError/TypeError for bad values."""
     row = {k: raw[k] for k in RECORD_KEYS if k not in ("schema", "versions", "metrics")}
     row.update({k: _number(raw[k]) for k in NUMBERS})
     row["seeds_requested"] = tuple(int(s) for s in raw["seeds_requested"])  # hashable and countable
@@ -100,8 +90,6 @@ def _flatten(raw: dict) -> dict:
     Version(raw["code_version"])  # picking the newest code version needs a parsable one
     row["claimed"] = [{"metric": c["metric"], "value": None if c["value"] is None else float(c["value"]), "split": c["split"], "note": c.get("note", "")}
                       for c in raw["claimed"]]  # fmt: skip
-    for entry in raw["history"]:
-        _require(entry, HISTORY_KEYS, "history[]")
     row.update({f"version_{lib}": v for lib, v in raw["versions"].items()})
     for split in SPLITS:
         row.update(_flatten_split(raw["metrics"], split))
@@ -109,21 +97,15 @@ def _flatten(raw: dict) -> dict:
 
 
 def _flatten_split(metrics: dict, split: str) -> dict:
-    """`val_exact`, `val_per_sum`, ...; NaN/None for a split the run did not have (test on course data)."""
-    values = metrics[split] if split == "val" else metrics.get(split)  # val is required, test may be null
+    """`val_exact`, `val_per_sum`, ...; NaN/None for a split the run did not have (test on course data)
+    and for `mse_raw` in records made before it was measured."""
+    values = metrics.get(split)
     if values is None:
-        return {f"{split}_{k}": None if k in ("per_sum", "confusion") else math.nan for k in SPLIT_KEYS}
-    _require(values, SPLIT_KEYS, f"metrics.{split}")
-    row = {f"{split}_{k}": _number(values[k]) for k in SPLIT_KEYS if k not in ("per_sum", "confusion")}
+        return {f"{split}_{k}": math.nan for k in SCALARS} | {f"{split}_per_sum": None, f"{split}_confusion": None}
+    row = {f"{split}_{k}": _number(values.get(k)) for k in SCALARS}
     row[f"{split}_per_sum"] = _array(values["per_sum"], (N_SUMS,), f"metrics.{split}.per_sum")  # null -> NaN
     row[f"{split}_confusion"] = _array(values["confusion"], (N_SUMS, N_SUMS), f"metrics.{split}.confusion")
     return row
-
-
-def _require(obj: dict, keys: tuple[str, ...], where: str) -> None:
-    missing = [k for k in keys if k not in obj]
-    if missing:
-        raise KeyError(f"{where}.{', '.join(missing)}")
 
 
 def _utc(text: str) -> pd.Timestamp:
@@ -202,24 +184,37 @@ def _joined(values: pd.Series) -> str:
     return ", ".join(sorted({str(v) for v in values}))
 
 
+CLAIM_METRICS = ("exact", "within_one", "mse_raw", "mse", "mae")  # each beside the measured metric of its definition
+CLAIM_NAMES = {"exact": "exact", "within_one": "within-one", "mse_raw": "MSE raw", "mse": "MSE (rounded)", "mae": "MAE"}
+
+
 def _claims(claimed: list[dict]) -> dict:
-    """The report's claims as text ("val exact 94.92%, val MSE 0.264") plus the exact claim alone."""
-    exact = next((c for c in claimed if c["metric"] == "exact"), None)
+    """The report's claims as text ("val exact 94.92%, val MSE raw 0.264"), each claimed number
+    (`claimed_exact`, `claimed_mse_raw`, ...; NaN where none), and the exact claim's split."""
+    by_metric = {c["metric"]: c for c in claimed}
+    exact = by_metric.get("exact")
+    values = {f"claimed_{m}": by_metric[m]["value"] if m in by_metric and by_metric[m]["value"] is not None
+              else math.nan for m in CLAIM_METRICS}  # fmt: skip
     return {
         "claimed": ", ".join(_claim_text(c) for c in claimed),
-        "claimed_exact": exact["value"] if exact and exact["value"] is not None else math.nan,
+        **values,
         "claimed_split": exact["split"] if exact else "",
+        "claims": claimed,  # the list itself, for the markdown cells (not written to the CSV)
     }
 
 
 def _claim_text(claim: dict) -> str:
-    metric, value = claim["metric"], claim["value"]
-    name = {"within_one": "within-one", "mse": "MSE", "mae": "MAE"}.get(metric, metric)
-    if value is None:  # the report gives words, not a number
-        return f"{claim['split']} {name}: {claim['note']}"
-    shown = f"{value * 100:.4g}%" if metric in ("exact", "within_one") else f"{value:.3g}"
-    note = f" ({claim['note']})" if claim["note"] else ""
-    return f"{claim['split']} {name} {shown}{note}"
+    name = CLAIM_NAMES.get(claim["metric"], claim["metric"])
+    return f"{claim['split']} {name} {_claim_value(claim)}".replace(f"{name} :", f"{name}:")
+
+
+def _claim_value(claim: dict) -> str:
+    """'94.92%', '~0.39 (approximately)', ": 'unable to learn'" (words where the report gives no number)."""
+    value, note = claim["value"], claim["note"]
+    if value is None:
+        return f": {note}"
+    shown = f"{value * 100:.4g}%" if claim["metric"] in ("exact", "within_one") else f"{value:.3g}"
+    return shown + (f" ({note})" if note else "")
 
 
 def _exact(board: pd.DataFrame, stat: str) -> pd.Series:
@@ -237,10 +232,18 @@ Exact accuracy is the mean over seeds ± the half-width of its 95% confidence in
 *vs best*: `best` marks the top row; `{SAME}` marks a row whose difference from the best row
 is not significant over seeds (Welch t-test, p ≥ {ALPHA}); `p=…` rows are significantly
 worse; `untestable` means fewer than 2 seeds on one side, so the difference cannot be tested.
+*Two MSEs*: exact, within-one, *MSE (rounded)* and MAE score the integer predicted sum (rounded
+regression output, argmax or decoded digits). *MSE raw* scores the unrounded output: the
+regression output itself, or the expected sum under a 37-way or digit head. The reports'
+MSE claims are of the raw kind (report 002: its MAE x 6,000 is a whole number and its MSE is
+not; report 004 quotes its MSE loss), so they stand beside *MSE raw*.
+*GFLOPs*: forward FLOPs per 40x168 image, counting 2 FLOPs per multiply-add. torchvision's
+tables list multiply-adds: their 4.09 "GFLOPS" for ResNet-50 at 224x224 is 8.18 here.
 *pretrained*: `imagenet` loaded ImageNet weights; `unavailable` means the report used them but
 none were found, so the run trained from scratch.
-*claimed*: the reports' own numbers, measured on the course data (not public) - claims,
-not measurements of this benchmark, and not on the dataset of the table."""
+*claim* columns: the reports' own numbers, each beside the measured metric of the same
+definition, with the split they were quoted on; measured on the course data (not public) -
+claims, not measurements of this benchmark, and not on the dataset of the table."""
 
 
 def _markdown(board: pd.DataFrame) -> str:
@@ -262,29 +265,42 @@ def _table_header(table: pd.DataFrame) -> str:
 
 
 def _table_cells(table: pd.DataFrame) -> pd.DataFrame:
-    """Formatted cells, one row per recipe, in leaderboard order."""
+    """Formatted cells, one row per recipe, in leaderboard order; each claim beside its metric."""
     best = table.iloc[0]
     mixed = table["split"].nunique() > 1
+    claimed = {c["metric"] for claims in table["claims"] for c in claims}
     rows = []
     for rank, (_, row) in enumerate(table.iterrows(), start=1):
         split = row["split"]
-        rows.append({
-            "#": rank,
-            "recipe": f"`{row['recipe']}`",
-            "report": row["report"],
-            "exact % (95% CI)": _exact_cell(row) + (f" ({split})" if mixed else ""),
-            "vs best": "best" if rank == 1 else _vs_best(row, best),
-            "within-one %": _fmt(row[f"{split}_within_one_mean"] * 100, ".1f"),
-            "MSE": _fmt(row[f"{split}_mse_mean"], ".3f"),
-            "MAE": _fmt(row[f"{split}_mae_mean"], ".3f"),
-            "GFLOPs": _fmt(row["gflops"], ".3g"),
+        measured = {
+            "exact": ("exact % (95% CI)", _exact_cell(row) + (f" ({split})" if mixed else "")),
+            "within_one": ("within-one %", _fmt(row[f"{split}_within_one_mean"] * 100, ".1f")),
+            "mse_raw": ("MSE raw", _fmt(row[f"{split}_mse_raw_mean"], ".3f")),
+            "mse": ("MSE (rounded)", _fmt(row[f"{split}_mse_mean"], ".3f")),
+            "mae": ("MAE", _fmt(row[f"{split}_mae_mean"], ".3f")),
+        }
+        cells = {"#": rank, "recipe": f"`{row['recipe']}`", "report": row["report"]}
+        for metric, (column, cell) in measured.items():
+            cells[column] = cell
+            if metric == "exact" or metric in claimed:
+                cells[f"claim: {CLAIM_NAMES[metric]}"] = _claim_cell(row["claims"], metric)
+            if metric == "exact":
+                cells["vs best"] = "best" if rank == 1 else _vs_best(row, best)
+        cells |= {
+            "GFLOPs (2/MAC)": _fmt(row["gflops"], ".3g"),
             "params (M)": _fmt(row["params_m"], ".3g"),
             "train time": _duration(row["train_seconds"]),
             "seeds done/asked": f"{row['n_seeds']}/{row['seeds_requested']}",
             "pretrained": row["pretrained"],
-            "claimed by report (course data)": f"claim: {row['claimed']}" if row["claimed"] else "—",
-        })  # fmt: skip
+        }
+        rows.append(cells)
     return pd.DataFrame(rows)
+
+
+def _claim_cell(claims: list[dict], metric: str) -> str:
+    """The report's claim of `metric`, e.g. 'val 94.92%', or '—' where it claims none."""
+    return "; ".join(f"{c['split']}{'' if c['value'] is None else ' '}{_claim_value(c)}"
+                     for c in claims if c["metric"] == metric) or "—"  # fmt: skip
 
 
 def _exact_cell(row: pd.Series) -> str:
@@ -486,9 +502,12 @@ def write_report(results: Path, out: Path | None = None) -> list[Path]:
     """
     results = Path(results)
     out = results if out is None else Path(out)
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"--out {out}: is a file; name a folder for the leaderboard and plots")
     records = load_records(results)
     board = leaderboard(records)
-    files = {out / "leaderboard.csv": board.to_csv(index=False).encode(), out / "leaderboard.md": _markdown(board).encode()}
+    csv = board.drop(columns="claims").to_csv(index=False).encode()
+    files = {out / "leaderboard.csv": csv, out / "leaderboard.md": _markdown(board).encode()}
     files.update({out / "plots" / name: png for name, png in _plots(records, board).items()})
     for path, data in files.items():
         _write_atomic(path, data)

@@ -61,11 +61,15 @@ def atomic_write(path: Path) -> Iterator[IO[bytes]]:
     """A binary file that appears at `path` whole or not at all: a temp file beside it, then a rename.
 
     Every file the suite writes (records, checkpoints, datasets, leaderboard, plots) goes
-    through here, so an interrupted or failed write never leaves half a file behind.
+    through here, so an interrupted or failed write never leaves half a file behind. An
+    OSError (a read-only folder, a full disk) becomes a one-line BenchError naming the file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # a read-only folder, a file where a folder should be, a full disk
+        raise BenchError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -73,8 +77,10 @@ def atomic_write(path: Path) -> Iterator[IO[bytes]]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; results are shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise BenchError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
 
 
@@ -84,27 +90,108 @@ def write_json_atomic(path: Path, obj: object) -> None:
         f.write(json.dumps(obj, indent=1).encode())
 
 
+SCHEMA = 1  # the record schema this code writes and reads
+RECORD_KEYS = (
+    "schema", "recipe", "report", "method", "seed", "seeds_requested", "budget", "dataset_id",
+    "dataset", "code_version", "git_commit", "git_dirty", "device", "versions", "pretrained",
+    "params_m", "gflops", "train_seconds", "images_per_s", "epochs_run", "selected_epoch",
+    "started", "finished", "config", "claimed", "metrics", "history",
+)  # fmt: skip
+SPLIT_KEYS = ("n", "loss", "exact", "within_one", "mse", "rmse", "mae", "per_sum", "confusion")
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_exact", "val_within_one", "lr", "seconds")
+# Types a record's fields must have for the runner, `status` and `report` to use them.
+_TYPES = {"recipe": str, "budget": str, "dataset_id": str, "code_version": str, "seeds_requested": list,
+          "versions": dict, "config": dict, "claimed": list, "metrics": dict, "history": list}
+
+
+class OtherSchema(BenchError):
+    """A well-formed record of another schema: not a finished run of this code, not corrupt either."""
+
+
 def read_record(path: Path) -> dict:
-    """A record, or a BenchError naming the file when it is not a valid record."""
+    """The record at `path`, checked (schema, keys, types): the one reader of the runner, `status` and `report`.
+
+    Raises `OtherSchema` for a record of another schema version, and a BenchError naming the
+    file for anything else that is not a valid record.
+    """
     try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise BenchError(f"{path}: corrupt record ({type(e).__name__}: {e})") from None
-    missing = [k for k in ("recipe", "seed", "budget", "dataset_id", "code_version", "metrics") if k not in record]
-    if not isinstance(record, dict) or missing:
-        raise BenchError(f"{path}: corrupt record (missing {', '.join(missing)})")
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise BenchError(f"{path}: corrupt record (bad JSON: {e.msg}, line {e.lineno})") from None
+    except (OSError, ValueError) as e:  # unreadable, or not UTF-8
+        raise BenchError(f"{path}: corrupt record ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(record, dict):
+        raise BenchError(f"{path}: corrupt record (not a JSON object but {type(record).__name__})")
+    if "schema" in record and record["schema"] != SCHEMA:
+        raise OtherSchema(f"{path}: record of schema {record['schema']!r}; this code reads schema {SCHEMA}")
+    problem = _record_problem(record)
+    if problem:
+        raise BenchError(f"{path}: corrupt record ({problem})")
     return record
+
+
+def _record_problem(record: dict) -> str:
+    """What is wrong with a parsed record of this schema ("" when nothing is)."""
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing:
+        return f"missing key {', '.join(missing)}"
+    for key, kind in _TYPES.items():
+        if not isinstance(record[key], kind):
+            return f"{key} is {type(record[key]).__name__}, expected {kind.__name__}"
+    if not _is_int(record["seed"]):
+        return f"seed is {record['seed']!r}, expected an integer"
+    if not all(_is_int(s) for s in record["seeds_requested"]):
+        return "seeds_requested holds a non-integer"
+    metrics = record["metrics"]
+    if not isinstance(metrics.get("val"), dict):
+        return "metrics.val is not an object"
+    for split in ("val", "test"):
+        values = metrics.get(split)
+        if split == "test" and values is None:
+            continue  # course data has no test split
+        if not isinstance(values, dict):
+            return f"metrics.{split} is not an object"
+        missing = [k for k in SPLIT_KEYS if k not in values]
+        if missing:
+            return f"missing key metrics.{split}.{', '.join(missing)}"
+        for k in ("n", "exact", "within_one", "mse", "rmse", "mae", "loss", "mse_raw"):
+            if values.get(k) is not None and not _is_number(values[k]):
+                return f"metrics.{split}.{k} is {type(values[k]).__name__}, expected a number"
+        if not isinstance(values["per_sum"], list) or not isinstance(values["confusion"], list):
+            return f"metrics.{split}.per_sum and .confusion must be lists"
+    for entry in record["history"]:
+        if not isinstance(entry, dict):
+            return "history[] holds a non-object"
+        missing = [k for k in HISTORY_KEYS if k not in entry]
+        if missing:
+            return f"missing key history[].{', '.join(missing)}"
+    if not all(isinstance(c, dict) and {"metric", "value", "split"} <= set(c) for c in record["claimed"]):
+        return "claimed[] entries need metric, value and split"
+    return ""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def finished_record(key: RunKey, results: Path) -> dict | None:
     """The record of `key` made by this code version, None if there is none.
 
-    A corrupt record raises: it is reported, never silently skipped or overwritten.
+    A record of another schema or code version is not this code's finished run: None, and
+    the runner redoes it. A corrupt record raises: it is reported, never silently skipped or
+    overwritten.
     """
     path = key.record_path(results)
     if not path.exists():
         return None
-    record = read_record(path)
+    try:
+        record = read_record(path)
+    except OtherSchema:
+        return None
     return record if record["code_version"] == __version__ else None
 
 
@@ -125,8 +212,11 @@ def lock_owner(key: RunKey, results: Path) -> dict | None:
         owner = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(owner, dict):
+        return None  # not a lock this code wrote
     if owner.get("host") == socket.gethostname():
-        return owner if _pid_alive(int(owner.get("pid", -1))) else None  # died on this host: stale
+        pid = owner.get("pid")
+        return owner if isinstance(pid, int) and _pid_alive(pid) else None  # died on this host: stale
     # Another host (e.g. a pre-empted SLURM task): alive while its lock or checkpoints keep changing.
     files = [path, *key.checkpoint_dir(results).rglob("*.pt")]
     last_sign = max(f.stat().st_mtime for f in files if f.exists())
@@ -137,10 +227,10 @@ def lock_owner(key: RunKey, results: Path) -> dict | None:
 def run_lock(key: RunKey, results: Path) -> Iterator[bool]:
     """Hold the run's lock for the duration; yields False (and holds nothing) if another live process has it."""
     path = key.lock_path(results)
-    path.parent.mkdir(parents=True, exist_ok=True)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
     for _ in range(2):
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             if lock_owner(key, results) is not None:
@@ -148,6 +238,8 @@ def run_lock(key: RunKey, results: Path) -> Iterator[bool]:
                 return
             path.unlink(missing_ok=True)  # stale lock from a dead process: take it over
             continue
+        except OSError as e:
+            raise BenchError(f"{path}: cannot write ({e.strerror or e})") from None
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         try:
@@ -169,12 +261,18 @@ def record_failure(key: RunKey, results: Path, error: BaseException) -> None:
 
 
 def run_states(keys: list[RunKey], results: Path) -> list[dict]:
-    """For `status`: each run finished, running (lock held), failed (with the error) or missing."""
+    """For `status`: each run finished, running (lock held), failed (with the error), missing, corrupt
+    (the record cannot be read) or stale (a record of another schema, which `run` redoes)."""
     rows = []
     for key in keys:
         row = {"recipe": key.recipe, "seed": key.seed, "budget": key.budget, "dataset_id": key.dataset_id, "detail": ""}
+        stale = False
         try:
             record = finished_record(key, results)
+            if record is None and key.record_path(results).exists():
+                read_record(key.record_path(results))  # raises OtherSchema where that is why
+        except OtherSchema as e:
+            record, stale, row["detail"] = None, True, f"{e}; `run` redoes it"
         except BenchError as e:
             record, row["detail"] = None, str(e)
         owner = lock_owner(key, results)
@@ -191,7 +289,7 @@ def run_states(keys: list[RunKey], results: Path) -> list[dict]:
             except (OSError, ValueError):
                 row["detail"] = f"{failed}: unreadable failure marker"
         else:
-            row["state"] = "corrupt" if row["detail"] else "missing"
+            row["state"] = "stale" if stale else "corrupt" if row["detail"] else "missing"
         rows.append(row)
     return rows
 

@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import os
 import platform
+import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
@@ -121,18 +122,26 @@ def load_data(recipe: Recipe, budget: str, data: str) -> datamod.Splits:
     return _splits(data, recipe.data, recipe.train_size, recipe.val_size, BUDGETS[budget].test_size)
 
 
-def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """uint8 (B,40,168) -> normalised float (B,1,40,168)."""
-    x = images.unsqueeze(1).float().div_(255).sub_(datamod.COURSE_MEAN).div_(datamod.COURSE_STD)
+def to_input(images: torch.Tensor, channels_last: bool, normalize: str = "course") -> torch.Tensor:
+    """uint8 (B,40,168) -> float (B,1,40,168): x/255, then (for "course") minus the course mean, over its std."""
+    x = images.unsqueeze(1).float().div_(255)
+    if normalize == "course":
+        x = x.sub_(datamod.COURSE_MEAN).div_(datamod.COURSE_STD)
+    elif normalize != "unit":
+        raise BenchError(f"unknown input normalisation {normalize!r}; known: course, unit")
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def shift(x: torch.Tensor, pixels: int) -> torch.Tensor:
+def black(normalize: str = "course") -> float:
+    """The value of a black pixel after `to_input`'s normalisation."""
+    return -datamod.COURSE_MEAN / datamod.COURSE_STD if normalize == "course" else 0.0
+
+
+def shift(x: torch.Tensor, pixels: int, normalize: str = "course") -> torch.Tensor:
     """Shift images `pixels` columns to the right (left if negative), filling with black (no wrap-around)."""
     if pixels == 0:
         return x
-    background = -datamod.COURSE_MEAN / datamod.COURSE_STD  # a black pixel after normalisation
-    out = torch.full_like(x, background)
+    out = torch.full_like(x, black(normalize))
     if pixels > 0:
         out[..., pixels:] = x[..., :-pixels]
     else:
@@ -140,7 +149,7 @@ def shift(x: torch.Tensor, pixels: int) -> torch.Tensor:
     return out
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, generator: torch.Generator, normalize: str = "course") -> torch.Tensor:
     """Random per-image scale (0.9..1.1) and shift (±6 px across, ±3 px down) by one affine resample."""
     b, _, h, w = x.shape
     r = torch.rand(b, 3, generator=generator, device=x.device)
@@ -151,7 +160,7 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     theta[:, 0, 2] = (r[:, 1] - 0.5) * 2 * 6 * 2 / w
     theta[:, 1, 2] = (r[:, 2] - 0.5) * 2 * 3 * 2 / h
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    background = -datamod.COURSE_MEAN / datamod.COURSE_STD  # a black pixel after normalisation
+    background = black(normalize)  # fill with black, not with zeros of the normalised scale
     return F.grid_sample(x - background, grid, align_corners=False) + background
 
 
@@ -209,9 +218,9 @@ def train_one_epoch(model, opt, sched, ema, split: DeviceData, recipe: Recipe, s
         if aux_perm is not None:
             a = aux_perm[(step * recipe.aux_batch + torch.arange(recipe.aux_batch, device=device)) % len(aux)]
             images = torch.cat([images, aux.images[a]])
-        x = to_input(images, device.type == "cuda")
+        x = to_input(images, device.type == "cuda", recipe.normalize)
         if recipe.augment:
-            x = augment(x, aug)
+            x = augment(x, aug, recipe.normalize)
         digits = split.digits[idx] if split.digits is not None else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(x)
@@ -238,9 +247,9 @@ def predict(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torc
     shifts = (-2, 0, 2) if recipe.tta else (0,)
     outs = []
     for start in range(0, images.shape[0], batch):
-        x = to_input(images[start:start + batch], device.type == "cuda")
+        x = to_input(images[start:start + batch], device.type == "cuda", recipe.normalize)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = sum(model(shift(x, s)).float() for s in shifts) / len(shifts)
+            out = sum(model(shift(x, s, recipe.normalize)).float() for s in shifts) / len(shifts)
         outs.append(out)
     return torch.cat(outs)
 
@@ -251,7 +260,8 @@ def evaluate(model: nn.Module, split: DeviceData, recipe: Recipe, device: torch.
     result: dict = {}
     if recipe.head != "multilabel30":
         pred = metrics.predict_sums(out, recipe.head, recipe.decode)
-        result = metrics.compute_metrics(pred.cpu().numpy(), split.sums.cpu().numpy())
+        raw = metrics.expected_sums(out, recipe.head)  # unrounded: the reports' MSE is of these (mse_raw)
+        result = metrics.compute_metrics(pred.cpu().numpy(), split.sums.cpu().numpy(), raw.cpu().numpy())
     loss = None
     if not needs_digits(recipe) or split.digits is not None:
         loss = float(losses.compute_loss(recipe.loss, recipe.head, out, split.sums, split.digits))
@@ -272,6 +282,29 @@ def _save_atomic(obj: dict, path: Path) -> None:
         torch.save(obj, f)
 
 
+def _load_error(e: Exception) -> str:
+    """torch.load's reason in one short line (its weights-only message is a paragraph of advice)."""
+    text = str(e).replace("\n", " ")
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it would call {found.group(1)}; only tensors and plain data are loaded"
+    if "WeightsUnpickler error" in text or "Weights only load failed" in text:
+        return "not plain tensors and data"
+    return f"{type(e).__name__}: {text.strip()[:160]}"
+
+
+def load_pt(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint read with `weights_only=True`: tensors and plain data only, so that a crafted file
+    (results are copied between machines) can never run code. Anything else is a one-line BenchError."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for refused or damaged files
+        raise BenchError(f"{path}: not a digitsum-bench checkpoint, refused ({_load_error(e)})") from None
+    if not isinstance(ck, dict):
+        raise BenchError(f"{path}: not a digitsum-bench checkpoint (holds {type(ck).__name__}, not a dict)")
+    return ck
+
+
 def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, seed: int, device: torch.device,
         ckpt_dir: Path, progress: bool = True, aux: DeviceData | None = None) -> tuple[nn.Module, dict]:
     """Train `model` under `recipe`, resuming from `ckpt_dir/last.pt` if a previous attempt left one.
@@ -288,14 +321,19 @@ def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, se
              "step_seconds": 0.0}
     last = ckpt_dir / "last.pt"
     if last.exists():
-        ck = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        if sched is not None:
-            sched.load_state_dict(ck["sched"])
-        if ema is not None:
-            ema.load_state_dict(ck["ema"])
-        state = ck["state"]
+        ck = load_pt(last, device)
+        try:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            if sched is not None:
+                sched.load_state_dict(ck["sched"])
+            if ema is not None:
+                ema.load_state_dict(ck["ema"])
+            state = ck["state"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise BenchError(f"{last}: does not resume this recipe ({type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); "
+                             f"delete it or use --force") from None
     scored = ema.module if ema is not None else model
     bar = tqdm(range(state["epoch"] + 1, recipe.epochs + 1), desc=recipe.name, unit="epoch",
                initial=state["epoch"], total=recipe.epochs, disable=not progress, leave=False)
@@ -316,7 +354,7 @@ def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, se
         score = _selection_score(recipe, v)
         if score is not None and (state["best_score"] is None or score > state["best_score"]):
             state["best_score"], state["best_epoch"] = score, epoch
-            _save_atomic({"model": scored.state_dict()}, ckpt_dir / "best.pt")
+            _save_atomic({"recipe": recipe.name, "model": scored.state_dict()}, ckpt_dir / "best.pt")
         _save_atomic({"model": model.state_dict(), "opt": opt.state_dict(),
                       "sched": sched.state_dict() if sched is not None else None,
                       "ema": ema.state_dict() if ema is not None else None, "state": state}, last)
@@ -324,7 +362,7 @@ def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, se
     selected = scored
     if state["best_epoch"] is not None:
         selected = copy.deepcopy(scored)
-        selected.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device)["model"])
+        selected.load_state_dict(load_pt(ckpt_dir / "best.pt", device)["model"])
     summary = {"history": state["history"], "selected_epoch": state["best_epoch"] or state["epoch"],
                "train_seconds": state["train_seconds"],
                "images_per_s": len(train) * recipe.epochs / max(state["step_seconds"], 1e-9)}
@@ -401,11 +439,11 @@ def build_model(recipe: Recipe, splits: datamod.Splits, seed: int, device: torch
         stage1, _ = models.create(recipe.pretrain, weights)
         stage1 = stage1.to(device)
         if stage1_file.exists():
-            stage1.load_state_dict(torch.load(stage1_file, map_location=device)["model"])
+            stage1.load_state_dict(load_pt(stage1_file, device)["model"])
         else:
-            train, val = _device_splits(recipe.pretrain, splits, device)
+            train, val = _device_splits(recipe.pretrain, pretrain_splits(recipe.pretrain), device)
             stage1, _ = fit(recipe.pretrain, stage1, train, val, seed, device, ckpt_dir / "stage1", progress)
-            _save_atomic({"model": stage1.state_dict()}, stage1_file)
+            _save_atomic({"recipe": recipe.pretrain.name, "model": stage1.state_dict()}, stage1_file)
         model.features.load_state_dict(stage1.features.state_dict())
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -423,11 +461,31 @@ def load_aux(recipe: Recipe, device: torch.device) -> DeviceData | None:
     return DeviceData.from_numpy(datamod.load_synth("synth", "train", recipe.aux_size, seed=1), device)
 
 
+def pretrain_splits(stage: Recipe) -> datamod.Splits:
+    """A pre-training stage's own data: DigitSum-Synth train/val of its `data_seed`, from the train/val
+    digit pool (never the test pool), whatever --data names: report 004 pre-trained "on a separate dataset"."""
+    if stage.data_seed is None:
+        raise BenchError(f"recipe {stage.name}: a pre-training stage needs its own data_seed")
+    train = datamod.load_synth("synth", "train", stage.train_size, stage.data_seed)
+    val = datamod.load_synth("synth", "val", stage.val_size, stage.data_seed)
+    return datamod.Splits(train, val, None, f"stage-{stage.data_seed}", f"DigitSum-Synth, data seed {stage.data_seed}")
+
+
 def _device_splits(recipe: Recipe, splits: datamod.Splits, device: torch.device) -> tuple[DeviceData, DeviceData]:
     train, val = DeviceData.from_numpy(splits.train, device), DeviceData.from_numpy(splits.val, device)
     if needs_digits(recipe) and splits.train.digits is None:
         raise BenchError(f"recipe {recipe.name} trains on per-digit labels, which {splits.train.name} does not have")
     return train, val
+
+
+MAX_SEED = 2**31 - 1  # torch, numpy and every seed derived from it accept 0..2**31-1
+
+
+def check_seeds(seeds: list[int]) -> None:
+    """A BenchError before any work for a seed outside 0..MAX_SEED (it would fail mid-training)."""
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise BenchError(f"--seeds {seed}: a seed is a whole number in 0..{MAX_SEED}")
 
 
 def run_one(name: str, seed: int, budget: str = "smoke", data: str = "synth", results: Path = Path("results"),
@@ -439,6 +497,7 @@ def run_one(name: str, seed: int, budget: str = "smoke", data: str = "synth", re
     lock another live process holds is skipped (returns None). A failure leaves a marker for
     `status` and re-raises; nothing half-written is left behind.
     """
+    check_seeds([seed])
     recipe = apply_budget(get_recipe(name), budget)
     splits = load_data(recipe, budget, data)
     key = RunKey(name, seed, budget, splits.dataset_id)
@@ -497,23 +556,33 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, resul
 
 
 def load_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Module, Recipe]:
-    """A model saved by the runner (final.pt or best.pt beside it) and the recipe that made it."""
+    """A model saved by the runner (final.pt, or best.pt with final.pt beside it) and the recipe that made it.
+
+    Read with `weights_only=True` (`load_pt`): a file from elsewhere can hold only tensors and
+    plain data, so it can never run code. Every problem is a one-line BenchError naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"{path}: no such checkpoint")
+    ck = load_pt(path, device)
+    name, named_by = ck.get("recipe"), path
+    if name is None:  # a best.pt of an older version: the recipe's name is in final.pt beside it
+        named_by = path.with_name("final.pt")
+        if not named_by.is_file():
+            raise BenchError(f"{path}: names no recipe and has no final.pt beside it")
+        name = load_pt(named_by, "cpu").get("recipe")
+    if not isinstance(name, str):
+        raise BenchError(f"{named_by}: not a digitsum-bench checkpoint (no recipe name in it)")
     try:
-        ck = torch.load(path, map_location=device, weights_only=False)
-        name = ck.get("recipe")
-        if name is None:
-            final = path.with_name("final.pt")
-            name = torch.load(final, map_location="cpu", weights_only=False)["recipe"]
         recipe = get_recipe(name)
+    except BenchError as e:
+        raise BenchError(f"{named_by}: {e}") from None
+    try:
         model = recipe.model()
         model.load_state_dict(ck["model"])
-    except BenchError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise BenchError(f"{path}: not a digitsum-bench checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # noqa: BLE001 - any mismatch is reported the same way
+        raise BenchError(f"{path}: not a digitsum-bench checkpoint of {name} "
+                         f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from None
     return model.to(device), recipe
 
 
@@ -524,7 +593,7 @@ def evaluate_file(checkpoint: str | Path, data_path: str | Path, device: str = "
     split = DeviceData.from_numpy(datamod.load_path(data_path), dev)
     result = evaluate(model, split, recipe, dev)
     return {"recipe": recipe.name, "checkpoint": str(checkpoint), "data": str(data_path),
-            **{k: result[k] for k in (*metrics.SUMMARY_KEYS, "per_sum")}}
+            **{k: result[k] for k in (*metrics.SUMMARY_KEYS, "mse_raw", "per_sum")}}
 
 
 def random_split(n: int, device: torch.device | str, seed: int = 0) -> DeviceData:

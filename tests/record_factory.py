@@ -16,10 +16,11 @@ ABSENT_SUMS = (0, 36)  # sums that never occur in a small split: per_sum is null
 
 
 def split_metrics(exact: float, within_one: float | None = None, mse: float | None = None,
-                  mae: float | None = None, n: int = 100) -> dict:  # fmt: skip
+                  mae: float | None = None, n: int = 100, mse_raw: float | None = None) -> dict:  # fmt: skip
     """One split's metrics; unspecified ones are derived from `exact` (tests pass what they check)."""
     within_one = (1 + exact) / 2 if within_one is None else within_one
     mse = 4 * (1 - exact) if mse is None else mse
+    mse_raw = 0.8 * mse if mse_raw is None else mse_raw
     mae = 1 - exact if mae is None else mae
     confusion = [[0] * 37 for _ in range(37)]
     for s in range(37):
@@ -27,7 +28,7 @@ def split_metrics(exact: float, within_one: float | None = None, mse: float | No
             confusion[s][s] = 3
             confusion[s][min(s + 1, 36)] += 1
     return {
-        "n": n, "loss": mse, "exact": exact, "within_one": within_one, "mse": mse, "rmse": math.sqrt(mse), "mae": mae,
+        "n": n, "loss": mse, "exact": exact, "within_one": within_one, "mse": mse, "mse_raw": mse_raw, "rmse": math.sqrt(mse), "mae": mae,
         "per_sum": [None if s in ABSENT_SUMS else exact for s in range(37)],
         "confusion": confusion,
     }  # fmt: skip

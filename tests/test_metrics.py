@@ -52,3 +52,29 @@ def test_bad_inputs():
         compute_metrics(np.array([1, 2, 3]), np.array([1, 2]))
     with pytest.raises(BenchError, match="does not predict sums"):
         predict_sums(torch.zeros(2, 30), "multilabel30")
+
+
+def test_expected_sums_per_head():
+    """mse_raw's input: the regression output itself, the softmax expectation of a 37-way head, and the
+    sum of the four digits' expected values (hand-computed)."""
+    from digitsum_bench.metrics import expected_sums
+
+    assert expected_sums(torch.tensor([[3.4], [40.2]]), "regression").tolist() == pytest.approx([3.4, 40.2])
+    logits = torch.full((1, 37), -1e9)
+    logits[0, 10], logits[0, 12] = 0.0, 0.0  # half 10, half 12
+    assert expected_sums(logits, "sum37").tolist() == pytest.approx([11.0])
+    p = torch.zeros(1, 4, 10)
+    p[0, :, 2], p[0, :, 6] = 0.75, 0.25  # each digit: E = 0.75*2 + 0.25*6 = 3
+    assert expected_sums(p.clamp_min(1e-12).log(), "digits4").tolist() == pytest.approx([12.0], abs=1e-4)
+    with pytest.raises(BenchError, match="does not predict sums"):
+        expected_sums(torch.zeros(2, 30), "multilabel30")
+
+
+def test_mse_raw_is_of_unrounded_predictions():
+    true = np.array([10, 20])
+    raw = np.array([10.4, 19.0])  # rounded: 10, 19 -> mse 0.5; raw: (0.16 + 1) / 2 = 0.58
+    m = compute_metrics(np.rint(raw), true, raw=raw)
+    assert m["mse"] == pytest.approx(0.5) and m["mse_raw"] == pytest.approx(0.58)
+    assert "mse_raw" not in compute_metrics(np.rint(raw), true)
+    with pytest.raises(BenchError, match="1 raw predictions for 2 labels"):
+        compute_metrics(np.rint(raw), true, raw=raw[:1])

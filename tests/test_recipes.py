@@ -94,10 +94,10 @@ def test_recipes_table():
     rows = {r["name"]: r for r in recipes_table()}
     assert list(rows) == list_recipes()
     r002 = rows["r002_resnet50"]
-    assert r002["report"] == "002" and r002["claimed"] == "val exact 94.9%, MSE 0.264"
+    assert r002["report"] == "002" and r002["claimed"] == "val exact 94.9%, MSE raw 0.264"
     assert r002["params_m"] == pytest.approx(23.50, abs=0.01)  # torchvision ResNet-50, 1-channel conv1, fc 2048->1
     assert rows["r003_convnet4"]["claimed"] == "test exact ~10.0%"
-    assert rows["r004_multilabel_transfer"]["claimed"] == "val MSE ~1"
+    assert rows["r004_multilabel_transfer"]["claimed"] == "val MSE raw ~1"
     assert rows["ours_digitsum"]["claimed"] == "-"
     assert rows["ours_digitsum"]["gflops"] < 0.2 * r002["gflops"]
 

@@ -16,7 +16,7 @@ from digitsum_bench.errors import BenchError
 A, B = "r002_attention_cnn", "r002_resnet50_pretrained"
 PNG = b"\x89PNG\r\n\x1a\n"
 CLAIM_B = [{"metric": "exact", "value": 0.9492, "split": "val", "note": ""},
-           {"metric": "mse", "value": 0.264, "split": "val", "note": ""}]  # fmt: skip
+           {"metric": "mse_raw", "value": 0.264, "split": "val", "note": ""}]  # fmt: skip
 
 
 def write_fixture(results) -> None:
@@ -77,7 +77,8 @@ def test_csv_matches_records(built):
     assert b["test_exact_mean"] == pytest.approx(0.91)
     assert b["test_exact_std"] == pytest.approx(0.02 / math.sqrt(2))
     assert (b["gflops"], b["params_m"], b["pretrained"]) == (4.1, 23.5, "unavailable")
-    assert b["claimed"] == "val exact 94.92%, val MSE 0.264"
+    assert b["claimed"] == "val exact 94.92%, val MSE raw 0.264"
+    assert b["claimed_mse_raw"] == 0.264 and pd.isna(b["claimed_mse"])  # the claim's own definition
     assert (b["claimed_exact"], b["claimed_split"]) == (0.9492, "val")
 
 
@@ -129,7 +130,7 @@ def test_markdown_one_table_per_budget_with_ci_and_marks(built):
     assert "15.0 ± 63.5" in smoke_rows[0] and "14.0 ± 25.4" in smoke_rows[1]
     assert "| ≈ (p=" in smoke_rows[1]
     assert "| 2/3 |" in full_rows[0] and "| unavailable |" in full_rows[0]
-    assert "claim: val exact 94.92%" in full_rows[0]
+    assert "| val 94.92% |" in full_rows[0]
     assert "claims" in markdown.split("\n## ")[0]  # the legend says claims are not measurements
 
 
@@ -285,3 +286,80 @@ def test_claim_given_in_words_only():
     c = _claims([{"metric": "exact", "value": None, "split": "test", "note": "'unable to learn'"}])
     assert c["claimed"] == "test exact: 'unable to learn'"
     assert math.isnan(c["claimed_exact"]) and c["claimed_split"] == "test"
+
+
+# ---------------------------------------------------------------------------- issue 11: like-for-like, robustness
+
+
+def test_mse_raw_in_csv_and_each_claim_beside_its_own_metric(built):
+    """Report 002's MSE claim is of raw outputs: it stands beside MSE raw, never beside the rounded MSE."""
+    results, _ = built
+    board = pd.read_csv(results / "leaderboard.csv")
+    assert {"test_mse_raw_mean", "test_mse_raw_std", "val_mse_raw_mean", "claimed_mse_raw"} <= set(board.columns)
+    a = row(board, A, "full")
+    assert a["test_mse_raw_mean"] == pytest.approx(0.8 * 2.2)  # record_factory: mse_raw = 0.8 * mse
+    markdown = (results / "leaderboard.md").read_text()
+    full = tables(markdown)["full"]
+    header = next(line for line in full.splitlines() if line.startswith("| # |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns[columns.index("MSE raw") + 1] == "claim: MSE raw"
+    assert columns[columns.index("exact % (95% CI)") + 1] == "claim: exact"
+    assert "claim: MSE (rounded)" not in columns  # no report claims the rounded MSE
+    cells = dict(zip(columns, [c.strip() for c in
+                               next(line for line in full.splitlines() if f"`{B}`" in line).strip("|").split("|")]))
+    assert cells["claim: MSE raw"] == "val 0.264" and cells["MSE raw"] == f"{0.8 * 4 * (1 - 0.91):.3f}"
+    legend = markdown.split("\n## ")[0]
+    assert "MSE raw" in legend and "MSE (rounded)" in legend and "multiply-add" in legend
+
+
+def test_other_schema_is_skipped_by_report_not_fatal(tmp_path):
+    write_record(tmp_path, make_record(A, 0, test=0.5))
+    future = write_record(tmp_path, make_record(A, 1, test=0.9, schema=2))
+    with pytest.warns(UserWarning, match=re.escape(str(future)) + ".*schema 2"):
+        board = report.leaderboard(report.load_records(tmp_path))
+    assert board["n_seeds"].tolist() == [1] and board["test_exact_mean"].tolist() == [0.5]
+
+
+@pytest.mark.parametrize("content", ["5", "null", "[]"])
+def test_record_that_is_not_an_object_is_corrupt(tmp_path, content):
+    path = write_record(tmp_path, make_record(A, 0))
+    path.write_text(content)
+    with pytest.raises(BenchError, match=re.escape(str(path)) + r": corrupt record \(not a JSON object"):
+        report.load_records(tmp_path)
+
+
+def test_metrics_not_an_object_is_corrupt(tmp_path):
+    path = write_record(tmp_path, make_record(A, 0, metrics=5))
+    with pytest.raises(BenchError, match=re.escape(str(path)) + r": corrupt record \(metrics is int"):
+        report.load_records(tmp_path)
+
+
+def test_out_naming_a_file_is_a_one_line_error(tmp_path):
+    write_record(tmp_path, make_record(A, 0))
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(BenchError, match="--out .*taken: is a file"):
+        report.write_report(tmp_path, out=tmp_path / "taken")
+
+
+def test_unwritable_results_folder_is_a_one_line_error(tmp_path, monkeypatch):
+    """A read-only folder (simulated: the tests may run as root, who can write anywhere)."""
+    import tempfile
+
+    write_record(tmp_path, make_record(A, 0))
+
+    def read_only(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(BenchError, match=r"leaderboard.csv: cannot write \(Permission denied\)"):
+        report.write_report(tmp_path)
+
+
+def test_empty_folder_hint_is_a_command_run_accepts(tmp_path):
+    from digitsum_bench.cli import build_parser
+
+    with pytest.raises(BenchError) as e:
+        report.load_records(tmp_path)
+    hint = re.search(r"`digitsum-bench (run [^`]*)`", str(e.value)).group(1)
+    args = build_parser().parse_args(hint.replace("NAME", "r003_convnet4").split())
+    assert args.recipe == ["r003_convnet4"] and args.results == tmp_path

@@ -1,0 +1,122 @@
+"""Each recipe does what its report says: stage-1 data, normalisation, report 003's settings, honest assumptions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from digitsum_bench import data, train
+from digitsum_bench.cli import main
+from digitsum_bench.recipes import get_recipe, list_recipes
+
+REPORT_RECIPES = [n for n in list_recipes() if get_recipe(n).report[:3] in {"000", "001", "002", "003", "004"}]
+
+
+@pytest.fixture
+def course_folder(tmp_path):
+    """Course-style files: data0.npy (uint8 images) + lab0.npy (uint8 sums), no digit labels."""
+    folder = tmp_path / "course"
+    folder.mkdir()
+    images = data.load_synth("synth", "test", 120, seed=0)
+    np.save(folder / "data0.npy", images.images)
+    np.save(folder / "lab0.npy", images.sums.astype(np.uint8))
+    return folder
+
+
+def test_r004_transfer_runs_on_course_files_with_sums_only(course_folder, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["run", "--recipe", "r004_multilabel_transfer", "--budget", "smoke", "--device", "cpu",
+                 "--data", str(course_folder), "--results", str(results), "--no-report"]) == 0
+    record = json.loads(next(results.glob("records/smoke/course-*/r004_multilabel_transfer/seed0.json")).read_text())
+    assert record["metrics"]["test"] is None and record["metrics"]["val"]["n"] > 0
+    assert list(results.glob("checkpoints/smoke/course-*/r004_multilabel_transfer/seed0/stage1.pt"))
+
+
+def test_r004_stage1_trains_on_its_own_images(monkeypatch, tmp_path):
+    """Stage 1 gets a separate synthetic set (own seed and size, train/val digit pool), not stage 2's images."""
+    seen = {}
+    real = train.fit
+
+    def spy(recipe, model, split, val, *a, **k):
+        seen[recipe.name] = split
+        return real(recipe, model, split, val, *a, **k)
+
+    monkeypatch.setattr(train, "fit", spy)
+    train.run_one("r004_multilabel_transfer", 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+    stage1, stage2 = seen["r004_multilabel_cnn"], seen["r004_multilabel_transfer"]
+    assert stage1.digits is not None
+    assert not any(torch.equal(a, b) for a in stage1.images for b in stage2.images)
+    stage = get_recipe("r004_multilabel_transfer").pretrain
+    assert stage.data_seed not in (None, 0) and stage.train_size == 24_000
+    pool = data._pools(data.mnist_digits()[1], "train")
+    own = data.load_synth("synth", "train", 64, stage.data_seed)
+    assert np.isin(own.instances, np.concatenate(pool)).all()  # never a test-pool digit
+    assert any("24,000" in a and "separate dataset" in a for a in stage.assumptions)
+
+
+def test_normalisation_is_a_recipe_field_set_as_each_report_says():
+    x = torch.tensor([[[0, 255] * 84] * 40], dtype=torch.uint8)
+    assert train.to_input(x, False, "unit").unique().tolist() == [0.0, 1.0]
+    course = train.to_input(x, False, "course")
+    assert course.min().item() == pytest.approx(train.black("course"))
+    for name in REPORT_RECIPES:
+        recipe = get_recipe(name)
+        if recipe.report.startswith("002"):
+            assert recipe.normalize == "unit", name  # 'normalized by dividing by 255'
+        else:
+            assert recipe.normalize == "course", name
+            assert any("normalis" in a and "does not say" in a for a in recipe.assumptions), name
+
+
+def test_predict_feeds_the_recipe_normalisation():
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return x.mean(dim=(1, 2, 3))
+
+    images = torch.full((2, 40, 168), 255, dtype=torch.uint8)
+    train.predict(Spy(), images, get_recipe("r002_attention_cnn"), torch.device("cpu"))
+    train.predict(Spy(), images, get_recipe("r000_seresnet"), torch.device("cpu"))
+    assert seen[0].max().item() == 1.0  # x/255
+    assert seen[1].max().item() == pytest.approx((1 - data.COURSE_MEAN) / data.COURSE_STD)
+
+
+def test_report_003_settings_read_one_way():
+    """Section 6 holds for all of report 003's recipes: weight decay 1e-4 everywhere, EMA only where named."""
+    for name in [n for n in list_recipes() if get_recipe(n).report == "003"]:
+        recipe = get_recipe(name)
+        assert (recipe.optimizer, recipe.weight_decay) == ("adam", 1e-4), name
+        assert recipe.ema_decay == (0.99 if name == "r003_resnet50_ema" else None), name
+        assert any("The following hyperparameters were used in our experiments" in a for a in recipe.assumptions)
+
+
+def test_assumptions_claim_no_more_than_the_reports_say():
+    r000 = " ".join(get_recipe("r000_seresnet").assumptions)
+    assert "PyTorch defaults" not in r000 and "no default" in r000  # OneCycleLR's max_lr has none
+    selection = next(a for a in get_recipe("r002_resnet50").assumptions if "best-val-loss" in a)
+    assert "Advanced CNN" in selection and "silent" in selection
+
+
+def test_mse_claims_are_of_raw_outputs():
+    """Report 002's and 004's MSE claims are of unrounded outputs: they are mse_raw claims."""
+    for name in ("r002_attention_cnn", "r002_resnet50", "r004_resnet50_mlp", "r004_multilabel_transfer"):
+        metrics = {c.metric for c in get_recipe(name).claimed}
+        assert "mse_raw" in metrics and "mse" not in metrics, name
+
+
+def test_records_carry_mse_raw(tiny_recipe, tmp_path):
+    rec = train.run_one("tiny_test", 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+    for split in ("val", "test"):
+        m = rec["metrics"][split]
+        assert m["mse_raw"] >= 0 and m["mse_raw"] != m["mse"]  # a regression output is never exactly integer
+
+
+def test_list_says_how_flops_are_counted(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "multiply-add" in out and "8.18" in out
