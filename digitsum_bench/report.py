@@ -30,7 +30,7 @@ from scipy import stats
 
 from .errors import BenchError
 from .metrics import N_SUMS
-from .store import RECORD_KEYS, SCHEMA, OtherSchema, atomic_write, read_record  # noqa: F401 - SCHEMA: re-exported
+from .store import RECORD_KEYS, SCHEMA, OtherSchema, atomic_write, read_estimates, read_record  # noqa: F401 - SCHEMA: re-exported
 
 SPLITS = ("val", "test")
 METRICS = ("exact", "within_one", "mse", "mse_raw", "mae")  # summarised over seeds in the leaderboard
@@ -246,12 +246,66 @@ definition, with the split they were quoted on; measured on the course data (not
 claims, not measurements of this benchmark, and not on the dataset of the table."""
 
 
-def _markdown(board: pd.DataFrame) -> str:
-    """The leaderboard as markdown: one table per (budget, dataset), never mixed."""
+BUDGET_ORDER = ("full", "quick", "ci", "smoke")  # tables in this order; check-only budgets last
+CHECK_ONLY = ("smoke",)  # budgets whose accuracies mean nothing (train.CHECK_ONLY)
+
+
+def _markdown(board: pd.DataFrame, notes: list[dict] = ()) -> str:
+    """The leaderboard as markdown: one table per (budget, dataset), never mixed.
+
+    Under each table, the recipes left out on a CPU at that budget (`notes`, from
+    store.read_estimates) with their estimated time. Check-only budgets come last, marked so.
+    """
     parts = ["# digitsum-bench leaderboard", "", LEGEND]
-    for _, table in board.groupby(TABLE, sort=True):
-        parts += ["", _table_header(table), "", _markdown_table(_table_cells(table))]
+    order = lambda budget: BUDGET_ORDER.index(budget) if budget in BUDGET_ORDER else len(BUDGET_ORDER)  # noqa: E731
+    for (budget, dataset_id), table in sorted(board.groupby(TABLE), key=lambda kv: (order(kv[0][0]), kv[0][1])):
+        parts += ["", _table_header(table), ""]
+        if budget in CHECK_ONLY:
+            parts += [f"*The `{budget}` budget only checks that every recipe runs end to end: its accuracies "
+                      "mean nothing and are not results.*", ""]
+        parts += [_markdown_table(_table_cells(table))]
+        parts += _needs_gpu(notes, budget, dataset_id, set(table["recipe"]))
     return "\n".join(parts) + "\n"
+
+
+def _needs_gpu(notes: list[dict], budget: str, dataset_id: str, measured: set[str]) -> list[str]:
+    """Lines naming the recipes of this table left out on a CPU, with their estimated CPU time per seed."""
+    left = [n for n in notes if n["budget"] == budget and n["dataset_id"] == dataset_id and n["recipe"] not in measured]
+    if not left:
+        return []
+    lines = ["", f"**Needs a GPU at the `{budget}` budget** (not run on a CPU; estimated CPU time per seed):", ""]
+    for n in sorted(left, key=lambda n: n["estimated_seconds"]):
+        lines.append(f"- `{n['recipe']}`: about {_duration(float(n['estimated_seconds']))} on {n.get('device', 'a CPU')}")
+    return lines
+
+
+def comparison_table(results: Path, committed: Path, budget: str) -> str:
+    """The runs in `results` at `budget` next to the committed leaderboard's rows of the same budget.
+
+    Printed at the end of a `run` into a folder of one's own, so that a new user sees at once
+    how their numbers compare with the ones shipped with the code.
+    """
+    mine = leaderboard(load_records(results))
+    mine = mine[mine["budget"] == budget].assign(where="this run")
+    csv = Path(committed) / "leaderboard.csv"
+    try:
+        theirs = pd.read_csv(csv)
+        theirs = theirs[theirs["budget"] == budget].assign(where="committed")
+    except (OSError, ValueError, KeyError):
+        theirs = pd.DataFrame()
+    rows = pd.concat([mine, theirs], ignore_index=True)
+    if rows.empty:
+        return f"no {budget} runs to compare"
+    rows = rows.assign(exact=rows["test_exact_mean"].fillna(rows["val_exact_mean"]))
+    rows = rows.sort_values(["exact", "where"], ascending=[False, False], kind="stable")
+    table = pd.DataFrame({
+        "recipe": rows["recipe"], "results": rows["where"], "seeds": rows["n_seeds"],
+        "exact %": (rows["exact"] * 100).round(1),
+        "within-one %": (rows["test_within_one_mean"].fillna(rows["val_within_one_mean"]) * 100).round(1),
+        "train time": rows["train_seconds"].map(_duration), "device": rows["device"],
+    })  # fmt: skip
+    return (f"{budget} budget: this run next to the committed leaderboard ({csv})\n"
+            + table.to_string(index=False))
 
 
 def _table_header(table: pd.DataFrame) -> str:
@@ -507,7 +561,7 @@ def write_report(results: Path, out: Path | None = None) -> list[Path]:
     records = load_records(results)
     board = leaderboard(records)
     csv = board.drop(columns="claims").to_csv(index=False).encode()
-    files = {out / "leaderboard.csv": csv, out / "leaderboard.md": _markdown(board).encode()}
+    files = {out / "leaderboard.csv": csv, out / "leaderboard.md": _markdown(board, read_estimates(results)).encode()}
     files.update({out / "plots" / name: png for name, png in _plots(records, board).items()})
     for path, data in files.items():
         _write_atomic(path, data)

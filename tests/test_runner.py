@@ -16,8 +16,8 @@ def _summary(record):
 
 
 def test_record_contents(tiny_recipe, tmp_path):
-    rec = train.run_one("tiny_test", 0, budget="ci", results=tmp_path, device="cpu", progress=False)
-    path = RunKey("tiny_test", 0, "ci", rec["dataset_id"]).record_path(tmp_path)
+    rec = train.run_one("tiny_test", 0, budget="full", results=tmp_path, device="cpu", progress=False)
+    path = RunKey("tiny_test", 0, "full", rec["dataset_id"]).record_path(tmp_path)
     assert json.loads(path.read_text()) == rec
     for key in ("git_commit", "device", "versions", "params_m", "gflops", "train_seconds", "images_per_s",
                 "started", "finished", "pretrained", "code_version", "dataset"):
@@ -25,23 +25,23 @@ def test_record_contents(tiny_recipe, tmp_path):
     assert rec["pretrained"] == "none"
     assert rec["config"]["model"] == "TinyNet" and rec["config"]["epochs"] == 3
     assert len(rec["history"]) == 3 and rec["epochs_run"] == 3
-    assert rec["metrics"]["test"]["n"] == train.BUDGETS["ci"].test_size
+    assert rec["metrics"]["test"]["n"] == train.BUDGETS["full"].test_size
     assert rec["metrics"]["val"]["n"] == 64
     assert 1 <= rec["selected_epoch"] <= 3
     assert (path.parent.parent.parent.parent.parent / "checkpoints").exists()
 
 
 def test_same_seed_same_metrics_other_seed_differs(tiny_recipe, tmp_path):
-    a = train.run_one("tiny_test", 0, budget="ci", results=tmp_path / "a", device="cpu", progress=False)
-    b = train.run_one("tiny_test", 0, budget="ci", results=tmp_path / "b", device="cpu", progress=False)
-    c = train.run_one("tiny_test", 1, budget="ci", results=tmp_path / "a", device="cpu", progress=False)
+    a = train.run_one("tiny_test", 0, budget="full", results=tmp_path / "a", device="cpu", progress=False)
+    b = train.run_one("tiny_test", 0, budget="full", results=tmp_path / "b", device="cpu", progress=False)
+    c = train.run_one("tiny_test", 1, budget="full", results=tmp_path / "a", device="cpu", progress=False)
     assert _summary(a) == _summary(b)
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
     assert [h["train_loss"] for h in a["history"]] != [h["train_loss"] for h in c["history"]]
 
 
 def test_killed_run_resumes_and_matches(tiny_recipe, tmp_path, monkeypatch):
-    full = train.run_one("tiny_test", 0, budget="ci", results=tmp_path / "full", device="cpu", progress=False)
+    full = train.run_one("tiny_test", 0, budget="full", results=tmp_path / "full", device="cpu", progress=False)
 
     real = train.train_one_epoch
 
@@ -52,26 +52,26 @@ def test_killed_run_resumes_and_matches(tiny_recipe, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "train_one_epoch", dies_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        train.run_one("tiny_test", 0, budget="ci", results=tmp_path / "cut", device="cpu", progress=False)
-    key = RunKey("tiny_test", 0, "ci", full["dataset_id"])
+        train.run_one("tiny_test", 0, budget="full", results=tmp_path / "cut", device="cpu", progress=False)
+    key = RunKey("tiny_test", 0, "full", full["dataset_id"])
     assert not key.record_path(tmp_path / "cut").exists()  # nothing half-written
     assert not key.lock_path(tmp_path / "cut").exists()  # lock released
     assert (key.checkpoint_dir(tmp_path / "cut") / "last.pt").exists()
 
     monkeypatch.setattr(train, "train_one_epoch", real)
-    resumed = train.run_one("tiny_test", 0, budget="ci", results=tmp_path / "cut", device="cpu", progress=False)
+    resumed = train.run_one("tiny_test", 0, budget="full", results=tmp_path / "cut", device="cpu", progress=False)
     assert _summary(resumed) == _summary(full)
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
 
 
 def test_finished_run_is_not_recomputed_unless_forced(tiny_recipe, tmp_path, monkeypatch):
-    first = train.run_one("tiny_test", 0, budget="ci", results=tmp_path, device="cpu", progress=False)
+    first = train.run_one("tiny_test", 0, budget="full", results=tmp_path, device="cpu", progress=False)
     calls = []
     real = train.fit
     monkeypatch.setattr(train, "fit", lambda *a, **k: calls.append(1) or real(*a, **k))
-    again = train.run_one("tiny_test", 0, budget="ci", results=tmp_path, device="cpu", progress=False)
+    again = train.run_one("tiny_test", 0, budget="full", results=tmp_path, device="cpu", progress=False)
     assert calls == [] and again == first
-    forced = train.run_one("tiny_test", 0, budget="ci", results=tmp_path, device="cpu", force=True, progress=False)
+    forced = train.run_one("tiny_test", 0, budget="full", results=tmp_path, device="cpu", force=True, progress=False)
     assert calls == [1]
     assert forced["started"] >= first["started"] and _summary(forced) == _summary(first)
 
@@ -149,9 +149,9 @@ def test_budgets_cap_the_recipe(tiny_recipe):
 def test_evaluate_checkpoint_on_npz(tiny_recipe, tmp_path):
     from digitsum_bench import data
 
-    rec = train.run_one("tiny_test", 0, budget="ci", results=tmp_path, device="cpu", progress=False)
-    ckpt = RunKey("tiny_test", 0, "ci", rec["dataset_id"]).checkpoint_dir(tmp_path) / "final.pt"
-    test = data.load_synth("synth", "test", train.BUDGETS["ci"].test_size, 0)
+    rec = train.run_one("tiny_test", 0, budget="full", results=tmp_path, device="cpu", progress=False)
+    ckpt = RunKey("tiny_test", 0, "full", rec["dataset_id"]).checkpoint_dir(tmp_path) / "final.pt"
+    test = data.load_synth("synth", "test", train.BUDGETS["full"].test_size, 0)
     data.save_npz(test, tmp_path / "test.npz")
     result = train.evaluate_file(ckpt, tmp_path / "test.npz", "cpu")
     assert result["exact"] == pytest.approx(rec["metrics"]["test"]["exact"])
