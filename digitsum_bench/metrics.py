@@ -35,9 +35,24 @@ def predict_sums(output: torch.Tensor, head: str, decode: str = "sum_of_digits")
     raise BenchError(f"head {head!r} does not predict sums")
 
 
-def compute_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
+def expected_sums(out: torch.Tensor, head: str) -> torch.Tensor:
+    """Unrounded predicted sums (B,) for `mse_raw`: the regression output itself, the expected sum
+    under a 37-way softmax, or the sum of the four digits' expected values."""
+    out = out.float()
+    if head == "regression":
+        return out.reshape(-1)
+    if head == "sum37":
+        return out.softmax(dim=1) @ torch.arange(N_SUMS, dtype=torch.float32, device=out.device)
+    if head == "digits4":
+        return (out.softmax(dim=2) @ torch.arange(10, dtype=torch.float32, device=out.device)).sum(dim=1)
+    raise BenchError(f"head {head!r} does not predict sums")
+
+
+def compute_metrics(pred: np.ndarray, true: np.ndarray, raw: np.ndarray | None = None) -> dict:
     """Exact and within-one accuracy (fractions), MSE, RMSE, MAE, per-sum accuracy and confusion.
 
+    With `raw` (unrounded predicted sums, see `expected_sums`) the result also has `mse_raw`,
+    the MSE before rounding: the number regression reports quote.
     `per_sum[s]` is the exact accuracy over images whose true sum is s (None where none occur);
     `confusion[t][p]` counts images of true sum t predicted as p.
     """
@@ -52,6 +67,12 @@ def compute_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
     hits = np.bincount(true[pred == true], minlength=N_SUMS)
     per_sum = [float(h / c) if c else None for h, c in zip(hits, counts)]
     mse = float(np.mean(err**2))
+    extra = {}
+    if raw is not None:
+        raw = np.asarray(raw, dtype=np.float64).reshape(-1)
+        if raw.shape != true.shape:
+            raise BenchError(f"metrics: {raw.size} raw predictions for {true.size} labels")
+        extra["mse_raw"] = float(np.mean((raw - true) ** 2))
     return {
         "n": int(true.size),
         "exact": float(np.mean(err == 0)),
@@ -61,6 +82,7 @@ def compute_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
         "mae": float(np.mean(np.abs(err))),
         "per_sum": per_sum,
         "confusion": confusion_matrix(true, pred, labels=np.arange(N_SUMS)).tolist(),
+        **extra,
     }
 
 
