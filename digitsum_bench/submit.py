@@ -252,8 +252,12 @@ def predict_model(model: nn.Module, meta: dict, images: np.ndarray, path: str | 
             raise BenchError(f"{path}: the model fails on a (B,1,40,168) float batch ({_first_line(e)})") from None
         if not isinstance(out, torch.Tensor):
             raise BenchError(f"{path}: the model returns {type(out).__name__}, not one tensor")
-        head = head or head_of(out.shape, len(chunk))
-        if head_of(out.shape, len(chunk)) != head:
+        try:
+            this = head_of(out.shape, len(chunk))
+        except BenchError as e:
+            raise BenchError(f"{path}: {e}") from None
+        head = head or this
+        if this != head:
             raise BenchError(f"{path}: the output shape changes between batches ({tuple(out.shape)})")
         outs.append(out.float().reshape(len(chunk), -1) if head == "regression" else out.float())
     out = torch.cat(outs)
