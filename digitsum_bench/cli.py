@@ -1,4 +1,4 @@
-"""The `digitsum-bench` command: data, list, run, evaluate, report, status, gate."""
+"""The `digitsum-bench` command: data, list, run, evaluate, export, report, status, gate."""
 
 from __future__ import annotations
 
@@ -77,13 +77,32 @@ def _cmd_run(a: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
+    from . import submit
     from .metrics import format_table
-    from .train import evaluate_file
 
-    result = evaluate_file(a.checkpoint, a.data, a.device)
-    print(f"{result['recipe']} on {a.data}")
-    print(format_table({"data": result}))
+    if a.save_predictions and not a.model:
+        raise BenchError("evaluate: --save-predictions goes with --model")
+    if a.checkpoint:
+        from .train import evaluate_file
+
+        result = evaluate_file(a.checkpoint, a.data, a.device)
+        print(f"{result['recipe']} on {a.data}")
+    elif a.model:
+        result = submit.evaluate_model(a.model, a.data, a.save_predictions)
+        print(f"{a.model} ({result['head']} head) on {a.data}")
+    else:
+        result = submit.evaluate_predictions(a.predictions, a.data)
+        print(f"{a.predictions} on {a.data}")
+    print(format_table({"data": result}) + (f"\nmse_raw {result['mse_raw']:.4f}" if "mse_raw" in result else ""))
     print(json.dumps(result))
+
+
+def _cmd_export(a: argparse.Namespace) -> None:
+    from .submit import export_checkpoint
+
+    meta = export_checkpoint(a.checkpoint, a.out, a.format)
+    print(f"wrote {a.out}: {meta['recipe']} ({meta['head']} head, {a.format}); score it with "
+          f"`digitsum-bench evaluate --model {a.out} --data PATH`")
 
 
 def _cmd_report(a: argparse.Namespace) -> None:
@@ -149,6 +168,11 @@ def add_slurm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cluster", default=None, help=argparse.SUPPRESS)  # submitit cluster override ("local" in tests)
 
 
+def _add_recipes_from(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipes-from", action="append", type=Path, default=[], metavar="FILE",
+                   help="a Python file of your own that registers recipes with @register (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per verb."""
     parser = argparse.ArgumentParser(prog="digitsum-bench", description=__doc__)
@@ -176,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("list", help="the recipes, with params, GFLOPs and claimed numbers")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    _add_recipes_from(p)
     p.set_defaults(fn=_cmd_list)
 
     p = verbs.add_parser("run", help="train recipes with fixed seeds and write one record per run")
@@ -195,14 +220,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-limit", type=float, default=30, metavar="MINUTES",
                    help="on a CPU, leave out recipes estimated over this many minutes per run, noted as 'needs a "
                         "GPU at this budget' in the leaderboard (default: 30; 0 runs everything)")
+    _add_recipes_from(p)
     add_slurm_options(p)
     p.set_defaults(fn=_cmd_run)
 
-    p = verbs.add_parser("evaluate", help="score a saved model on any dataset")
-    p.add_argument("--checkpoint", type=Path, required=True, help="final.pt (or best.pt) from results/checkpoints/")
+    p = verbs.add_parser("evaluate", help="score a checkpoint, a predictions CSV or an exported model on any dataset")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", type=Path, help="final.pt (or best.pt) from results/checkpoints/")
+    what.add_argument("--predictions", type=Path,
+                      help="CSV: index,sum per image (optional expected_sum, or p0..p36, for mse_raw)")
+    what.add_argument("--model", type=Path,
+                      help="a torch.export program (.pt2) or TorchScript file with digitsum.json metadata")
     p.add_argument("--data", required=True, help="a folder of course files or an .npz")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="for --checkpoint")
+    p.add_argument("--save-predictions", type=Path, default=None, metavar="CSV",
+                   help="with --model: also write its predictions in the --predictions format")
+    _add_recipes_from(p)
     p.set_defaults(fn=_cmd_evaluate)
+
+    p = verbs.add_parser("export", help="write a checkpoint as a torch.export program (or TorchScript) for evaluate --model")
+    p.add_argument("--checkpoint", type=Path, required=True, help="final.pt (or best.pt) from results/checkpoints/")
+    p.add_argument("--out", type=Path, required=True, help="output file, e.g. model.pt2")
+    p.add_argument("--format", choices=["export", "torchscript"], default="export",
+                   help="export: torch.export program (default); torchscript: a traced TorchScript file")
+    _add_recipes_from(p)
+    p.set_defaults(fn=_cmd_export)
 
     p = verbs.add_parser("report", help="regenerate the leaderboard and plots from the records")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder to read (default: results)")
@@ -212,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("status", help="which runs are finished, running, failed or missing")
     p.add_argument("--recipe", nargs="+", action="extend", metavar="NAME", help="recipes (default: all; repeatable)")
     _add_run_selection(p, data_default=None)
+    _add_recipes_from(p)
     p.set_defaults(fn=_cmd_status)
 
     p = verbs.add_parser("gate", help="CI accuracy gate: retrain the baseline recipes under --budget ci and compare")
@@ -227,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on a user error, with a one-line message)."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "recipes_from", None):
+            from .recipes import load_recipes_from
+
+            load_recipes_from(*args.recipes_from)
         args.fn(args)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)

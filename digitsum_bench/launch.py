@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from . import data as datamod
 from . import train
 from .errors import BenchError
-from .recipes import get_recipe, list_recipes
+from .recipes import get_recipe, list_recipes, load_recipes_from, loaded_files
 from .store import RunKey, finished_record, remove_estimate, run_states, write_estimate
 
 SLURM_DEFAULTS = {"partition": None, "time": 240, "gpus": 1, "cpus": 8, "mem_gb": 32, "parallel": 16}
@@ -46,6 +46,8 @@ def slurm_settings(a: argparse.Namespace) -> dict:
 
 def _job(name: str, seed: int, kw: dict) -> str:
     """One (recipe, seed) run; returns its one-line summary. Module-level so that it pickles."""
+    kw = dict(kw)
+    load_recipes_from(*kw.pop("recipes_from", ()))  # a worker process knows only the built-in recipes
     record = train.run_one(name, seed, **kw)
     return summary_line(record) if record else f"{name} seed {seed}: skipped (running elsewhere)"
 
@@ -123,7 +125,7 @@ def launch(names: list[str], seeds: list[int], budget: str, data: str, results: 
     if not todo:
         return 0
     kw = dict(budget=budget, data=data, results=results, device=device, force=force, deterministic=deterministic,
-              weights=weights, seeds_requested=seeds)
+              weights=weights, seeds_requested=seeds, recipes_from=loaded_files())
     if launcher == "inline":
         return _inline(todo, kw)
     if launcher == "local":

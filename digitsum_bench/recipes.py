@@ -7,7 +7,10 @@ functions (`register`, `get_recipe`, `list_recipes`).
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Literal
 
 import torch.nn as nn
@@ -92,6 +95,49 @@ def get_recipe(name: str) -> Recipe:
 def list_recipes() -> list[str]:
     """All recipe names, in registration order (reports first, ours last)."""
     return list(_REGISTRY)
+
+
+_LOADED: list[Path] = []  # users' recipe files loaded so far; worker processes load them again
+
+
+def load_recipes_from(*paths: str | Path) -> list[str]:
+    """Import users' Python files that register recipes with `@register`; returns the names they add.
+
+    This is `--recipes-from FILE`: a method of one's own without forking the package. A file
+    already loaded is skipped, so that launchers can pass `loaded_files()` to every job.
+    """
+    added = []
+    for path in paths:
+        path = Path(path).resolve()
+        if path in _LOADED:
+            continue
+        if not path.is_file():
+            raise BenchError(f"--recipes-from {path}: no such file")
+        before = set(_REGISTRY)
+        name = f"digitsum_user_recipes_{len(_LOADED)}_{path.stem}"
+        try:
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # dataclasses and pickling look the module up by name
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - any error in the user's file is reported in one line
+            for new in set(_REGISTRY) - before:  # a half-imported file leaves nothing behind
+                del _REGISTRY[new]
+            sys.modules.pop(name, None)
+            detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise BenchError(f"--recipes-from {path}: {type(e).__name__}: {detail}") from None
+        new = [n for n in _REGISTRY if n not in before]
+        if not new:
+            raise BenchError(f"--recipes-from {path}: registers no recipe (decorate a function with "
+                             "digitsum_bench.recipes.register)")
+        _LOADED.append(path)
+        added += new
+    return added
+
+
+def loaded_files() -> list[str]:
+    """The files `load_recipes_from` has loaded in this process, as strings (they pickle)."""
+    return [str(p) for p in _LOADED]
 
 
 # ----------------------------------------------------------------------------------------

@@ -524,6 +524,12 @@ def _no_data(fig: Figure, ax, message: str) -> Figure:
     return fig
 
 
+def plot_file(name: str, budget: str, dataset_id: str) -> str:
+    """The file name (under `plots/`) of plot `name` for one (budget, dataset)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{budget}_{dataset_id}")
+    return f"{name}_{slug}.png"
+
+
 def _plots(records: pd.DataFrame, board: pd.DataFrame) -> dict[str, bytes]:
     """PNG bytes by file name, five plots per (budget, dataset); names carry both."""
     current = _current(records)
@@ -531,9 +537,8 @@ def _plots(records: pd.DataFrame, board: pd.DataFrame) -> dict[str, bytes]:
     for (budget, dataset_id), rows in board.groupby(TABLE, sort=True):
         runs = current[(current["budget"] == budget) & (current["dataset_id"] == dataset_id)]
         where = f"budget {budget} · {rows['dataset'].iloc[0]} ({dataset_id})"
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{budget}_{dataset_id}")
         for name, plot in PLOTS.items():
-            files[f"{name}_{slug}.png"] = _png(plot(rows, runs, where))
+            files[plot_file(name, budget, dataset_id)] = _png(plot(rows, runs, where))
     return files
 
 
@@ -549,7 +554,8 @@ def _png(fig: Figure) -> bytes:
 
 
 def write_report(results: Path, out: Path | None = None) -> list[Path]:
-    """Write `leaderboard.csv`, `leaderboard.md` and `plots/*.png` from the records under `results`.
+    """Write `leaderboard.csv`, `leaderboard.md`, `plots/*.png` and the web page `index.html` (page.py)
+    from the records under `results`.
 
     Everything is rendered in memory first and each file is replaced atomically, so an error
     (a corrupt record, a failing plot) leaves the previous report as it was. Returns the paths.
@@ -562,7 +568,11 @@ def write_report(results: Path, out: Path | None = None) -> list[Path]:
     board = leaderboard(records)
     csv = board.drop(columns="claims").to_csv(index=False).encode()
     files = {out / "leaderboard.csv": csv, out / "leaderboard.md": _markdown(board, read_estimates(results)).encode()}
-    files.update({out / "plots" / name: png for name, png in _plots(records, board).items()})
+    from .page import render_page  # page.py builds on this module's cells and plot names
+
+    plots = _plots(records, board)
+    files.update({out / "plots" / name: png for name, png in plots.items()})
+    files[out / "index.html"] = render_page(records, board, plots).encode()
     for path, data in files.items():
         _write_atomic(path, data)
     return list(files)

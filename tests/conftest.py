@@ -12,6 +12,13 @@ import torch.nn as nn
 # Generated datasets are cached on disk; keep the tests' cache out of the user's home.
 os.environ.setdefault("DIGITSUM_CACHE", os.path.join(tempfile.gettempdir(), "digitsum-bench-test-cache"))
 
+# `DIGITSUM_RECIPES_FROM=mymethods.py pytest tests/test_recipes.py` puts a user's own recipes
+# through the registry-wide tests (build, forward and backward, FLOPs) with no test change.
+if os.environ.get("DIGITSUM_RECIPES_FROM"):
+    from digitsum_bench.recipes import load_recipes_from
+
+    load_recipes_from(*os.environ["DIGITSUM_RECIPES_FROM"].split(os.pathsep))
+
 
 class TinyNet(nn.Module):
     """A few thousand parameters: enough to learn something in seconds, with dropout to exercise RNG."""

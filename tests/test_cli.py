@@ -69,7 +69,7 @@ def test_list_shows_every_recipe_with_claims(capsys):
 
 def test_every_verb_has_help(capsys):
     for verb in (["data", "make"], ["data", "check"], ["data", "show"], ["list"], ["run"], ["evaluate"],
-                 ["report"], ["status"], ["gate"]):
+                 ["export"], ["report"], ["status"], ["gate"]):
         with pytest.raises(SystemExit) as e:
             main([*verb, "--help"])
         assert e.value.code == 0

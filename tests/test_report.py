@@ -153,11 +153,12 @@ def test_pareto_front():
 
 def test_all_plots_are_pngs(built):
     results, paths = built
-    expected = {results / "leaderboard.csv", results / "leaderboard.md"} | {
+    tables = {results / "leaderboard.csv", results / "leaderboard.md", results / "index.html"}
+    expected = tables | {
         results / "plots" / f"{name}_{budget}_{DATASET_ID}.png" for name in report.PLOTS for budget in ("full", "smoke")
     }
     assert set(paths) == expected
-    for path in expected - {results / "leaderboard.csv", results / "leaderboard.md"}:
+    for path in expected - tables:
         data = path.read_bytes()
         assert data.startswith(PNG) and len(data) > 5000, path
     assert not list(results.rglob("*.tmp"))
@@ -274,7 +275,7 @@ def test_out_folder_leaves_results_alone(tmp_path):
     """`out` receives the whole report; the results folder gets none of it."""
     write_record(tmp_path, make_record(A, 0))
     paths = report.write_report(tmp_path, out=tmp_path / "elsewhere")
-    assert len(paths) == 2 + len(report.PLOTS)
+    assert len(paths) == 3 + len(report.PLOTS)  # csv, md, index.html and the plots
     assert all(p.is_relative_to(tmp_path / "elsewhere") and p.is_file() for p in paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "records"]
 

@@ -1,0 +1,407 @@
+"""The leaderboard as one self-contained web page, `results/index.html`.
+
+Built from the same records and leaderboard rows as `leaderboard.md` (report.py), with no
+network at all: styles and script are inline, the accuracy-vs-GFLOPs plots are embedded as
+PNG data, the detail charts are inline SVG, and the other plots are linked relatively
+(`plots/...`), so the page works from a checkout, a copied folder or any static host.
+
+One table per (budget, dataset, device), sortable by any column (a click on its header);
+claims sit beside the measured metric of the same definition and are labelled as claims.
+Each recipe has a detail view: method, assumptions, config, training curves, per-sum
+accuracy and provenance.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from . import report
+from .metrics import N_SUMS
+
+GROUP = ["budget", "dataset_id", "device"]  # one table
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+CLAIM_NAMES = {"exact": "exact", "within_one": "within-one", "mse": "MSE", "mae": "MAE"}
+HIDDEN_CONFIG = ("name", "method", "report", "assumptions", "claimed")  # shown elsewhere in the detail view
+
+
+def render_page(records: pd.DataFrame, board: pd.DataFrame, plots: dict[str, bytes]) -> str:
+    """The whole page as HTML text; `plots` are the report's PNGs by file name (under `plots/`)."""
+    current = report._current(records)
+    sections = []
+    for number, (key, rows) in enumerate(board.groupby(GROUP, sort=True)):
+        budget, dataset_id, device = key
+        runs = current[(current["budget"] == budget) & (current["dataset_id"] == dataset_id)
+                       & current["recipe"].isin(rows["recipe"])]  # fmt: skip
+        sections.append(_section(f"t{number}", rows.reset_index(drop=True), runs, plots))
+    versions = ", ".join(sorted(set(board["code_version"])))
+    return PAGE.format(
+        versions=html.escape(versions),
+        n_tables=len(sections),
+        sections="\n".join(sections),
+        style=STYLE,
+        script=SCRIPT,
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# One table and its detail views
+# ----------------------------------------------------------------------------------------
+
+
+def _section(gid: str, rows: pd.DataFrame, runs: pd.DataFrame, plots: dict[str, bytes]) -> str:
+    first = rows.iloc[0]
+    budget, dataset_id = first["budget"], first["dataset_id"]
+    title = (f"budget <code>{_e(budget)}</code> · {_e(first['dataset'])} (<code>{_e(dataset_id)}</code>) · "
+             f"device {_e(first['device'])}")  # fmt: skip
+    splits = sorted(set(rows["split"]))
+    note = (f"Ranked on the {splits[0]} split" if len(splits) == 1 else "Ranked on test where measured, else val")
+    note += f"; code version {_e(report._joined(rows['code_version']))}. Click a column header to sort, a recipe to see its details."
+    claims = {r["recipe"]: _latest(runs, r["recipe"])["claimed"] for _, r in rows.iterrows()}
+    header = "".join(f'<th data-type="{kind}" title="{_e(tip)}">{_e(name)}</th>' for name, kind, tip in COLUMNS)
+    body = "\n".join(_row(gid, rank, row, claims[row["recipe"]], rows.iloc[0])
+                     for rank, (_, row) in enumerate(rows.iterrows(), start=1))  # fmt: skip
+    details = "\n".join(_detail(gid, row, runs[runs["recipe"] == row["recipe"]]) for _, row in rows.iterrows())
+    return f"""<section class="board" id="{gid}">
+<h2>{title}</h2>
+<p class="note">{note}</p>
+<div class="scroll"><table class="sortable" data-table="{gid}">
+<thead><tr>{header}</tr></thead>
+<tbody>
+{body}
+</tbody></table></div>
+{_plots_block(budget, dataset_id, plots)}
+<h3>Recipes in this table</h3>
+{details}
+</section>"""
+
+
+COLUMNS = [  # (header, sort type, tooltip)
+    ("#", "num", "rank by exact accuracy"),
+    ("recipe", "text", "the registry name; click for method, assumptions, config, curves, provenance"),
+    ("report", "text", "the course report the method comes from"),
+    ("exact % (95% CI)", "num", "measured here: mean over seeds ± half-width of the 95% confidence interval"),
+    ("claimed exact", "num", "the report's own claim, on the course data: not measured here"),
+    ("vs best", "text", "Welch t-test over seeds against the top row"),
+    ("within-one %", "num", "measured here: |predicted - true| ≤ 1"),
+    ("claimed within-one", "num", "the report's own claim, on the course data"),
+    ("MSE", "num", "measured here, on rounded predictions"),
+    ("claimed MSE", "num", "the report's own claim, on the course data"),
+    ("MAE", "num", "measured here"),
+    ("claimed MAE", "num", "the report's own claim, on the course data"),
+    ("GFLOPs", "num", "forward GFLOPs per image"),
+    ("params (M)", "num", "parameters, millions"),
+    ("train time", "num", "seconds per run, mean over seeds"),
+    ("seeds done/asked", "num", "finished seeds of the seeds asked for"),
+    ("pretrained", "text", "imagenet: ImageNet weights loaded; unavailable: asked for but not found"),
+]
+
+
+def _row(gid: str, rank: int, row: pd.Series, claimed: list[dict], best: pd.Series) -> str:
+    split = row["split"]
+    mixed_split = f" ({split})" if split != best["split"] else ""
+    by_metric = {c["metric"]: c for c in claimed}
+    cells = [
+        _cell(rank, str(rank)),
+        _cell(row["recipe"], f'<button class="open" data-detail="{_id(gid, row["recipe"])}">{_e(row["recipe"])}</button>',
+              raw=True),
+        _cell(row["report"], _e(row["report"]), raw=True),
+        _cell(report._score(row)[0], report._exact_cell(row) + mixed_split),
+        _claim_cell(by_metric.get("exact")),
+        _cell(rank, "best" if rank == 1 else report._vs_best(row, best)),
+        _cell(row[f"{split}_within_one_mean"], report._fmt(row[f"{split}_within_one_mean"] * 100, ".1f")),
+        _claim_cell(by_metric.get("within_one")),
+        _cell(row[f"{split}_mse_mean"], report._fmt(row[f"{split}_mse_mean"], ".3f")),
+        _claim_cell(by_metric.get("mse")),
+        _cell(row[f"{split}_mae_mean"], report._fmt(row[f"{split}_mae_mean"], ".3f")),
+        _claim_cell(by_metric.get("mae")),
+        _cell(row["gflops"], report._fmt(row["gflops"], ".3g")),
+        _cell(row["params_m"], report._fmt(row["params_m"], ".3g")),
+        _cell(row["train_seconds"], report._duration(row["train_seconds"])),
+        _cell(row["n_seeds"] / max(row["seeds_requested"], 1), f"{row['n_seeds']}/{row['seeds_requested']}"
+              + ("" if row["complete"] else ' <span class="warn">incomplete</span>'), raw=True),
+        _cell(row["pretrained"], _e(row["pretrained"]), raw=True),
+    ]
+    return f'<tr data-recipe="{_e(row["recipe"])}">' + "".join(cells) + "</tr>"
+
+
+def _cell(value, text: str, raw: bool = False) -> str:
+    """A table cell whose sort key is `value` (numbers sort as numbers; NaN and None sort last)."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        key = "" if math.isnan(float(value)) else repr(float(value))
+    else:
+        key = "" if value is None else str(value)
+    return f'<td data-v="{_e(key)}">{text if raw else _e(text)}</td>'
+
+
+def _claim_cell(claim: dict | None) -> str:
+    if claim is None:
+        return '<td data-v="" class="claim">—</td>'
+    value = claim["value"]
+    if value is None:  # words, not a number
+        return f'<td data-v="" class="claim">claim: {_e(claim["note"].split(";")[0])} ({_e(claim["split"])})</td>'
+    shown = f"{value * 100:.4g}%" if claim["metric"] in ("exact", "within_one") else f"{value:.3g}"
+    note = f' title="{_e(claim["note"])}"' if claim["note"] else ""
+    return (f'<td data-v="{value!r}" class="claim"{note}>claim: {shown} '
+            f'<span class="where">({_e(claim["split"])}, course data)</span></td>')
+
+
+def _plots_block(budget: str, dataset_id: str, plots: dict[str, bytes]) -> str:
+    """The accuracy-vs-GFLOPs plot embedded; the other plots of the table linked relatively."""
+    parts = []
+    main = report.plot_file("accuracy_vs_gflops", budget, dataset_id)
+    if main in plots:
+        data = base64.b64encode(plots[main]).decode()
+        parts.append(f'<figure><img class="plot" alt="accuracy vs GFLOPs" src="data:image/png;base64,{data}">'
+                     f"<figcaption>Exact accuracy vs GFLOPs per image (mean ± sd over seeds).</figcaption></figure>")
+    links = [f'<a href="plots/{_e(report.plot_file(name, budget, dataset_id))}">{_e(name.replace("_", " "))}</a>'
+             for name in report.PLOTS if name != "accuracy_vs_gflops"]  # fmt: skip
+    parts.append(f'<p class="note">More plots of this table: {" · ".join(links)}</p>')
+    return "\n".join(parts)
+
+
+def _detail(gid: str, row: pd.Series, runs: pd.DataFrame) -> str:
+    latest = _latest(runs, row["recipe"])
+    config = latest["config"] if isinstance(latest["config"], dict) else {}
+    assumptions = config.get("assumptions") or []
+    claims = ", ".join(report._claim_text(c) for c in latest["claimed"]) or "none"
+    return f"""<details class="detail" id="{_id(gid, row['recipe'])}">
+<summary><code>{_e(row['recipe'])}</code> — {_e(row['method'])}</summary>
+<div class="panes">
+<div>
+<h4>Method</h4><p>{_e(row['method'])} (report {_e(row['report'])})</p>
+<h4>Claimed by the report (course data, not measured here)</h4><p>{_e(claims)}</p>
+<h4>Assumptions (where the report was silent)</h4>
+<ul>{''.join(f'<li>{_e(a)}</li>' for a in assumptions) or '<li>none stated</li>'}</ul>
+<h4>Config</h4>{_config_table(config)}
+</div>
+<div>
+<h4>Training curves</h4>{_curves_svg(runs)}
+<h4>Exact accuracy per true sum ({_e(row['split'])} split, mean over seeds)</h4>{_per_sum_svg(runs, row['split'])}
+<h4>Provenance</h4>{_provenance_table(runs)}
+</div>
+</div>
+</details>"""
+
+
+def _config_table(config: dict) -> str:
+    rows = []
+    for key, value in config.items():
+        if key in HIDDEN_CONFIG:
+            continue
+        shown = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        rows.append(f"<tr><th>{_e(key)}</th><td>{_e(shown)}</td></tr>")
+    return f'<table class="kv">{"".join(rows)}</table>'
+
+
+def _provenance_table(runs: pd.DataFrame) -> str:
+    def joined(column: str) -> str:
+        return report._joined(runs[column]) if column in runs else "—"
+
+    versions = sorted(c for c in runs.columns if c.startswith("version_"))
+    items = [
+        ("seeds", ", ".join(str(s) for s in sorted(runs["seed"]))),
+        ("git commit", joined("git_commit") + (" (uncommitted changes)" if runs["git_dirty"].any() else "")),
+        ("code version", joined("code_version")),
+        ("device", joined("device")),
+        ("dataset", joined("dataset")),
+        *[(c.removeprefix("version_"), joined(c)) for c in versions],
+        ("finished", f"{runs['finished'].min():%Y-%m-%d %H:%M} – {runs['finished'].max():%Y-%m-%d %H:%M} UTC"),
+    ]
+    return '<table class="kv">' + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items) + "</table>"
+
+
+# ----------------------------------------------------------------------------------------
+# Inline SVG charts (no plotting library: the page stays small and needs nothing)
+# ----------------------------------------------------------------------------------------
+
+W, H, LEFT, RIGHT, TOP, BOTTOM = 420, 190, 40, 10, 10, 30  # chart size and margins, px
+
+
+def _axes(xmax: float, xticks: list[float], xlabel: str, ylabel: str) -> list[str]:
+    """Frame, y grid at 0/25/50/75/100 %, x ticks; returns SVG elements."""
+    out = [f'<rect x="{LEFT}" y="{TOP}" width="{W - LEFT - RIGHT}" height="{H - TOP - BOTTOM}" class="frame"/>']
+    for pct in (0, 25, 50, 75, 100):
+        y = _y(pct)
+        out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+                   f'<text x="{LEFT - 4}" y="{y + 3:.1f}" text-anchor="end">{pct}</text>')
+    for t in xticks:
+        out.append(f'<text x="{_x(t, xmax):.1f}" y="{H - BOTTOM + 13}" text-anchor="middle">{t:g}</text>')
+    out.append(f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 3}" text-anchor="middle">{_e(xlabel)}</text>')
+    out.append(f'<text x="10" y="{(TOP + H - BOTTOM) / 2}" text-anchor="middle" '
+               f'transform="rotate(-90 10 {(TOP + H - BOTTOM) / 2})">{_e(ylabel)}</text>')
+    return out
+
+
+def _x(value: float, xmax: float) -> float:
+    return LEFT + (W - LEFT - RIGHT) * value / max(xmax, 1e-9)
+
+
+def _y(pct: float) -> float:
+    return H - BOTTOM - (H - TOP - BOTTOM) * pct / 100
+
+
+def _curves_svg(runs: pd.DataFrame) -> str:
+    """Validation exact accuracy per epoch, one line per seed."""
+    series = [(int(r["seed"]), [(h["epoch"], h["val_exact"]) for h in r["history"] if h["val_exact"] is not None])
+              for _, r in runs.sort_values("seed").iterrows()]  # fmt: skip
+    series = [(seed, points) for seed, points in series if points]
+    if not series:
+        return '<p class="note">no training history recorded</p>'
+    last = max(e for _, points in series for e, _ in points)
+    step = max(1, math.ceil(last / 8))
+    parts = _axes(last, list(range(0, last + 1, step)), "epoch", "val exact %")
+    legend = []
+    for i, (seed, points) in enumerate(series):
+        color = COLORS[i % len(COLORS)]
+        xy = " ".join(f"{_x(e, last):.1f},{_y(v * 100):.1f}" for e, v in points)
+        parts.append(f'<polyline points="{xy}" fill="none" stroke="{color}" stroke-width="1.8"/>')
+        parts += [f'<circle cx="{_x(e, last):.1f}" cy="{_y(v * 100):.1f}" r="2.2" fill="{color}"/>' for e, v in points]
+        legend.append(f'<span style="color:{color}">■</span> seed {seed}')
+    return _svg(parts, "validation exact accuracy per epoch") + f'<p class="legend">{" ".join(legend)}</p>'
+
+
+def _per_sum_svg(runs: pd.DataFrame, split: str) -> str:
+    """One bar per true sum 0..36; a sum absent from the split has no bar and a grey mark."""
+    found = [p for p in runs[f"{split}_per_sum"] if p is not None]
+    if not found:
+        return '<p class="note">no per-sum accuracy recorded</p>'
+    with warnings.catch_warnings():  # a sum absent from every seed's split averages to NaN, as it should
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(np.vstack(found), axis=0)
+    parts = _axes(N_SUMS, [0, 6, 12, 18, 24, 30, 36], "true sum", "exact %")
+    width = (W - LEFT - RIGHT) / N_SUMS
+    for s, value in enumerate(mean):
+        x = LEFT + s * width
+        if math.isnan(value):
+            parts.append(f'<rect x="{x + 1:.1f}" y="{_y(0) - 2:.1f}" width="{width - 2:.1f}" height="2" class="absent">'
+                         f"<title>sum {s}: absent from the split</title></rect>")
+            continue
+        top = _y(value * 100)
+        parts.append(f'<rect x="{x + 1:.1f}" y="{top:.1f}" width="{width - 2:.1f}" height="{_y(0) - top:.1f}" '
+                     f'class="bar"><title>sum {s}: {value * 100:.1f}%</title></rect>')
+    return _svg(parts, "exact accuracy per true sum")
+
+
+def _svg(parts: list[str], label: str) -> str:
+    return (f'<svg class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
+            f'aria-label="{_e(label)}">' + "".join(parts) + "</svg>")
+
+
+# ----------------------------------------------------------------------------------------
+# Helpers and the page template
+# ----------------------------------------------------------------------------------------
+
+
+def _latest(runs: pd.DataFrame, recipe: str) -> pd.Series:
+    return runs[runs["recipe"] == recipe].sort_values("finished").iloc[-1]
+
+
+def _id(gid: str, recipe: str) -> str:
+    return f"{gid}-{recipe}"
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+STYLE = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1500px;
+       padding: 0 1.2em 3em; color: #1d2330; background: #fff; }
+h1 { font-size: 1.6em; margin: 0.8em 0 0.2em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 2px solid #dde3ec; }
+h3 { font-size: 1.05em; margin-top: 1.4em; } h4 { margin: 0.9em 0 0.3em; font-size: 0.95em; color: #394458; }
+code { background: #f1f4f8; padding: 0 0.25em; border-radius: 3px; }
+.note, .legend { color: #5a6475; font-size: 0.92em; }
+.scroll { overflow-x: auto; }
+table.sortable { border-collapse: collapse; font-size: 0.9em; white-space: nowrap; }
+table.sortable th { background: #eef2f7; cursor: pointer; user-select: none; padding: 0.45em 0.6em; text-align: left;
+                    border-bottom: 2px solid #c9d2df; position: sticky; top: 0; }
+table.sortable th:hover { background: #dfe7f1; }
+table.sortable th[aria-sort="ascending"]::after { content: " ▲"; }
+table.sortable th[aria-sort="descending"]::after { content: " ▼"; }
+table.sortable td { padding: 0.35em 0.6em; border-bottom: 1px solid #e7ebf1; }
+table.sortable tbody tr:nth-child(even) { background: #fafbfd; }
+table.sortable tbody tr:hover { background: #f2f6fc; }
+td.claim, .claim-key { color: #8a5a00; font-style: italic; background: #fffaf0; }
+td.claim .where { color: #a58a5a; font-size: 0.9em; }
+.warn { color: #b3261e; font-size: 0.85em; }
+button.open { border: none; background: none; color: #0b57d0; cursor: pointer; font: inherit; padding: 0;
+              text-decoration: underline; font-family: ui-monospace, monospace; }
+figure { margin: 1em 0; } img.plot { max-width: min(100%, 760px); height: auto; border: 1px solid #e7ebf1; }
+figcaption { color: #5a6475; font-size: 0.9em; }
+details.detail { border: 1px solid #dde3ec; border-radius: 6px; margin: 0.4em 0; padding: 0.3em 0.8em; }
+details.detail[open] { background: #fbfcfe; box-shadow: 0 1px 4px rgba(0,0,0,0.08); }
+details.detail summary { cursor: pointer; padding: 0.2em 0; }
+.panes { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 440px); gap: 1.5em; }
+table.kv { border-collapse: collapse; font-size: 0.88em; } table.kv th { text-align: left; padding: 0.15em 0.8em 0.15em 0;
+           color: #394458; vertical-align: top; white-space: nowrap; } table.kv td { padding: 0.15em 0; word-break: break-word; }
+svg.chart { font-size: 10px; fill: #394458; } svg.chart .frame { fill: none; stroke: #c9d2df; }
+svg.chart .grid { stroke: #eef2f7; } svg.chart .bar { fill: #3b7dd8; } svg.chart .absent { fill: #c9d2df; }
+"""
+
+SCRIPT = """
+// Sort a table by the clicked column: numbers as numbers, empty cells last; a second click reverses.
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("thead th").forEach(function (th, col) {
+    th.addEventListener("click", function () {
+      var ascending = th.getAttribute("aria-sort") !== "ascending";
+      table.querySelectorAll("thead th").forEach(function (other) { other.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+      var numeric = th.dataset.type === "num";
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+        if (x === "" || y === "") { return (x === "") - (y === ""); }
+        var order = numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
+        return ascending ? order : -order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+  });
+});
+// A recipe's name opens its detail view (and a link to #<id> does too).
+function openDetail(id) {
+  var detail = document.getElementById(id);
+  if (!detail) { return; }
+  detail.open = true;
+  detail.scrollIntoView({block: "start"});
+}
+document.querySelectorAll("button.open").forEach(function (button) {
+  button.addEventListener("click", function () {
+    history.replaceState(null, "", "#" + button.dataset.detail);
+    openDetail(button.dataset.detail);
+  });
+});
+if (location.hash) { openDetail(decodeURIComponent(location.hash.slice(1))); }
+"""
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>digitsum-bench leaderboard</title>
+<style>{style}</style>
+</head>
+<body>
+<h1>digitsum-bench leaderboard</h1>
+<p>Methods of five course reports for one task - predict the sum (0..36) of four handwritten digits in a 40x168
+image - retrained by this benchmark with fixed seeds. {n_tables} table(s), one per budget, dataset and device;
+code version(s) {versions}. Also as <a href="leaderboard.md">markdown</a> and <a href="leaderboard.csv">CSV</a>.</p>
+<p class="note">Exact accuracy is the mean over seeds ± the half-width of its 95% confidence interval (n/a with one
+seed); other numbers are means over seeds. <em>vs best</em>: a Welch t-test over seeds against the top row (≈: not
+significantly different). Cells in <span class="claim-key">italics on yellow</span> are the reports' own
+<strong>claims</strong>, measured on the course data (not public) by their authors: not measurements of this
+benchmark, and not on the dataset of the table. <em>seeds done/asked</em> counts finished runs.</p>
+{sections}
+<script>{script}</script>
+</body>
+</html>
+"""

@@ -1,0 +1,336 @@
+"""Scoring models trained elsewhere: a CSV of predicted sums, or an exported model file.
+
+Both are scored with the same `metrics.compute_metrics` as the runner's own checkpoints, on
+any dataset `data.load_path` reads (course files, an .npz from `digitsum-bench data make`).
+
+A predictions CSV has one row per image: `index,sum`, where `index` is the image's position
+in the dataset (0..N-1, any order) and `sum` its predicted sum (an integer 0..36). An optional
+`expected_sum` column (the unrounded prediction), or the 37 probability columns `p0`..`p36`,
+feeds `mse_raw`.
+
+A model file is a `torch.export` program (`.pt2`) or a TorchScript file mapping a float batch
+(B,1,40,168) to sums (B,), 37 logits (B,37) or digit logits (B,4,10); the head is read from
+the output shape. The file carries `digitsum.json` (an extra file of the archive) saying how
+pixels are normalised: `x = (uint8 / 255 - mean) / std`. `export_checkpoint` writes our own
+runs in that format, test-time shifts included, so that they score as their checkpoints do.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import data as datamod
+from . import metrics
+from .errors import BenchError
+from .store import atomic_write
+
+META_FILE = "digitsum.json"  # the metadata file inside an exported model's archive
+META_FORMAT = "digitsum-bench model 1"
+PROB_COLUMNS = tuple(f"p{s}" for s in range(metrics.N_SUMS))
+BATCH = 512  # the batch `train.predict` uses: the same batches give the same floating-point sums
+
+
+# ----------------------------------------------------------------------------------------
+# Predictions CSV
+# ----------------------------------------------------------------------------------------
+
+
+def read_predictions(path: str | Path, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predicted sums (n,) in dataset order and the unrounded sums (n,) or None, from a CSV.
+
+    Every problem is a BenchError naming the file and, where there is one, the line.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            lines = list(csv.reader(f))
+    except FileNotFoundError:
+        raise BenchError(f"{path}: no such predictions file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise BenchError(f"{path}: cannot read predictions ({_first_line(e)})") from None
+    while lines and not any(cell.strip() for cell in lines[-1]):  # trailing blank lines are harmless
+        lines.pop()
+    if not lines:
+        raise BenchError(f"{path}: empty; expected a header line index,sum")
+    header = [c.strip() for c in lines[0]]
+    _check_header(path, header)
+    rows = lines[1:]
+    if len(rows) != n:
+        raise BenchError(f"{path}: {len(rows)} prediction rows for {n} images in the data")
+    col = {name: i for i, name in enumerate(header)}
+    for lineno, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise BenchError(f"{path}: line {lineno} has {len(row)} fields, the header {len(header)}")
+    index = np.array([_integer(path, k, "index", row[col["index"]], 0, n - 1) for k, row in enumerate(rows, start=2)],
+                     dtype=np.int64)
+    _check_indexes(path, index, n)
+    pred = np.empty(n, dtype=np.int64)
+    pred[index] = [_integer(path, k, "sum", row[col["sum"]], 0, metrics.N_SUMS - 1) for k, row in enumerate(rows, start=2)]
+    raw = None
+    if "expected_sum" in col:
+        raw = np.empty(n)
+        raw[index] = [_real(path, k, "expected_sum", row[col["expected_sum"]]) for k, row in enumerate(rows, start=2)]
+    elif len(header) > 2:
+        raw = np.empty(n)
+        raw[index] = [_expected_from_probs(path, k, [row[col[c]] for c in PROB_COLUMNS])
+                      for k, row in enumerate(rows, start=2)]
+    return pred, raw
+
+
+def _check_indexes(path: Path, index: np.ndarray, n: int) -> None:
+    """n rows whose indexes lie in 0..n-1: each index once, or one is missing and another repeated."""
+    counts = np.bincount(index, minlength=n)
+    if (counts == 1).all():
+        return
+    missing, twice = int(np.argmin(counts)), int(np.argmax(counts))
+    lines = ", ".join(str(k + 2) for k in np.flatnonzero(index == twice)[:3])
+    raise BenchError(f"{path}: index {missing} is missing ({(counts == 0).sum()} in all; "
+                     f"index {twice} appears {counts[twice]} times, lines {lines})")
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    expected = "index,sum[,expected_sum | ,p0,...,p36]"
+    missing = [c for c in ("index", "sum") if c not in header]
+    if missing:
+        raise BenchError(f"{path}: no column {' or '.join(missing)} in the header; expected {expected}")
+    extra = [c for c in header if c not in ("index", "sum")]
+    probs = [c for c in extra if c in PROB_COLUMNS]
+    unknown = [c for c in extra if c not in PROB_COLUMNS and c != "expected_sum"]
+    if unknown:
+        raise BenchError(f"{path}: unknown column(s) {', '.join(unknown)}; expected {expected}")
+    if len(set(header)) != len(header):
+        raise BenchError(f"{path}: a column appears twice in the header")
+    if probs and "expected_sum" in header:
+        raise BenchError(f"{path}: give expected_sum or the probability columns p0..p36, not both")
+    if probs and len(probs) != len(PROB_COLUMNS):
+        lacking = [c for c in PROB_COLUMNS if c not in probs]
+        raise BenchError(f"{path}: probability columns p0..p36 incomplete (missing {', '.join(lacking[:3])}"
+                         f"{', ...' if len(lacking) > 3 else ''})")
+
+
+def _integer(path: Path, lineno: int, what: str, text: str, low: int, high: int) -> int:
+    """An integer cell; '7' and '7.0' are 7, '7.5' and 'x' are errors."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()!r} is not an integer") from None
+    if not value.is_integer():
+        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()!r} is not an integer")
+    if not low <= value <= high:
+        raise BenchError(f"{path}: line {lineno}: {what} {int(value)} is outside {low}..{high}")
+    return int(value)
+
+
+def _real(path: Path, lineno: int, what: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()!r} is not a number") from None
+    if not math.isfinite(value):
+        raise BenchError(f"{path}: line {lineno}: {what} is {text.strip()}")
+    return value
+
+
+def _expected_from_probs(path: Path, lineno: int, cells: list[str]) -> float:
+    """The expected sum under one row's 37 probabilities, which must be a distribution."""
+    p = np.array([_real(path, lineno, f"p{s}", c) for s, c in enumerate(cells)])
+    if (p < 0).any() or abs(p.sum() - 1) > 1e-3:
+        raise BenchError(f"{path}: line {lineno}: p0..p36 are not probabilities (negative, or sum {p.sum():.4g} != 1)")
+    return float(p @ np.arange(metrics.N_SUMS))
+
+
+def write_predictions(path: str | Path, pred: np.ndarray, raw: np.ndarray | None = None) -> None:
+    """Write predictions in the format `read_predictions` reads (index,sum[,expected_sum])."""
+    lines = ["index,sum" + (",expected_sum" if raw is not None else "")]
+    for i, s in enumerate(np.asarray(pred).reshape(-1)):
+        lines.append(f"{i},{int(s)}" + (f",{float(raw[i])!r}" if raw is not None else ""))
+    with atomic_write(Path(path)) as f:
+        f.write(("\n".join(lines) + "\n").encode())
+
+
+def evaluate_predictions(predictions: str | Path, data_path: str | Path) -> dict:
+    """Score a predictions CSV on a dataset file or folder."""
+    data = datamod.load_path(data_path)
+    pred, raw = read_predictions(predictions, len(data))
+    result = metrics.compute_metrics(pred, data.sums, raw=raw)
+    return {"predictions": str(predictions), "data": str(data_path), **_summary(result)}
+
+
+def _summary(result: dict) -> dict:
+    return {k: result[k] for k in (*metrics.SUMMARY_KEYS, "mse_raw", "per_sum") if k in result}
+
+
+# ----------------------------------------------------------------------------------------
+# Exported models
+# ----------------------------------------------------------------------------------------
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """A callable model and its metadata from a torch.export program or a TorchScript file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"{path}: no such model file")
+    kind = _archive_kind(path)
+    extra = {META_FILE: ""}
+    try:
+        if kind == "export":
+            model = torch.export.load(path, extra_files=extra).module()
+        else:
+            with warnings.catch_warnings():  # TorchScript is deprecated, yet people still hand it in
+                warnings.simplefilter("ignore", FutureWarning)
+                model = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as e:  # noqa: BLE001 - a damaged archive is reported in one line
+        raise BenchError(f"{path}: cannot load the {kind} model ({_first_line(e)})") from None
+    return model, _read_meta(path, extra[META_FILE])
+
+
+def _archive_kind(path: Path) -> str:
+    """'export' or 'torchscript', from the names inside the zip archive both formats are."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile) as e:
+        raise BenchError(f"{path}: not a torch.export program (.pt2) or TorchScript file ({_first_line(e)})") from None
+    if any(n.endswith("archive_format") for n in names):
+        return "export"
+    if any(n.endswith("/data.pkl") for n in names) and any("/code/" in n for n in names):
+        return "torchscript"
+    if any(n.endswith("/data.pkl") for n in names):
+        raise BenchError(f"{path}: a torch.save file, not an exported model; score a runner checkpoint with "
+                         "--checkpoint, or convert it with `digitsum-bench export`")
+    raise BenchError(f"{path}: a zip archive, but neither a torch.export program (.pt2) nor a TorchScript file")
+
+
+def _read_meta(path: Path, text: str | bytes) -> dict:
+    if not text:
+        raise BenchError(f"{path}: no {META_FILE} in the archive, so the input normalisation is unknown "
+                         f"(save with extra_files={{'{META_FILE}': json.dumps({{'mean': ..., 'std': ...}})}})")
+    try:
+        meta = json.loads(text)
+        mean, std = float(meta["mean"]), float(meta["std"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise BenchError(f"{path}: bad {META_FILE} (needs numbers 'mean' and 'std'; {type(e).__name__}: {e})") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise BenchError(f"{path}: bad {META_FILE}: std must be positive and both numbers finite")
+    decode = meta.get("decode", "sum_of_digits")
+    if decode not in ("sum_of_digits", "most_likely_sum"):
+        raise BenchError(f"{path}: bad {META_FILE}: decode {decode!r} is not sum_of_digits or most_likely_sum")
+    return {**meta, "mean": mean, "std": std, "decode": decode}
+
+
+def head_of(shape: tuple[int, ...], batch: int) -> str:
+    """The head type from a model's output shape for a batch of `batch` images."""
+    shape = tuple(shape)
+    if shape in ((batch,), (batch, 1)):
+        return "regression"
+    if shape == (batch, metrics.N_SUMS):
+        return "sum37"
+    if shape == (batch, 4, 10):
+        return "digits4"
+    raise BenchError(f"output shape {shape} for {batch} images is none of (B,) sums, (B,37) logits, (B,4,10) digit logits")
+
+
+@torch.no_grad()
+def predict_model(model: nn.Module, meta: dict, images: np.ndarray, path: str | Path = "model") -> tuple[torch.Tensor, str]:
+    """Raw outputs (N,...) float32 for uint8 images (N,40,168), and the head read from their shape."""
+    outs, head = [], None
+    for start in range(0, len(images), BATCH):
+        chunk = torch.from_numpy(images[start:start + BATCH])
+        x = chunk.unsqueeze(1).float().div_(255).sub_(meta["mean"]).div_(meta["std"])  # as train.to_input
+        try:
+            out = model(x)
+        except Exception as e:  # noqa: BLE001 - whatever the program raises, the user needs one line
+            raise BenchError(f"{path}: the model fails on a (B,1,40,168) float batch ({_first_line(e)})") from None
+        if not isinstance(out, torch.Tensor):
+            raise BenchError(f"{path}: the model returns {type(out).__name__}, not one tensor")
+        try:
+            this = head_of(out.shape, len(chunk))
+        except BenchError as e:
+            raise BenchError(f"{path}: {e}") from None
+        head = head or this
+        if this != head:
+            raise BenchError(f"{path}: the output shape changes between batches ({tuple(out.shape)})")
+        outs.append(out.float().reshape(len(chunk), -1) if head == "regression" else out.float())
+    out = torch.cat(outs)
+    if not torch.isfinite(out).all():
+        raise BenchError(f"{path}: the model outputs NaN or inf")
+    return (out.reshape(-1) if head == "regression" else out), head
+
+
+def evaluate_model(model_path: str | Path, data_path: str | Path, save_predictions: str | Path | None = None) -> dict:
+    """Score an exported model on a dataset; optionally write its predictions as a CSV."""
+    model, meta = load_model(model_path)
+    data = datamod.load_path(data_path)
+    out, head = predict_model(model, meta, data.images, model_path)
+    pred = metrics.predict_sums(out, head, meta["decode"]).numpy()
+    raw = metrics.expected_sums(out, head).numpy()
+    if save_predictions is not None:
+        write_predictions(save_predictions, pred, raw)
+    result = metrics.compute_metrics(pred, data.sums, raw=raw)
+    return {"recipe": meta.get("recipe", "-"), "model": str(model_path), "head": head, "data": str(data_path),
+            **_summary(result)}
+
+
+class Predictor(nn.Module):
+    """A runner model as it predicts in `train.predict`: outputs averaged over test-time shifts."""
+
+    def __init__(self, model: nn.Module, shifts: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.shifts = shifts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the same expression as train.predict, so that the sums round the same way
+        return sum(self.model(torch.roll(x, s, dims=3)).float() for s in self.shifts) / len(self.shifts)
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "export") -> dict:
+    """Write a runner checkpoint as a torch.export program (`fmt="export"`) or TorchScript; returns the metadata."""
+    from .train import load_checkpoint  # train imports the whole runner; only export needs it
+
+    model, recipe = load_checkpoint(checkpoint, torch.device("cpu"))
+    if recipe.head not in ("regression", "sum37", "digits4"):
+        raise BenchError(f"{checkpoint}: recipe {recipe.name}'s head {recipe.head} does not predict sums; nothing to export")
+    shifts = (-2, 0, 2) if recipe.tta else (0,)
+    predictor = Predictor(model.float(), shifts).eval()
+    meta = {"format": META_FORMAT, "recipe": recipe.name, "head": recipe.head, "decode": recipe.decode,
+            "mean": datamod.COURSE_MEAN, "std": datamod.COURSE_STD, "tta_shifts": list(shifts),
+            "input": "float (B,1,40,168): uint8 pixels / 255, then (x - mean) / std"}
+    example = torch.zeros(2, 1, datamod.HEIGHT, datamod.WIDTH)
+    extra = {META_FILE: json.dumps(meta)}
+    try:
+        with torch.no_grad():
+            if fmt == "export":
+                program = torch.export.export(predictor, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+            elif fmt == "torchscript":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    program = torch.jit.trace(predictor, example, check_trace=False)
+            else:
+                raise BenchError(f"export format {fmt!r}: choose export or torchscript")
+    except BenchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a model torch cannot trace is reported in one line
+        raise BenchError(f"{checkpoint}: cannot export recipe {recipe.name} as {fmt} ({_first_line(e)})") from None
+    with atomic_write(Path(out)) as f:
+        if fmt == "export":
+            torch.export.save(program, f, extra_files=extra)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                torch.jit.save(program, f, _extra_files=extra)
+    return meta
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__

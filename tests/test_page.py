@@ -1,0 +1,137 @@
+"""The web page results/index.html: its content, and the page in a real (headless Chromium) browser."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+from record_factory import make_record, write_record
+
+from digitsum_bench import report
+
+CLAIMS = [{"metric": "exact", "value": 0.9492, "split": "val", "note": ""},
+          {"metric": "mse", "value": 0.264, "split": "val", "note": ""}]  # fmt: skip
+# full budget: three recipes, GFLOPs in another order than accuracy; B has 2 of 3 seeds
+FULL = {"r002_attention_cnn": (0.30, 0.5), "r002_resnet50": (0.90, 4.1), "r003_convnet4": (0.10, 0.06)}
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    """A results folder with its report written: (folder, index.html text)."""
+    results = tmp_path_factory.mktemp("results")
+    for recipe, (exact, gflops) in FULL.items():
+        seeds = (0, 1) if recipe == "r002_resnet50" else (0, 1, 2)
+        for seed in seeds:
+            write_record(results, make_record(recipe, seed, test=exact + 0.01 * seed, gflops=gflops,
+                                              claimed=CLAIMS if recipe == "r002_resnet50" else []))  # fmt: skip
+    # smoke budget: two recipes on two devices make two tables
+    write_record(results, make_record("r003_convnet4", 0, budget="smoke", test=0.1, seeds_requested=(0,)))
+    write_record(results, make_record("r002_attention_cnn", 0, budget="smoke", test=0.2, seeds_requested=(0,),
+                                      device="NVIDIA H100 80GB HBM3"))  # fmt: skip
+    paths = report.write_report(results)
+    assert results / "index.html" in paths
+    return results, (results / "index.html").read_text(encoding="utf-8")
+
+
+def test_page_is_self_contained(page):
+    results, text = page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # no CDN, no network
+    assert "<script src" not in text and "<link" not in text
+    for link in re.findall(r'href="([^"#]+)"', text):
+        assert (results / link).exists(), link  # relative links point at files the report wrote
+    assert text.count('src="data:image/png;base64,') == 3  # one accuracy-vs-GFLOPs plot per table
+
+
+def test_one_table_per_budget_dataset_device_with_claims_beside_measurements(page):
+    _, text = page
+    tables = re.findall(r"<section class=\"board\".*?</section>", text, flags=re.S)
+    assert len(tables) == 3  # full/cpu, smoke/cpu, smoke/H100
+    gpu = [t for t in tables if "device NVIDIA H100 80GB HBM3" in t]
+    assert len(gpu) == 1 and "r002_attention_cnn" in gpu[0] and "r003_convnet4" not in gpu[0]
+    full = tables[0]
+    headers = re.findall(r"<th data-type[^>]*>([^<]*)</th>", full)
+    for measured, claimed in [("exact % (95% CI)", "claimed exact"), ("MSE", "claimed MSE"), ("MAE", "claimed MAE")]:
+        assert headers.index(claimed) == headers.index(measured) + 1
+    row_b = re.search(r'<tr data-recipe="r002_resnet50">.*?</tr>', full).group(0)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row_b)
+    assert cells[headers.index("claimed exact")].startswith("claim: 94.92%")
+    assert "course data" in cells[headers.index("claimed exact")]
+    assert cells[headers.index("claimed MSE")].startswith("claim: 0.264")
+    assert cells[headers.index("exact % (95% CI)")].startswith("90.5 ±")  # measured: mean of .90 and .91
+    assert cells[headers.index("seeds done/asked")].startswith("2/3")
+    assert 'id="t0-r002_resnet50"' in full and "Assumptions" in full and "<svg" in full and "e17efc0" in full
+
+
+def _chromium() -> str | None:
+    return os.environ.get("DIGITSUM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _browser_or_skip():
+    """Playwright driving the system's Chromium (nothing downloaded); a skip with the reason where there is none.
+
+    CI sets DIGITSUM_REQUIRE_BROWSER=1: there a missing browser fails instead of skipping.
+    """
+    reason = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        reason = "playwright is not installed (pip install -e '.[dev]')"
+    if reason is None and _chromium() is None:
+        reason = "no Chromium on PATH (apt-get install chromium, or set DIGITSUM_CHROMIUM)"
+    if reason:
+        if os.environ.get("DIGITSUM_REQUIRE_BROWSER"):
+            pytest.fail(f"browser test required but {reason}")
+        pytest.skip(reason)
+    return sync_playwright
+
+
+def test_page_in_a_browser(page, tmp_path):
+    sync_playwright = _browser_or_skip()
+    results, _ = page
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=BROWSER_ARGS)
+        try:
+            tab = browser.new_page(viewport={"width": 1400, "height": 900})
+            errors = []
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.goto((results / "index.html").as_uri())
+            table = tab.locator("table.sortable").first
+            order = lambda: table.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.recipe)")  # noqa: E731
+
+            # one row per recipe, best first
+            assert order() == sorted(FULL, key=lambda r: -FULL[r][0])
+            # sort by GFLOPs: ascending, then descending on a second click
+            header = table.locator("thead th", has_text="GFLOPs")
+            header.click()
+            assert order() == sorted(FULL, key=lambda r: FULL[r][1])
+            assert header.get_attribute("aria-sort") == "ascending"
+            header.click()
+            assert order() == sorted(FULL, key=lambda r: -FULL[r][1])
+            # a text column sorts by text
+            table.locator("thead th", has_text="recipe").first.click()
+            assert order() == sorted(FULL)
+
+            # the detail view opens from the recipe's name
+            detail = tab.locator("#t0-r002_resnet50")
+            assert not detail.locator(".panes").is_visible()
+            table.locator("button.open", has_text="r002_resnet50").click()
+            assert detail.locator(".panes").is_visible()
+            assert detail.locator("svg.chart").count() == 2  # training curves and per-sum accuracy
+            assert detail.locator("h4", has_text="Provenance").is_visible()
+            assert "0.001" in detail.locator("table.kv").first.inner_text()  # the config's lr
+
+            shot = tmp_path / "page.png"
+            tab.screenshot(path=str(shot), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape[0] > 900 and pixels.std() > 10  # not blank: text, tables and plots drawn
+    assert len(np.unique(pixels)) > 50
