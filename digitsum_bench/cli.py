@@ -59,9 +59,16 @@ def _cmd_run(a: argparse.Namespace) -> None:
     names = list_recipes() if a.all else a.recipe
     if not names:
         raise BenchError("run: name recipes with --recipe NAME ... or use --all (see `digitsum-bench list`)")
-    failures = launch(names, a.seeds or [0], budget=a.budget, data=a.data, results=a.results, device=a.device,
-                      force=a.force, deterministic=a.deterministic, weights=a.weights, launcher=a.launcher,
-                      jobs=a.jobs, slurm=a, cpu_limit=a.cpu_limit)
+    seeds = a.seeds or [0]
+    if a.plan or a.time_limit or a.stack_seeds:
+        a.seeds = seeds
+        failures = _run_planned(a, names)
+        if a.plan:
+            return
+    else:
+        failures = launch(names, seeds, budget=a.budget, data=a.data, results=a.results, device=a.device,
+                          force=a.force, deterministic=a.deterministic, weights=a.weights, launcher=a.launcher,
+                          jobs=a.jobs, slurm=a, cpu_limit=a.cpu_limit)
     if not a.no_report:
         from .report import comparison_table, write_report
 
@@ -74,6 +81,19 @@ def _cmd_run(a: argparse.Namespace) -> None:
             print(f"report skipped: {e}", file=sys.stderr)
     if failures:
         raise BenchError(f"{failures} run(s) failed; see `digitsum-bench status --results {a.results}`")
+
+
+def _run_planned(a: argparse.Namespace, names: list[str]) -> int:
+    """`run` with --plan, --time-limit or --stack-seeds: the planned runner of plan.py, in this process."""
+    from .plan import parse_duration, run_planned
+
+    if a.launcher != "inline":
+        raise BenchError(f"--plan, --time-limit and --stack-seeds run in this process, not with --launcher {a.launcher} "
+                         "(inside a SLURM task, give the task's time as --time-limit)")
+    limit = parse_duration(a.time_limit) if a.time_limit else None
+    return run_planned(names, a.seeds, a.budget, a.data, a.results, device=a.device, force=a.force,
+                       deterministic=a.deterministic, weights=a.weights, stack=a.stack_seeds, time_limit=limit,
+                       plan_only=a.plan)
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
@@ -221,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on a CPU, leave out recipes estimated over this many minutes per run, noted as 'needs a "
                         "GPU at this budget' in the leaderboard (default: 30; 0 runs everything)")
     _add_recipes_from(p)
+    p.add_argument("--plan", action="store_true",
+                   help="print the runs still to do, in order, with estimates on this device; train nothing")
+    p.add_argument("--time-limit", default=None, metavar="DURATION",
+                   help="e.g. 25m, 1h30m: start only runs that fit, stop cleanly at the limit; run again to resume")
+    p.add_argument("--stack-seeds", action="store_true",
+                   help="train the seeds of each recipe together as one batched model (one record per seed)")
     add_slurm_options(p)
     p.set_defaults(fn=_cmd_run)
 

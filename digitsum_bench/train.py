@@ -196,6 +196,37 @@ def needs_digits(recipe: Recipe) -> bool:
     return recipe.loss == "bce" or (recipe.loss == "ce" and recipe.head == "digits4")
 
 
+class AuxBatches:
+    """One epoch's draws from a recipe's labelled synthetic set: `aux_batch` images per step, in an
+    order of their own (stream 3 of the run's seed and epoch), cycling when the set runs out."""
+
+    def __init__(self, aux: DeviceData, recipe: Recipe, seed: int, epoch: int, device: torch.device):
+        order = torch.Generator().manual_seed(epoch_seed(seed, epoch, 3))
+        self.aux, self.size = aux, recipe.aux_batch
+        self.perm = torch.randperm(len(aux), generator=order).to(device)
+
+    def index(self, step: int) -> torch.Tensor:
+        return self.perm[(step * self.size + torch.arange(self.size, device=self.perm.device)) % len(self.aux)]
+
+
+def batch_images(split: DeviceData, idx: torch.Tensor, aux: AuxBatches | None, step: int) -> torch.Tensor:
+    """A step's uint8 images: the training batch, then the step's labelled synthetic images if any."""
+    if aux is None:
+        return split.images[idx]
+    return torch.cat([split.images[idx], aux.aux.images[aux.index(step)]])
+
+
+def batch_loss(recipe: Recipe, out: torch.Tensor, split: DeviceData, idx: torch.Tensor, aux: AuxBatches | None,
+               step: int) -> torch.Tensor:
+    """The recipe's loss on the training batch, plus the per-digit cross-entropy of the synthetic images."""
+    n = len(idx)
+    digits = split.digits[idx] if split.digits is not None else None
+    loss = losses.compute_loss(recipe.loss, recipe.head, out[:n].float(), split.sums[idx], digits)
+    if aux is not None:
+        loss = loss + F.cross_entropy(out[n:].float().flatten(0, 1), aux.aux.digits[aux.index(step)].flatten())
+    return loss
+
+
 def train_one_epoch(model, opt, sched, ema, split: DeviceData, recipe: Recipe, seed: int, epoch: int,
                     device: torch.device, progress: bool = False, aux: DeviceData | None = None) -> float:
     """One pass over the training split; returns the mean training loss.
@@ -208,25 +239,17 @@ def train_one_epoch(model, opt, sched, ema, split: DeviceData, recipe: Recipe, s
     aug = torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch, 1))
     torch.manual_seed(epoch_seed(seed, epoch, 2))  # dropout
     perm = torch.randperm(len(split), generator=order).to(device)
-    aux_order = torch.Generator().manual_seed(epoch_seed(seed, epoch, 3))
-    aux_perm = torch.randperm(len(aux), generator=aux_order).to(device) if aux is not None else None
+    extra = AuxBatches(aux, recipe, seed, epoch, device) if aux is not None else None
     total, count = torch.zeros((), device=device), 0
     batches = range(0, len(split), recipe.batch_size)
     for step, start in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")):
         idx = perm[start:start + recipe.batch_size]
-        images = split.images[idx]
-        if aux_perm is not None:
-            a = aux_perm[(step * recipe.aux_batch + torch.arange(recipe.aux_batch, device=device)) % len(aux)]
-            images = torch.cat([images, aux.images[a]])
-        x = to_input(images, True, recipe.normalize)
+        x = to_input(batch_images(split, idx, extra, step), True, recipe.normalize)
         if recipe.augment:
             x = augment(x, aug, recipe.normalize)
-        digits = split.digits[idx] if split.digits is not None else None
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(x)
-        loss = losses.compute_loss(recipe.loss, recipe.head, out[:len(idx)].float(), split.sums[idx], digits)
-        if aux_perm is not None:
-            loss = loss + F.cross_entropy(out[len(idx):].float().flatten(0, 1), aux.digits[a].flatten())
+        loss = batch_loss(recipe, out, split, idx, extra, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -1,0 +1,187 @@
+"""The plan and the time box of `run`: which runs, in what order, and which fit in the time left.
+
+`run --plan` prints the runs still to do with an estimate of each on this device
+(`train.estimate_seconds`: a few timed training steps) and trains nothing.
+
+`run --time-limit 25m` runs that plan smallest first, so that the most runs finish in the
+time, and starts a run only when its estimate fits in the time left. At the limit it stops
+cleanly: finished runs keep their records, the run in progress stops like a Ctrl-C (no
+failure marker, lock released) and resumes from its last epoch checkpoint, and the same
+command run again does exactly the missing runs. The same option suits a SLURM task with a
+wall-time limit: give it the task's time, inside the task.
+
+The limit counts from the start of the command (planning included) and keeps a small margin
+(`margin_seconds`) for regenerating the leaderboard afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from . import stacked, train
+from .errors import BenchError
+from .launch import pending, summary_line
+from .recipes import get_recipe
+from .store import RunKey
+
+
+class TimeLimitReached(KeyboardInterrupt):
+    """The time limit ran out: an interruption like Ctrl-C, so nothing is marked failed and the run resumes."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One step of the plan: a run, or several seeds of one recipe trained as one stack."""
+
+    recipe: str
+    seeds: tuple[int, ...]  # one seed, or the seeds of a stack
+    seconds: float  # estimated wall time on this device, for the epochs still to train
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '25m', '1h30m', '90s', '2h', '1.5h'; a bare number counts minutes."""
+    number = r"(\d+(?:\.\d+)?)"
+    m = re.fullmatch(rf"{number}|(?:{number}h)?(?:{number}m)?(?:{number}s)?", text.strip().lower())
+    if not m or not text.strip() or not any(m.groups()):
+        raise BenchError(f"--time-limit {text!r}: give a duration such as 25m, 1h30m or 90s")
+    minutes, h, mins, s = (float(g) if g else 0.0 for g in m.groups())
+    seconds = 60 * minutes + 3600 * h + 60 * mins + s
+    if seconds <= 0:
+        raise BenchError(f"--time-limit {text!r}: must be more than zero")
+    return seconds
+
+
+def margin_seconds(limit: float) -> float:
+    """Time kept back from the limit for the leaderboard and the end of the last epoch: 5%, at most a minute."""
+    return min(60.0, 0.05 * limit)
+
+
+def _left_fraction(key: RunKey, results: Path, epochs: int) -> float:
+    """The share of a run's epochs still to train (an interrupted run resumes from its checkpoint)."""
+    return 1 - min(stacked.checkpoint_epoch(key.checkpoint_dir(results)), epochs) / epochs
+
+
+def make_plan(names: list[str], seeds: list[int], budget: str, data: str, results: Path, device: torch.device,
+              force: bool = False, stack: bool = False) -> list[Job]:
+    """The unfinished runs as jobs with estimates, smallest first (the most finished runs in a given time)."""
+    results = Path(results)
+    by_recipe: dict[str, list[int]] = {}
+    for name, seed in pending(names, seeds, budget, data, results, force):
+        by_recipe.setdefault(name, []).append(seed)
+    jobs = []
+    for name, todo in by_recipe.items():
+        recipe = train.apply_budget(get_recipe(name), budget)
+        dataset_id = train.load_data(recipe, budget, data).dataset_id
+        test_size = train.BUDGETS[budget].test_size
+        left = {s: 1.0 if force else _left_fraction(RunKey(name, s, budget, dataset_id), results, recipe.epochs)
+                for s in todo}
+        if stack and len(todo) > 1:
+            seconds = stacked.estimate_seconds(recipe, device, len(todo), test_size) * max(left.values())
+            jobs.append(Job(name, tuple(todo), seconds))
+        else:
+            one = train.estimate_seconds(recipe, device, test_size)
+            jobs += [Job(name, (s,), one * left[s]) for s in todo]
+    return sorted(jobs, key=lambda j: j.seconds)  # stable: registry order among equal estimates
+
+
+def fitting(jobs: list[Job], seconds: float | None) -> list[bool]:
+    """Which jobs the time box starts when the estimates hold: each one that fits in what is left after the ones before."""
+    used, fits = 0.0, []
+    for job in jobs:
+        ok = seconds is None or used + job.seconds <= seconds
+        used += job.seconds if ok else 0.0
+        fits.append(ok)
+    return fits
+
+
+def format_plan(jobs: list[Job], device: torch.device, seconds: float | None = None) -> str:
+    """The plan as a table: order, recipe, seeds, estimate, estimated end, and whether it fits in `seconds`."""
+    fits = fitting(jobs, seconds)
+    runs = sum(len(j.seeds) for j in jobs)
+    head = (f"plan on {device}: {len(jobs)} job(s), {runs} run(s), estimated "
+            f"{train.format_seconds(sum(j.seconds for j in jobs))} in all")
+    if seconds is not None:
+        n_fit = sum(len(j.seeds) for j, ok in zip(jobs, fits) if ok)
+        head += f"; {n_fit} run(s) fit in {train.format_seconds(seconds)}"
+    lines = [head, f"{'#':>3}  {'recipe':<28} {'seeds':<10} {'estimate':>8} {'ends at':>8}  fits"]
+    end = 0.0
+    for i, (job, ok) in enumerate(zip(jobs, fits), 1):
+        end += job.seconds if ok else 0.0
+        lines.append(f"{i:>3}  {job.recipe:<28} {' '.join(map(str, job.seeds)):<10} "
+                     f"{train.format_seconds(job.seconds):>8} {train.format_seconds(end) if ok else '-':>8}  "
+                     f"{'yes' if ok else 'no: next run'}")
+    return "\n".join(lines)
+
+
+@contextmanager
+def _alarm(deadline: float | None) -> Iterator[None]:
+    """Raise TimeLimitReached in this (main) thread at `deadline` (time.monotonic() seconds)."""
+    if deadline is None or threading.current_thread() is not threading.main_thread():
+        yield  # no signal off the main thread: the checks between jobs and epochs still apply
+        return
+
+    def ring(signum, frame):
+        raise TimeLimitReached("time limit reached")
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def run_planned(names: list[str], seeds: list[int], budget: str, data: str, results: Path, device: str = "auto",
+                force: bool = False, deterministic: bool = False, weights: str | None = None, stack: bool = False,
+                time_limit: float | None = None, plan_only: bool = False, progress: bool = True) -> int:
+    """Print the plan, then (unless `plan_only`) run it inside the time limit; returns the number of failed runs."""
+    start = time.monotonic()
+    results = Path(results)
+    dev = train.resolve_device(device)
+    jobs = make_plan(names, seeds, budget, data, results, dev, force, stack)
+    seconds = None if time_limit is None else time_limit - margin_seconds(time_limit)
+    print(format_plan(jobs, dev, seconds))
+    if plan_only or not jobs:
+        return 0
+    deadline = None if seconds is None else start + seconds
+    kw = dict(budget=budget, data=data, results=results, device=device, force=force, deterministic=deterministic,
+              weights=weights, seeds_requested=seeds, progress=progress)
+    failures, started, finished = 0, 0, 0
+    try:
+        with _alarm(deadline):
+            for job in tqdm(jobs, desc="jobs", unit="job", disable=not progress):
+                if deadline is not None and time.monotonic() + job.seconds > deadline:
+                    continue  # does not fit in the time left: the next run does it
+                started += 1
+                try:
+                    if len(job.seeds) > 1:
+                        records = stacked.run_stacked(job.recipe, list(job.seeds), deadline=deadline, **kw)
+                    else:
+                        records = [train.run_one(job.recipe, job.seeds[0], **kw)]
+                except TimeLimitReached:
+                    raise
+                except Exception as e:  # noqa: BLE001 - one failed job must not stop the others
+                    failures += len(job.seeds)
+                    tqdm.write(f"{job.recipe} seeds {list(job.seeds)}: FAILED ({type(e).__name__}: {e})")
+                    continue
+                for record in records:
+                    if record is not None:
+                        finished += 1
+                        tqdm.write(summary_line(record))
+    except TimeLimitReached:
+        tqdm.write(f"time limit reached after {train.format_seconds(time.monotonic() - start)}: "
+                   f"the run in progress resumes from its last epoch")
+    left = len(pending(names, seeds, budget, data, results, False))
+    print(f"{finished} run(s) finished, {left} left" + ("; run the same command again to continue" if left else ""))
+    return failures

@@ -1,0 +1,373 @@
+"""Seed-stacked training: the seeds of one recipe train in one process as one batched model.
+
+The S seeds' parameters and buffers are stacked along a new first dimension
+(`torch.func.stack_module_state`) and one forward pass runs all of them at once
+(`torch.func.functional_call` under `vmap`): one kernel launch per layer for S models, which
+is what a small model at batch 32 needs to fill a GPU, and fewer, larger ops on a CPU.
+
+Each seed is still its own run, the same run as `train.run_one` would make:
+- its own initialisation (`train.build_model`, which seeds with the training seed), its own
+  data order and augmentation (the `train.epoch_seed` streams of its seed) and its own batch;
+- BatchNorm's running statistics are stacked buffers that `vmap` updates in place per seed,
+  so they stay exact; Adam/AdamW/SGD and the EMA are elementwise, so one optimizer and one
+  `AveragedModel` over the stacked tensors do exactly the per-seed maths; OneCycle depends
+  only on the step count, which all seeds share;
+- after every epoch each seed's model, optimizer, EMA and history are split out and saved as
+  that seed's `last.pt`/`best.pt` in `train.fit`'s format, and each seed's record is then
+  written by `train.run_one` itself (its `fit` finds the finished checkpoint). So status,
+  report and resume see ordinary runs, and a stack interrupted at any point can be resumed
+  stacked or seed by seed.
+
+Not bitwise: a batched convolution adds in another order than S separate ones, so losses
+agree within float tolerance, not to the last bit. Dropout draws its masks for the whole
+stack from one random stream (`vmap(randomness="different")`), so a recipe with dropout gets
+masks as random as a separate run's but not the same ones; its stacked and separate records
+differ the way two dropout draws differ.
+
+Records of a stack say so (`stacked_seeds`); their `train_seconds` and `images_per_s` are
+each seed's share of the stack's wall time (the stack's time divided by its seeds), so that
+the seconds of a recipe's records add up to the time it took.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import math
+import time
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call, stack_module_state, vmap
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from . import losses, train
+from .errors import BenchError
+from .recipes import Recipe, get_recipe
+from .store import RunKey, finished_record, read_record, record_failure, run_lock, write_json_atomic
+
+
+class Stack(nn.Module):
+    """The parameters and buffers of S copies of one architecture, stacked on dim 0.
+
+    An ordinary module to the optimizer and to `AveragedModel`, so both run unchanged on
+    the stacked tensors (their maths is elementwise: stacked = per seed).
+    """
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        super().__init__()
+        params, buffers = stack_module_state(models)
+        self.param_names, self.buffer_names = list(params), list(buffers)
+        for i, t in enumerate(params.values()):  # names with dots cannot be registered; keep the order
+            self.register_parameter(f"p{i}", nn.Parameter(t.detach().clone()))
+        for i, t in enumerate(buffers.values()):
+            self.register_buffer(f"b{i}", t.detach().clone())
+
+    def __len__(self) -> int:
+        return next(iter(self.parameters())).shape[0]
+
+    def tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Parameters and buffers under the model's own names, for `functional_call`."""
+        return ({n: getattr(self, f"p{i}") for i, n in enumerate(self.param_names)},
+                {n: getattr(self, f"b{i}") for i, n in enumerate(self.buffer_names)})
+
+    @torch.no_grad()
+    def copy_to(self, i: int, model: nn.Module) -> nn.Module:
+        """Write seed i's slice into `model` (same architecture); returns it."""
+        params, buffers = self.tensors()
+        own = dict(model.named_parameters()) | dict(model.named_buffers())
+        for name, t in (params | buffers).items():
+            own[name].copy_(t[i])
+        return model
+
+    @torch.no_grad()
+    def copy_from(self, models: list[nn.Module]) -> None:
+        """Overwrite the stack with the models' current tensors (one model per seed)."""
+        params, buffers = self.tensors()
+        for i, model in enumerate(models):
+            own = dict(model.named_parameters()) | dict(model.named_buffers())
+            for name, t in (params | buffers).items():
+                t[i].copy_(own[name])
+
+
+def stacked_forward(base: nn.Module, stack: Stack, x: torch.Tensor) -> torch.Tensor:
+    """(S,B,1,H,W) inputs -> (S,B,...) outputs, seed s's batch through seed s's weights.
+
+    `base` supplies only the code and the train/eval mode; its own tensors are never read.
+    """
+    params, buffers = stack.tensors()
+
+    def one(p, b, xs):
+        return functional_call(base, (p, b), (xs,))
+
+    return vmap(one, randomness="different")(params, buffers, x)
+
+
+def _stack_opt_state(opts: list[torch.optim.Optimizer]) -> dict:
+    """The per-seed optimizers' state dicts as one state dict of the stacked optimizer."""
+    sds = [o.state_dict() for o in opts]
+    state = {}
+    for j, first in sds[0]["state"].items():
+        # "step" is one count shared by all seeds; every other entry is shaped like its parameter
+        state[j] = {k: torch.stack([sd["state"][j][k] for sd in sds]) if k != "step" and torch.is_tensor(v) else v
+                    for k, v in first.items()}
+    return {"state": state, "param_groups": sds[0]["param_groups"]}
+
+
+def _unstack_opt_state(opt: torch.optim.Optimizer, i: int) -> dict:
+    """Seed i's optimizer state dict out of the stacked optimizer's (cloned: a saved view keeps all seeds)."""
+    sd = opt.state_dict()
+    state = {j: {k: v[i].clone() if k != "step" and torch.is_tensor(v) else v for k, v in s.items()}
+             for j, s in sd["state"].items()}
+    return {"state": state, "param_groups": sd["param_groups"]}
+
+
+def train_stacked_epoch(base: nn.Module, stack: Stack, opt, sched, ema, split: train.DeviceData, recipe: Recipe,
+                        seeds: list[int], epoch: int, device: torch.device, progress: bool = False,
+                        aux: train.DeviceData | None = None) -> list[float]:
+    """One pass of every seed over the training split, as `train.train_one_epoch` makes it per seed.
+
+    Returns each seed's mean training loss.
+    """
+    base.train()
+    orders = [torch.Generator().manual_seed(train.epoch_seed(s, epoch, 0)) for s in seeds]
+    augs = [torch.Generator(device=device).manual_seed(train.epoch_seed(s, epoch, 1)) for s in seeds]
+    extras = [train.AuxBatches(aux, recipe, s, epoch, device) if aux is not None else None for s in seeds]
+    torch.manual_seed(train.epoch_seed(seeds[0], epoch, 2))  # dropout: one stream for the stack (module doc)
+    perms = torch.stack([torch.randperm(len(split), generator=g) for g in orders]).to(device)
+    total, count = torch.zeros(len(seeds), device=device), 0
+    batches = range(0, len(split), recipe.batch_size)
+    for step, start in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")):
+        idx = perms[:, start:start + recipe.batch_size]
+        xs = []
+        for i, gen in enumerate(augs):
+            x = train.to_input(train.batch_images(split, idx[i], extras[i], step), False, recipe.normalize)
+            xs.append(train.augment(x, gen, recipe.normalize) if recipe.augment else x)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = stacked_forward(base, stack, torch.stack(xs))
+        per_seed = torch.stack([train.batch_loss(recipe, out[i], split, idx[i], extras[i], step)
+                                for i in range(len(seeds))])
+        opt.zero_grad(set_to_none=True)
+        per_seed.sum().backward()  # seed s's parameters get exactly the gradient of seed s's loss
+        opt.step()
+        if sched is not None:
+            sched.step()
+        if ema is not None:
+            ema.update_parameters(stack)
+        total += per_seed.detach() * idx.shape[1]
+        count += idx.shape[1]
+    return (total / count).tolist()
+
+
+def _fresh_state() -> dict:
+    return {"epoch": 0, "history": [], "best_score": None, "best_epoch": None, "train_seconds": 0.0,
+            "step_seconds": 0.0}
+
+
+def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: train.DeviceData, val: train.DeviceData,
+                seeds: list[int], device: torch.device, ckpt_dirs: list[Path], progress: bool = True,
+                deadline: float | None = None, aux: train.DeviceData | None = None) -> None:
+    """Train the seeds' models as one stack, saving each seed's epoch checkpoints as `train.fit` does.
+
+    Resumes from the seeds' `last.pt` files, which must all be at the same epoch. With a
+    `deadline` (time.monotonic() seconds) it stops after the last epoch that is expected to
+    end before it, by raising `plan.TimeLimitReached` (the saved checkpoints resume the run).
+    """
+    from .plan import TimeLimitReached
+
+    steps = -(-len(train_split) // recipe.batch_size)
+    opts = [train.make_optimizer(recipe, m, device) for m in models]
+    scheds = [train.make_scheduler(recipe, o, steps) for o in opts]
+    emas = [AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
+            if recipe.ema_decay else None for m in models]
+    states = []
+    for i, d in enumerate(ckpt_dirs):  # the same resume as train.fit, per seed
+        last = d / "last.pt"
+        if not last.exists():
+            states.append(_fresh_state())
+            continue
+        ck = train.load_pt(last, device)
+        models[i].load_state_dict(ck["model"])
+        opts[i].load_state_dict(ck["opt"])
+        if scheds[i] is not None:
+            scheds[i].load_state_dict(ck["sched"])
+        if emas[i] is not None:
+            emas[i].load_state_dict(ck["ema"])
+        states.append(ck["state"])
+    if len({s["epoch"] for s in states}) != 1:
+        raise BenchError(f"recipe {recipe.name}: seeds {seeds} are at different epochs; stack only equal ones")
+
+    stack = Stack(models)
+    opt = train.make_optimizer(recipe, stack, device)
+    sched = train.make_scheduler(recipe, opt, steps)
+    ema = AveragedModel(stack, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True) \
+        if recipe.ema_decay else None
+    if states[0]["epoch"] > 0:
+        opt.load_state_dict(_stack_opt_state(opts))
+        if sched is not None:
+            sched.load_state_dict(scheds[0].state_dict())
+        if ema is not None:
+            ema.module.copy_from([e.module for e in emas])
+            ema.n_averaged.copy_(emas[0].n_averaged)
+    base = copy.deepcopy(models[0]).to("meta")  # code and mode only: the stack holds the tensors
+
+    bar = tqdm(range(states[0]["epoch"] + 1, recipe.epochs + 1), desc=f"{recipe.name} seeds {seeds}", unit="epoch",
+               initial=states[0]["epoch"], total=recipe.epochs, disable=not progress, leave=False)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        train_losses = train_stacked_epoch(base, stack, opt, sched, ema, train_split, recipe, seeds, epoch, device,
+                                           progress, aux)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        share = (time.perf_counter() - t0) / len(seeds)  # each seed's share of the stack's step time
+        for i in range(len(seeds)):
+            _end_epoch(recipe, i, epoch, train_losses[i], share, stack, opt, sched, ema, models[i], opts[i], emas[i],
+                       states[i], val, device, ckpt_dirs[i])
+        epoch_seconds = time.perf_counter() - t0
+        if deadline is not None and epoch < recipe.epochs and time.monotonic() + epoch_seconds > deadline:
+            raise TimeLimitReached(f"{recipe.name} seeds {seeds}: stopped after epoch {epoch} at the time limit")
+
+
+def _end_epoch(recipe: Recipe, i: int, epoch: int, train_loss: float, share: float, stack: Stack, opt, sched, ema,
+               model: nn.Module, seed_opt, seed_ema, state: dict, val: train.DeviceData, device: torch.device,
+               ckpt_dir: Path) -> None:
+    """Split seed i out of the stack, score it on validation and save its checkpoints in `train.fit`'s format."""
+    t0 = time.perf_counter()
+    stack.copy_to(i, model)
+    seed_opt.load_state_dict(_unstack_opt_state(opt, i))
+    if ema is not None:
+        ema.module.copy_to(i, seed_ema.module)
+        seed_ema.n_averaged.copy_(ema.n_averaged)
+    scored = seed_ema.module if seed_ema is not None else model
+    v = train.evaluate(scored, val, replace(recipe, tta=False), device)  # as train.fit: one view per epoch
+    # the same history entry as train.fit's
+    entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": v["loss"], "val_exact": v.get("exact"),
+             "val_within_one": v.get("within_one"), "lr": opt.param_groups[0]["lr"],
+             "seconds": share + time.perf_counter() - t0}
+    state["history"].append(entry)
+    state["epoch"] = epoch
+    state["train_seconds"] += entry["seconds"]
+    state["step_seconds"] += share
+    score = train._selection_score(recipe, v)
+    if score is not None and (state["best_score"] is None or score > state["best_score"]):
+        state["best_score"], state["best_epoch"] = score, epoch
+        train._save_atomic({"model": scored.state_dict()}, ckpt_dir / "best.pt")
+    train._save_atomic({"model": model.state_dict(), "opt": seed_opt.state_dict(),
+                        "sched": sched.state_dict() if sched is not None else None,
+                        "ema": seed_ema.state_dict() if seed_ema is not None else None, "state": state},
+                       ckpt_dir / "last.pt")
+
+
+def checkpoint_epoch(ckpt_dir: Path) -> int:
+    """The last finished epoch saved in `ckpt_dir/last.pt` (0 when there is none or it cannot be read)."""
+    last = Path(ckpt_dir) / "last.pt"
+    if not last.exists():
+        return 0
+    try:
+        return int(torch.load(last, map_location="cpu", weights_only=True)["state"]["epoch"])
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint is retrained from the start by fit
+        return 0
+
+
+def run_stacked(name: str, seeds: list[int], budget: str = "smoke", data: str = "synth",
+                results: Path = Path("results"), device: str = "auto", force: bool = False,
+                deterministic: bool = False, weights: str | None = None, seeds_requested: list[int] | None = None,
+                progress: bool = True, deadline: float | None = None) -> list[dict]:
+    """Train the unfinished seeds of one recipe as one stack and write one record per seed.
+
+    Finished seeds are returned as they are (unless `force`); seeds another live process is
+    running are skipped. Seeds whose checkpoints are at different epochs are stacked by
+    epoch; a seed left alone trains as an ordinary run. Returns the seeds' records.
+    """
+    recipe = train.apply_budget(get_recipe(name), budget)
+    splits = train.load_data(recipe, budget, data)
+    results = Path(results)
+    keys = {s: RunKey(name, s, budget, splits.dataset_id) for s in seeds}
+    todo = [s for s in seeds if force or finished_record(keys[s], results) is None]
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    trained: list[int] = []
+    with ExitStack() as locks:
+        mine = [s for s in todo if locks.enter_context(run_lock(keys[s], results))]
+        for s in set(todo) - set(mine):
+            tqdm.write(f"skip {name} seed {s}: another process is running it")
+        try:
+            dev = train.resolve_device(device)
+            train.set_deterministic(deterministic or dev.type == "cpu")
+            if force:
+                for s in mine:
+                    for f in keys[s].checkpoint_dir(results).rglob("*.pt"):
+                        f.unlink()
+            by_epoch: dict[int, list[int]] = {}
+            for s in mine:
+                by_epoch.setdefault(checkpoint_epoch(keys[s].checkpoint_dir(results)), []).append(s)
+            for epoch, group in sorted(by_epoch.items()):
+                if len(group) < 2 or epoch >= recipe.epochs:
+                    continue  # nothing to stack: train.run_one below trains (or just records) it
+                dirs = [keys[s].checkpoint_dir(results) for s in group]
+                models = [train.build_model(recipe, splits, s, dev, d, weights, progress)[0] for s, d in zip(group, dirs)]
+                train_split, val = train._device_splits(recipe, splits, dev)
+                fit_stacked(recipe, models, train_split, val, group, dev, dirs, progress, deadline,
+                            train.load_aux(recipe, dev))
+                trained += group
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            for s in mine:
+                record_failure(keys[s], results, e)
+            raise
+    records = []
+    for s in seeds:
+        if force and s in trained:
+            keys[s].record_path(results).unlink(missing_ok=True)  # replaced just below, from the new checkpoints
+        record = train.run_one(name, s, budget=budget, data=data, results=results, device=device,
+                               force=force and s not in trained, deterministic=deterministic, weights=weights,
+                               seeds_requested=seeds_requested or seeds, progress=progress)
+        if record is not None and s in trained:
+            record = _mark_stacked(keys[s].record_path(results), started, trained)
+        records.append(record)
+    return records
+
+
+def _mark_stacked(path: Path, started: str, seeds: list[int]) -> dict:
+    """Say in the record that it was trained in a stack, and when the stack started."""
+    record = read_record(path)
+    record["started"] = started
+    record["stacked_seeds"] = sorted(seeds)
+    write_json_atomic(path, record)
+    return record
+
+
+def estimate_seconds(recipe: Recipe, device: torch.device, n_seeds: int, test_size: int = 0, steps: int = 2) -> float:
+    """Rough wall time of a stack of `n_seeds` runs: a few timed stacked steps on random images, scaled up.
+
+    Scaled like `train.estimate_seconds` (steps of all epochs plus a third of a step per
+    validation batch, per seed); a pre-training stage is counted per seed, as it runs.
+    """
+    if n_seeds < 2:
+        return train.estimate_seconds(recipe, device, test_size, steps)
+    models = []
+    for s in range(n_seeds):
+        torch.manual_seed(s)
+        models.append(recipe.model().to(device))
+    stack = Stack(models)
+    opt = train.make_optimizer(recipe, stack, device)
+    base = copy.deepcopy(models[0]).to("meta")
+    fake = train.random_split(recipe.batch_size, device)
+    seeds = list(range(n_seeds))
+    train_stacked_epoch(base, stack, opt, None, None, fake, recipe, seeds, 0, device)  # warm-up
+    t0 = time.perf_counter()
+    for i in range(steps):
+        train_stacked_epoch(base, stack, opt, None, None, fake, recipe, seeds, i + 1, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    per_step = (time.perf_counter() - t0) / steps
+    n = recipe.batch_size
+    # validation runs seed by seed; a stacked step's third stands for one batch of it for every seed
+    batches = recipe.epochs * (math.ceil(recipe.train_size / n) + math.ceil(recipe.val_size / n) / 3)
+    stage1 = n_seeds * train.estimate_seconds(recipe.pretrain, device, 0, steps) if recipe.pretrain else 0.0
+    scored = n_seeds * train._forward_seconds(models[0], recipe, device) * (3 if recipe.tta else 1) * test_size
+    return per_step * batches + stage1 + scored
