@@ -404,19 +404,29 @@ def r004_multilabel_transfer() -> Recipe:
 def ours_digitsum() -> Recipe:
     return Recipe(
         name="ours_digitsum", report="ours",
-        method="compact CNN reading four digits left to right, trained from sums only via the exact sum distribution",
+        method="compact CNN reading four digits left to right, trained from sums via the exact sum distribution, "
+               "plus digit labels of separately generated synthetic images",
         model=models.digitsum_net, head="digits4", loss="sum_nll", decode="most_likely_sum",
-        optimizer="adamw", lr=1e-2, weight_decay=5e-2, schedule="onecycle", epochs=30, batch_size=32,
-        ema_decay=0.99, augment=True, tta=True,
+        optimizer="adamw", lr=6e-3, weight_decay=5e-2, schedule="onecycle", epochs=10, batch_size=64,
+        ema_decay=0.99, augment=True, tta=True, aux_batch=16, aux_size=24_000,
         assumptions=(
-            "needs no digit labels: the loss is -log p(true sum) under the convolution of the four digit "
-            "distributions, so it uses exactly the labels the course data has",
+            "the training images are used with their sums only: the loss is -log p(true sum) under the "
+            "convolution of the four digit distributions, exactly the labels the course data has",
+            "digit labels come only from a separately generated labelled set: 24,000 DigitSum-Synth images "
+            "composed from the training digit pool with data seed 1 (never the training images themselves, "
+            "never the test pool); each step adds 16 of them to the 64 training images, with the mean "
+            "cross-entropy of their four digits added to the loss. It removes the plateau that learning "
+            "from sums alone starts with: 82% val exact after one of two epochs with it, 70% without (seed 0)",
             "decoded by the most likely sum of that distribution, not by summing the most likely digits",
-            "batch 32: learning digits from sums alone has a plateau that is left after a number of optimizer "
-            "steps; on 3,000 images x 4 epochs batch 32 learns and batch 128 stays at chance (measured)",
-            "AdamW peak lr 1e-2, OneCycle, weight decay 5e-2: chosen on a 3,000-image validation run; "
-            "2e-2 and 3e-3 learnt slower",
-            "EMA of the weights (0.99 per step) is scored; last epoch",
+            "augmentation of every training batch: one affine resample per image, scale 0.9-1.1, shift up to "
+            "6 px across and 3 px down or up, black fill",
+            "test-time augmentation: the outputs of the image and of copies shifted 2 px left and right "
+            "(black fill, no wrap-around) are averaged; +0.4 to +0.9 points val exact in our runs",
+            "AdamW peak lr 6e-3, OneCycle over the run, weight decay 5e-2, batch 64: chosen on the validation "
+            "split at the quick budget (2 epochs): lr 6e-3 > 3e-3; 16 labelled images per step about as good "
+            "as 32 and cheaper",
+            "EMA of the weights (0.99 per step) is scored; last epoch; 10 epochs at the full budget",
+            "channels_last on every device (the same maths; 1.3x faster on a 2-core CPU)",
         ),
     )
 

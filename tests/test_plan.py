@@ -85,12 +85,12 @@ def test_time_limit_stops_cleanly_mid_run_and_the_next_run_resumes_it(tiny_recip
     monkeypatch.setattr(stacked, "estimate_seconds", lambda recipe, device, n, steps=2: 0.02)
     seeds = [0, 1] if stack else [0]
     run = stacked.run_stacked if stack else (lambda name, seeds, **kw: [train.run_one(name, seeds[0], **kw)])
-    whole = run("tiny_test", seeds, budget="ci", results=tmp_path / "whole", device="cpu", progress=False)
+    whole = run("tiny_test", seeds, budget="full", results=tmp_path / "whole", device="cpu", progress=False)
     # epoch 2 hangs: only the time limit's alarm can end it
     module, fn = (stacked, "train_stacked_epoch") if stack else (train, "train_one_epoch")
     real = getattr(module, fn)
     monkeypatch.setattr(module, fn, lambda *a, **k: time.sleep(60) if a[8 if stack else 7] == 2 else real(*a, **k))
-    args = ["run", "--recipe", "tiny_test", "--seeds", *map(str, seeds), "--budget", "ci", "--device", "cpu",
+    args = ["run", "--recipe", "tiny_test", "--seeds", *map(str, seeds), "--budget", "full", "--device", "cpu",
             "--results", str(tmp_path / "cut"), "--no-report", *(["--stack-seeds"] if stack else [])]
     t0 = time.monotonic()
     assert main([*args, "--time-limit", "3s"]) == 0
@@ -98,7 +98,7 @@ def test_time_limit_stops_cleanly_mid_run_and_the_next_run_resumes_it(tiny_recip
     out = capsys.readouterr().out
     assert "time limit reached" in out and f"0 run(s) finished, {len(seeds)} left" in out
     for s in seeds:
-        key = RunKey("tiny_test", s, "ci", whole[0]["dataset_id"])
+        key = RunKey("tiny_test", s, "full", whole[0]["dataset_id"])
         assert not key.record_path(tmp_path / "cut").exists()
         assert not key.lock_path(tmp_path / "cut").exists() and not key.failed_path(tmp_path / "cut").exists()
         assert stacked.checkpoint_epoch(key.checkpoint_dir(tmp_path / "cut")) == 1
@@ -108,6 +108,6 @@ def test_time_limit_stops_cleanly_mid_run_and_the_next_run_resumes_it(tiny_recip
     out = capsys.readouterr().out
     assert f"{len(seeds)} run(s) finished, 0 left" in out
     for s, ref in zip(seeds, whole):
-        rec = train.run_one("tiny_test", s, budget="ci", results=tmp_path / "cut", device="cpu", progress=False)
+        rec = train.run_one("tiny_test", s, budget="full", results=tmp_path / "cut", device="cpu", progress=False)
         assert [h["train_loss"] for h in rec["history"]] == [h["train_loss"] for h in ref["history"]]
         assert rec["metrics"] == ref["metrics"]

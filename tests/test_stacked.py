@@ -16,6 +16,13 @@ from digitsum_bench.store import RunKey
 SEEDS = [0, 1, 2]
 
 
+@pytest.fixture(autouse=True)
+def same_layout(monkeypatch):
+    """Separate runs in the stack's memory layout (vmap folds the seeds, so a stack cannot be channels_last):
+    the comparison is of the training, not of two layouts' last float bits."""
+    monkeypatch.setattr(train, "CHANNELS_LAST", False)
+
+
 class TinySum37(nn.Module):
     """Conv + BatchNorm + a 37-way head, no dropout: stacked and separate runs can agree to float tolerance."""
 
@@ -37,7 +44,7 @@ def tiny37(variant):
 
 
 def _final_state(results, name, seed, dataset_id):
-    path = RunKey(name, seed, "ci", dataset_id).checkpoint_dir(results) / "final.pt"
+    path = RunKey(name, seed, "full", dataset_id).checkpoint_dir(results) / "final.pt"
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 
 
@@ -51,8 +58,8 @@ def _compare(sep: dict, stk: dict) -> None:
 
 
 def test_stacked_equals_separate_runs(tiny37, tmp_path):
-    sep = [train.run_one(tiny37, s, budget="ci", results=tmp_path / "sep", device="cpu", progress=False) for s in SEEDS]
-    stk = stacked.run_stacked(tiny37, SEEDS, budget="ci", results=tmp_path / "stk", device="cpu", progress=False)
+    sep = [train.run_one(tiny37, s, budget="full", results=tmp_path / "sep", device="cpu", progress=False) for s in SEEDS]
+    stk = stacked.run_stacked(tiny37, SEEDS, budget="full", results=tmp_path / "stk", device="cpu", progress=False)
     assert [r["seed"] for r in stk] == SEEDS and all(r["stacked_seeds"] == SEEDS for r in stk)
     predicted = [any(col) for col in zip(*sep[0]["metrics"]["test"]["confusion"])]
     assert sum(predicted) > 3  # it predicts several sums, so equal metrics mean something
@@ -66,15 +73,15 @@ def test_stacked_equals_separate_runs(tiny37, tmp_path):
         for k in sa:
             torch.testing.assert_close(sb[k], sa[k], rtol=1e-3, atol=1e-4, msg=k)  # Adam amplifies float noise a little
         assert any("running_mean" in k for k in sa)
-    rows = status_rows(tmp_path / "stk", [tiny37], SEEDS, "ci")
+    rows = status_rows(tmp_path / "stk", [tiny37], SEEDS, "full")
     assert [r["state"] for r in rows] == ["finished"] * 3
     # a finished stack is not trained again
-    again = stacked.run_stacked(tiny37, SEEDS, budget="ci", results=tmp_path / "stk", device="cpu", progress=False)
+    again = stacked.run_stacked(tiny37, SEEDS, budget="full", results=tmp_path / "stk", device="cpu", progress=False)
     assert again == stk
 
 
 def test_interrupted_stack_resumes_stacked_or_seed_by_seed(tiny37, tmp_path, monkeypatch):
-    whole = stacked.run_stacked(tiny37, [0, 1], budget="ci", results=tmp_path / "whole", device="cpu", progress=False)
+    whole = stacked.run_stacked(tiny37, [0, 1], budget="full", results=tmp_path / "whole", device="cpu", progress=False)
     real = stacked.train_stacked_epoch
 
     def dies_in_epoch_2(*args, **kw):
@@ -85,19 +92,19 @@ def test_interrupted_stack_resumes_stacked_or_seed_by_seed(tiny37, tmp_path, mon
     monkeypatch.setattr(stacked, "train_stacked_epoch", dies_in_epoch_2)
     for cut in ("a", "b"):
         with pytest.raises(KeyboardInterrupt):
-            stacked.run_stacked(tiny37, [0, 1], budget="ci", results=tmp_path / cut, device="cpu", progress=False)
+            stacked.run_stacked(tiny37, [0, 1], budget="full", results=tmp_path / cut, device="cpu", progress=False)
     monkeypatch.setattr(stacked, "train_stacked_epoch", real)
-    keys = [RunKey(tiny37, s, "ci", whole[0]["dataset_id"]) for s in (0, 1)]
+    keys = [RunKey(tiny37, s, "full", whole[0]["dataset_id"]) for s in (0, 1)]
     for k in keys:
         assert not k.record_path(tmp_path / "a").exists() and not k.lock_path(tmp_path / "a").exists()
         assert not k.failed_path(tmp_path / "a").exists()  # an interruption is not a failure
         assert stacked.checkpoint_epoch(k.checkpoint_dir(tmp_path / "a")) == 1
-    resumed = stacked.run_stacked(tiny37, [0, 1], budget="ci", results=tmp_path / "a", device="cpu", progress=False)
+    resumed = stacked.run_stacked(tiny37, [0, 1], budget="full", results=tmp_path / "a", device="cpu", progress=False)
     for a, b in zip(whole, resumed):
         assert [h["train_loss"] for h in b["history"]] == [h["train_loss"] for h in a["history"]]
         assert b["metrics"] == a["metrics"]
     # the same checkpoints also resume as ordinary, separate runs
-    alone = [train.run_one(tiny37, s, budget="ci", results=tmp_path / "b", device="cpu", progress=False) for s in (0, 1)]
+    alone = [train.run_one(tiny37, s, budget="full", results=tmp_path / "b", device="cpu", progress=False) for s in (0, 1)]
     for a, b in zip(whole, alone):
         _compare(a, b)
 
