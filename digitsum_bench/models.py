@@ -241,7 +241,7 @@ class DigitSumNet(nn.Module):
     the exact distribution of their sum.
     """
 
-    def __init__(self, widths: tuple[int, int, int, int] = (24, 32, 64, 96), dropout: float = 0.1):
+    def __init__(self, widths: tuple[int, int, int, int] = (24, 32, 64, 64), dropout: float = 0.1):
         super().__init__()
         w0, w1, w2, w3 = widths
         self.stem = nn.Sequential(nn.Conv2d(1, w0, 3, 2, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True))

@@ -243,7 +243,7 @@ def _end_epoch(recipe: Recipe, i: int, epoch: int, train_loss: float, share: flo
         ema.module.copy_to(i, seed_ema.module)
         seed_ema.n_averaged.copy_(ema.n_averaged)
     scored = seed_ema.module if seed_ema is not None else model
-    v = train.evaluate(scored, val, replace(recipe, tta=False), device)  # as train.fit: one view per epoch
+    v = train.evaluate(scored, train.history_split(val, recipe), replace(recipe, tta=False), device)  # as train.fit
     # the same history entry as train.fit's
     entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": v["loss"], "val_exact": v.get("exact"),
              "val_within_one": v.get("within_one"), "lr": opt.param_groups[0]["lr"],
@@ -369,5 +369,5 @@ def estimate_seconds(recipe: Recipe, device: torch.device, n_seeds: int, test_si
     # validation runs seed by seed; a stacked step's third stands for one batch of it for every seed
     batches = recipe.epochs * (math.ceil(recipe.train_size / n) + math.ceil(recipe.val_size / n) / 3)
     stage1 = n_seeds * train.estimate_seconds(recipe.pretrain, device, 0, steps) if recipe.pretrain else 0.0
-    scored = n_seeds * train._forward_seconds(models[0], recipe, device) * (3 if recipe.tta else 1) * test_size
+    scored = n_seeds * train._forward_seconds(models[0], recipe, device) * (len(train.TTA_SHIFTS) if recipe.tta else 1) * test_size
     return per_step * batches + stage1 + scored

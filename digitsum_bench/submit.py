@@ -283,27 +283,31 @@ def evaluate_model(model_path: str | Path, data_path: str | Path, save_predictio
 class Predictor(nn.Module):
     """A runner model as it predicts in `train.predict`: outputs averaged over test-time shifts."""
 
-    def __init__(self, model: nn.Module, shifts: tuple[int, ...]) -> None:
+    def __init__(self, model: nn.Module, shifts: tuple[int, ...], normalize: str) -> None:
         super().__init__()
         self.model = model
         self.shifts = shifts
+        self.normalize = normalize
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .train import shift
+
         # the same expression as train.predict, so that the sums round the same way
-        return sum(self.model(torch.roll(x, s, dims=3)).float() for s in self.shifts) / len(self.shifts)
+        return sum(self.model(shift(x, s, self.normalize)).float() for s in self.shifts) / len(self.shifts)
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "export") -> dict:
     """Write a runner checkpoint as a torch.export program (`fmt="export"`) or TorchScript; returns the metadata."""
-    from .train import load_checkpoint  # train imports the whole runner; only export needs it
+    from .train import TTA_SHIFTS, load_checkpoint  # train imports the whole runner; only export needs it
 
     model, recipe = load_checkpoint(checkpoint, torch.device("cpu"))
     if recipe.head not in ("regression", "sum37", "digits4"):
         raise BenchError(f"{checkpoint}: recipe {recipe.name}'s head {recipe.head} does not predict sums; nothing to export")
-    shifts = (-2, 0, 2) if recipe.tta else (0,)
-    predictor = Predictor(model.float(), shifts).eval()
+    shifts = TTA_SHIFTS if recipe.tta else (0,)
+    predictor = Predictor(model.float(), shifts, recipe.normalize).eval()
+    mean, std = (datamod.COURSE_MEAN, datamod.COURSE_STD) if recipe.normalize == "course" else (0.0, 1.0)
     meta = {"format": META_FORMAT, "recipe": recipe.name, "head": recipe.head, "decode": recipe.decode,
-            "mean": datamod.COURSE_MEAN, "std": datamod.COURSE_STD, "tta_shifts": list(shifts),
+            "mean": mean, "std": std, "tta_shifts": list(shifts),
             "input": "float (B,1,40,168): uint8 pixels / 255, then (x - mean) / std"}
     example = torch.zeros(2, 1, datamod.HEIGHT, datamod.WIDTH)
     extra = {META_FILE: json.dumps(meta)}

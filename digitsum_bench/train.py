@@ -151,25 +151,14 @@ def shift(x: torch.Tensor, pixels: int, normalize: str = "course") -> torch.Tens
     """Shift images `pixels` columns to the right (left if negative), filling with black (no wrap-around)."""
     if pixels == 0:
         return x
-    out = torch.full_like(x, black(normalize))
+    w = x.shape[-1]
     if pixels > 0:
-        out[..., pixels:] = x[..., :-pixels]
-    else:
-        out[..., :pixels] = x[..., -pixels:]
-    return out
-
-
-ELASTIC_PX = 1.5  # std of the elastic displacement, pixels (0 turns it off)
-ELASTIC_CELLS = (5, 21)  # the displacement field's control grid: one point per 8x8 pixels
+        return F.pad(x, (pixels, 0), value=black(normalize))[..., :w]
+    return F.pad(x, (0, -pixels), value=black(normalize))[..., -pixels:]
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, normalize: str = "course") -> torch.Tensor:
-    """Random per-image scale (0.9..1.1) and shift (±6 px across, ±3 px down), plus a smooth elastic
-    distortion (each 8x8-pixel cell moves by about ELASTIC_PX), in one resample with black fill.
-
-    The elastic part deforms each digit differently, which a whole-image affine cannot: it
-    stands for new handwriting, and the test digits are new handwriting.
-    """
+    """Random per-image scale (0.9..1.1) and shift (±6 px across, ±3 px down) by one affine resample."""
     b, _, h, w = x.shape
     r = torch.rand(b, 3, generator=generator, device=x.device)
     scale = 0.9 + 0.2 * r[:, 0]
@@ -179,10 +168,6 @@ def augment(x: torch.Tensor, generator: torch.Generator, normalize: str = "cours
     theta[:, 0, 2] = (r[:, 1] - 0.5) * 2 * 6 * 2 / w
     theta[:, 1, 2] = (r[:, 2] - 0.5) * 2 * 3 * 2 / h
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    if ELASTIC_PX:
-        field = torch.randn(b, 2, *ELASTIC_CELLS, generator=generator, device=x.device) * ELASTIC_PX
-        field = F.interpolate(field, size=(h, w), mode="bicubic", align_corners=True)  # pixels, smooth
-        grid = grid + (field * torch.tensor([2 / w, 2 / h], device=x.device).view(1, 2, 1, 1)).permute(0, 2, 3, 1)
     background = black(normalize)  # fill with black, not with zeros of the normalised scale
     return F.grid_sample(x - background, grid, align_corners=False) + background
 
@@ -285,12 +270,16 @@ def train_one_epoch(model, opt, sched, ema, split: DeviceData, recipe: Recipe, s
     return float(total) / count
 
 
+TTA_SHIFTS = (-2, 2)  # columns; two views cost two forward passes, and their average is centred on the image
+HISTORY_VAL = 2_000  # per-epoch validation images of a recipe that keeps its last epoch (the curve only)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torch.device,
             batch: int = 512) -> torch.Tensor:
     """Raw outputs for all images (float32, on the device), with test-time augmentation if the recipe uses it."""
     model.eval()
-    shifts = (-2, 0, 2) if recipe.tta else (0,)
+    shifts = TTA_SHIFTS if recipe.tta else (0,)
     outs = []
     for start in range(0, images.shape[0], batch):
         x = to_input(images[start:start + batch], CHANNELS_LAST, recipe.normalize)
@@ -312,6 +301,15 @@ def evaluate(model: nn.Module, split: DeviceData, recipe: Recipe, device: torch.
     if not needs_digits(recipe) or split.digits is not None:
         loss = float(losses.compute_loss(recipe.loss, recipe.head, out, split.sums, split.digits))
     return {**result, "loss": loss}
+
+
+def history_split(val: DeviceData, recipe: Recipe) -> DeviceData:
+    """What each epoch is validated on: all of `val` where the recipe selects an epoch by it, else a
+    HISTORY_VAL-image prefix, enough for the training curve (the record's val metrics use all of it)."""
+    if recipe.selection != "last" or len(val) <= HISTORY_VAL:
+        return val
+    cut = slice(0, HISTORY_VAL)
+    return DeviceData(val.images[cut], val.sums[cut], val.digits[cut] if val.digits is not None else None)
 
 
 def _selection_score(recipe: Recipe, val: dict) -> float | None:
@@ -389,7 +387,7 @@ def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, se
         if device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
-        v = evaluate(scored, val, replace(recipe, tta=False), device)  # per-epoch curve: one view is enough
+        v = evaluate(scored, history_split(val, recipe), replace(recipe, tta=False), device)  # one view is enough
         entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": v["loss"], "val_exact": v.get("exact"),
                  "val_within_one": v.get("within_one"), "lr": opt.param_groups[0]["lr"],
                  "seconds": time.perf_counter() - t0}
@@ -672,9 +670,10 @@ def estimate_seconds(recipe: Recipe, device: torch.device, test_size: int = 0, s
     _synchronize(device)
     per_step = (time.perf_counter() - t0) / steps
     per_image = _forward_seconds(model, recipe, device)
-    views = 3 if recipe.tta else 1
+    views = len(TTA_SHIFTS) if recipe.tta else 1
     train_steps = recipe.epochs * -(-recipe.train_size // n)
-    scored = recipe.epochs * recipe.val_size + views * (recipe.val_size + test_size)
+    per_epoch = recipe.val_size if recipe.selection != "last" else min(recipe.val_size, HISTORY_VAL)
+    scored = recipe.epochs * per_epoch + views * (recipe.val_size + test_size)
     stage1 = estimate_seconds(recipe.pretrain, device, 0, steps) if recipe.pretrain else 0.0
     return per_step * train_steps + per_image * scored + stage1
 
