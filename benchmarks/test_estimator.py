@@ -2,7 +2,7 @@
 
     pytest benchmarks/test_estimator.py -s      # CPU or GPU; about a minute per recipe on 2 CPU cores
 
-A short run is the recipe at the `quick` budget with its data cut to a few hundred images
+A short run is the recipe at the `quick` or `ci` budget with its data cut to a few hundred images
 (the estimator scales per step and per image, so the ratio carries over to the full run).
 The estimate must be within a factor of 1.5 of the measured wall time of `fit` plus the
 final scoring, which is what `run` spends after its data is cached. The measured ratio is
@@ -26,19 +26,20 @@ RECIPES = ["ours_digitsum", "r003_convnet4", "r002_attention_cnn", "r004_multila
 FACTOR = 1.5
 
 
-def short(recipe, device):
-    """The recipe at `quick` on 24 training batches, 512 validation and 1,024 test images."""
-    quick = train.apply_budget(recipe, "quick")
+def short(recipe, budget):
+    """The recipe at `budget` on 24 training batches, 512 validation and 1,024 test images."""
+    quick = train.apply_budget(recipe, budget)
     cut = dict(train_size=24 * quick.batch_size, val_size=512, aux_size=min(quick.aux_size, 4096))
     pre = replace(quick.pretrain, **{k: v for k, v in cut.items() if k != "aux_size"}) if quick.pretrain else None
     return replace(quick, **cut, pretrain=pre)
 
 
+@pytest.mark.parametrize("budget", ["quick", "ci"])
 @pytest.mark.parametrize("name", RECIPES)
-def test_estimate_within_factor_of_a_measured_run(name, device):
-    recipe = short(get_recipe(name), device)
+def test_estimate_within_factor_of_a_measured_run(name, budget, device):
+    recipe = short(get_recipe(name), budget)
     test_size = 1024
-    splits = train.load_data(recipe, "quick", "synth")
+    splits = train.load_data(recipe, budget, "synth")
     splits = replace(splits, test=splits.test.subset(slice(0, test_size)))
     estimate = train.estimate_seconds(recipe, device, test_size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,5 +53,5 @@ def test_estimate_within_factor_of_a_measured_run(name, device):
             torch.cuda.synchronize()
         measured = time.perf_counter() - t0
     ratio = estimate / measured
-    print(f"\n{name}: estimated {estimate:.1f} s, measured {measured:.1f} s, ratio {ratio:.2f} ({device})")
+    print(f"\n{name} [{budget}]: estimated {estimate:.1f} s, measured {measured:.1f} s, ratio {ratio:.2f} ({device})")
     assert 1 / FACTOR <= ratio <= FACTOR

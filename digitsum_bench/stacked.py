@@ -19,7 +19,9 @@ Each seed is still its own run, the same run as `train.run_one` would make:
   stacked or seed by seed.
 
 Not bitwise: a batched convolution adds in another order than S separate ones, so losses
-agree within float tolerance, not to the last bit. Dropout draws its masks for the whole
+agree within float tolerance, not to the last bit. The stack runs in the default memory
+layout (vmap folds the seeds, so it cannot be channels_last), where separate runs use
+channels_last (`train.CHANNELS_LAST`): the two layouts also differ in the last float bits. Dropout draws its masks for the whole
 stack from one random stream (`vmap(randomness="different")`), so a recipe with dropout gets
 masks as random as a separate run's but not the same ones; its stacked and separate records
 differ the way two dropout draws differ.

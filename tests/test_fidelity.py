@@ -102,6 +102,15 @@ def test_assumptions_claim_no_more_than_the_reports_say():
     assert "Advanced CNN" in selection and "silent" in selection
 
 
+def test_ours_assumptions_state_every_choice_beyond_the_sums():
+    """ours_digitsum lists its augmentation, its test-time augmentation and where its digit labels come from."""
+    ours = get_recipe("ours_digitsum")
+    text = " ".join(ours.assumptions)
+    assert ours.augment and "augmentation of every training batch" in text
+    assert ours.tta and "test-time augmentation" in text and "no wrap-around" in text
+    assert ours.aux_batch and "never the training images themselves" in text and "never the test pool" in text
+
+
 def test_mse_claims_are_of_raw_outputs():
     """Report 002's and 004's MSE claims are of unrounded outputs: they are mse_raw claims."""
     for name in ("r002_attention_cnn", "r002_resnet50", "r004_resnet50_mlp", "r004_multilabel_transfer"):
