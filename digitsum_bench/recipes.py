@@ -62,6 +62,8 @@ class Recipe:
     tta: bool = False  # test-time augmentation: average outputs over copies shifted 2 px left and right (train.TTA_SHIFTS)
     aux_batch: int = 0  # images per step from a separate labelled synthetic set (training digit pool), per-digit CE
     aux_size: int = 24_000  # size of that synthetic set (data seed 1: never the training images themselves)
+    aux_label_smoothing: float = 0.0  # label smoothing of those digits' cross-entropy
+    lr_floor: float = 0.0  # OneCycle's last learning rate as a fraction of `lr` (0: anneals to lr/250,000)
     decode: Literal["sum_of_digits", "most_likely_sum"] = "sum_of_digits"  # digits4 head -> predicted sum
     pretrain: Recipe | None = None  # a first stage whose `features` module this recipe's model reuses
     claimed: tuple[Claim, ...] = ()  # the report's numbers, on the course data
@@ -408,27 +410,38 @@ def ours_digitsum() -> Recipe:
                "plus digit labels of separately generated synthetic images",
         model=models.digitsum_net, head="digits4", loss="sum_nll", decode="most_likely_sum",
         optimizer="adamw", lr=6e-3, weight_decay=5e-2, schedule="onecycle", epochs=10, batch_size=64,
-        ema_decay=0.99, augment=True, tta=True, aux_batch=16, aux_size=24_000,
+        ema_decay=0.99, augment=True, aux_batch=48, aux_size=24_000, aux_label_smoothing=0.1,
         assumptions=(
             "the training images are used with their sums only: the loss is -log p(true sum) under the "
             "convolution of the four digit distributions, exactly the labels the course data has",
             "digit labels come only from a separately generated labelled set: 24,000 DigitSum-Synth images "
             "composed from the training digit pool with data seed 1 (never the training images themselves, "
-            "never the test pool); each step adds 16 of them to the 64 training images, with the mean "
-            "cross-entropy of their four digits added to the loss. It removes the plateau that learning "
-            "from sums alone starts with: 82% val exact after one of two epochs with it, 70% without (seed 0)",
+            "never the test pool); each step adds 48 of them to the 64 training images, with the mean "
+            "cross-entropy of their four digits (label smoothing 0.1) added to the loss. It removes the plateau "
+            "that learning from sums alone starts with: 82% val exact after one of two epochs with 16 of them, "
+            "70% without (seed 0)",
             "decoded by the most likely sum of that distribution, not by summing the most likely digits",
             "augmentation of every training batch: one affine resample per image, scale 0.9-1.1, shift up to "
             "6 px across and 3 px down or up, black fill",
-            "test-time augmentation: the outputs of two copies of the image shifted 2 px left and 2 px right "
-            "(black fill, no wrap-around) are averaged; +0.2 to +0.9 points val exact in our runs",
-            "trunk widths 24/32/64/64: the last block at 96 channels cost 18% more time for no measured gain; "
-            "the quick run must fit 5 minutes on 2 CPU cores, data generation and scoring included",
+            "tuned for digits never seen in training on a holdout built from the training pool only: train on "
+            "images of 300 instances per class, score 4,000 images of the other 100 (quick budget, seed 0). "
+            "Exact on it: 92.8% with 16 labelled images per step, dropout 0.1, no smoothing; 93.5% with 48; "
+            "94.3% with 48, dropout 0.3 before the digit classifier and label smoothing 0.1 (this recipe); "
+            "93.8% with 96; 93.7% with dropout 0.5 and smoothing 0.2",
+            "no test-time augmentation: averaging two copies shifted 2 px left and right changed the holdout's "
+            "exact by -0.4 to +0.3 points over 12 runs, about 0 on average",
+            "tried on that holdout and left out, no gain: shear and aspect augmentation (92.2% vs 92.8%), elastic "
+            "distortion, trunk widths 32/48/96/96 (92.9%, 1.8x the time), learning rate ending at a tenth of its "
+            "peak instead of ~0",
+            "trunk widths 24/32/64/64: the quick run must fit 5 minutes on 2 CPU cores, data generation and "
+            "scoring included",
             "AdamW peak lr 6e-3, OneCycle over the run, weight decay 5e-2, batch 64: chosen on the validation "
-            "split at the quick budget (2 epochs): lr 6e-3 > 3e-3; 16 labelled images per step about as good "
-            "as 32 and cheaper",
-            "EMA of the weights (0.99 per step) is scored; last epoch; 10 epochs at the full budget",
-            "channels_last on every device (the same maths; 1.3x faster on a 2-core CPU)",
+            "split at the quick budget (2 epochs): lr 6e-3 > 3e-3",
+            "EMA of the weights (0.99 per step) is scored: +0.3 to +0.55 points on the holdout at 2 epochs; "
+            "after 1 epoch (the ci budget) the raw weights score the same; last epoch; 10 epochs at the full budget",
+            "channels_last on every device (the same maths; 1.3x faster on a 2-core CPU); the forward pass in "
+            "bf16 autocast on a GPU and on a CPU with native bf16 (1.5x faster steps on our 2-core EPYC), the "
+            "loss in float32",
         ),
     )
 

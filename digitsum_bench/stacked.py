@@ -149,7 +149,7 @@ def train_stacked_epoch(base: nn.Module, stack: Stack, opt, sched, ema, split: t
         for i, gen in enumerate(augs):
             x = train.to_input(train.batch_images(split, idx[i], extras[i], step), False, recipe.normalize)
             xs.append(train.augment(x, gen, recipe.normalize) if recipe.augment else x)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with train.autocast(device):
             out = stacked_forward(base, stack, torch.stack(xs))
         per_seed = torch.stack([train.batch_loss(recipe, out[i], split, idx[i], extras[i], step)
                                 for i in range(len(seeds))])

@@ -103,11 +103,12 @@ def test_assumptions_claim_no_more_than_the_reports_say():
 
 
 def test_ours_assumptions_state_every_choice_beyond_the_sums():
-    """ours_digitsum lists its augmentation, its test-time augmentation and where its digit labels come from."""
+    """ours_digitsum lists its augmentation, why it has no test-time augmentation, and where its digit labels come from."""
     ours = get_recipe("ours_digitsum")
     text = " ".join(ours.assumptions)
     assert ours.augment and "augmentation of every training batch" in text
-    assert ours.tta and "test-time augmentation" in text and "no wrap-around" in text
+    assert not ours.tta and "no test-time augmentation" in text
+    assert ours.aux_label_smoothing and f"label smoothing {ours.aux_label_smoothing}" in text
     assert ours.aux_batch and "never the training images themselves" in text and "never the test pool" in text
 
 

@@ -62,8 +62,12 @@ def test_committed_baseline_learns_and_its_tolerance_is_measured():
         assert set(runs) == {str(n) for n in gate.THREADS}
         assert all(set(by_seed) == {str(s) for s in gate.MEASURE_SEEDS} for by_seed in runs.values())
         assert ref["test_exact"] == runs[str(gate.THREADS[0])][str(gate.GATE_SEEDS[0])]
-    largest = max(m["max_thread_delta"] for m in baseline["measurement"]["recipes"].values())
-    assert baseline["tolerance"] >= gate.TOLERANCE_FACTOR * largest - 1e-9
+    for m in baseline["measurement"]["recipes"].values():
+        deltas = [abs(m["test_exact_by_threads_and_seed"][str(gate.THREADS[0])][s] - by_seed[s])
+                  for n, by_seed in m["test_exact_by_threads_and_seed"].items() if n != str(gate.THREADS[0])
+                  for s in by_seed]
+        assert m["rms_thread_delta"] == pytest.approx((sum(d * d for d in deltas) / len(deltas)) ** 0.5)
+        assert baseline["tolerance"] >= gate.TOLERANCE_FACTOR * m["rms_thread_delta"] - 1e-9
     assert baseline["tolerance"] >= gate.MIN_TOLERANCE
 
 

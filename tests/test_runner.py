@@ -159,3 +159,15 @@ def test_evaluate_checkpoint_on_npz(tiny_recipe, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(BenchError, match="junk.pt: not a digitsum-bench checkpoint"):
         train.evaluate_file(tmp_path / "junk.pt", tmp_path / "test.npz", "cpu")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_precision_follows_the_hardware_and_is_recorded(native, monkeypatch):
+    """bf16 autocast on a CPU only where it computes bf16 natively; the record's device says which."""
+    monkeypatch.setattr(train.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    cpu = train.torch.device("cpu")
+    conv = train.torch.nn.Conv2d(1, 2, 3)
+    with train.autocast(cpu):
+        out = conv(train.torch.zeros(1, 1, 5, 5))
+    assert out.dtype == (train.torch.bfloat16 if native else train.torch.float32)
+    assert train.provenance(cpu)["device"].endswith(", bf16)") == native
