@@ -165,11 +165,6 @@ def train_stacked_epoch(base: nn.Module, stack: Stack, opt, sched, ema, split: t
     return (total / count).tolist()
 
 
-def _fresh_state() -> dict:
-    return {"epoch": 0, "history": [], "best_score": None, "best_epoch": None, "train_seconds": 0.0,
-            "step_seconds": 0.0}
-
-
 def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: train.DeviceData, val: train.DeviceData,
                 seeds: list[int], device: torch.device, ckpt_dirs: list[Path], progress: bool = True,
                 deadline: float | None = None, aux: train.DeviceData | None = None) -> None:
@@ -186,20 +181,8 @@ def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: train.Devi
     scheds = [train.make_scheduler(recipe, o, steps) for o in opts]
     emas = [AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
             if recipe.ema_decay else None for m in models]
-    states = []
-    for i, d in enumerate(ckpt_dirs):  # the same resume as train.fit, per seed
-        last = d / "last.pt"
-        if not last.exists():
-            states.append(_fresh_state())
-            continue
-        ck = train.load_pt(last, device)
-        models[i].load_state_dict(ck["model"])
-        opts[i].load_state_dict(ck["opt"])
-        if scheds[i] is not None:
-            scheds[i].load_state_dict(ck["sched"])
-        if emas[i] is not None:
-            emas[i].load_state_dict(ck["ema"])
-        states.append(ck["state"])
+    states = [train.resume(d / "last.pt", m, o, sc, e, device) or train.fresh_state()  # as train.fit, per seed
+              for d, m, o, sc, e in zip(ckpt_dirs, models, opts, scheds, emas)]
     if len({s["epoch"] for s in states}) != 1:
         raise BenchError(f"recipe {recipe.name}: seeds {seeds} are at different epochs; stack only equal ones")
 
@@ -237,31 +220,15 @@ def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: train.Devi
 def _end_epoch(recipe: Recipe, i: int, epoch: int, train_loss: float, share: float, stack: Stack, opt, sched, ema,
                model: nn.Module, seed_opt, seed_ema, state: dict, val: train.DeviceData, device: torch.device,
                ckpt_dir: Path) -> None:
-    """Split seed i out of the stack, score it on validation and save its checkpoints in `train.fit`'s format."""
-    t0 = time.perf_counter()
+    """Split seed i out of the stack, then end its epoch as `train.fit` does (validation, history, checkpoints)."""
     stack.copy_to(i, model)
     seed_opt.load_state_dict(_unstack_opt_state(opt, i))
     if ema is not None:
         ema.module.copy_to(i, seed_ema.module)
         seed_ema.n_averaged.copy_(ema.n_averaged)
     scored = seed_ema.module if seed_ema is not None else model
-    v = train.evaluate(scored, train.history_split(val, recipe), replace(recipe, tta=False), device)  # as train.fit
-    # the same history entry as train.fit's
-    entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": v["loss"], "val_exact": v.get("exact"),
-             "val_within_one": v.get("within_one"), "lr": opt.param_groups[0]["lr"],
-             "seconds": share + time.perf_counter() - t0}
-    state["history"].append(entry)
-    state["epoch"] = epoch
-    state["train_seconds"] += entry["seconds"]
-    state["step_seconds"] += share
-    score = train._selection_score(recipe, v)
-    if score is not None and (state["best_score"] is None or score > state["best_score"]):
-        state["best_score"], state["best_epoch"] = score, epoch
-        train._save_atomic({"model": scored.state_dict()}, ckpt_dir / "best.pt")
-    train._save_atomic({"model": model.state_dict(), "opt": seed_opt.state_dict(),
-                        "sched": sched.state_dict() if sched is not None else None,
-                        "ema": seed_ema.state_dict() if seed_ema is not None else None, "state": state},
-                       ckpt_dir / "last.pt")
+    train.end_epoch(recipe, epoch, train_loss, share, scored, model, seed_opt, sched,
+                    seed_ema, state, val, device, ckpt_dir)
 
 
 def checkpoint_epoch(ckpt_dir: Path) -> int:

@@ -365,6 +365,54 @@ def load_pt(path: Path, device: torch.device | str = "cpu") -> dict:
     return ck
 
 
+def fresh_state() -> dict:
+    """A run's bookkeeping before its first epoch (saved in last.pt as "state")."""
+    return {"epoch": 0, "history": [], "best_score": None, "best_epoch": None, "train_seconds": 0.0,
+            "step_seconds": 0.0}
+
+
+def resume(last: Path, model: nn.Module, opt, sched, ema, device: torch.device) -> dict | None:
+    """Load an epoch checkpoint into model, optimizer, schedule and EMA; its state, or None when there is none."""
+    if not last.exists():
+        return None
+    ck = load_pt(last, device)
+    try:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        if sched is not None:
+            sched.load_state_dict(ck["sched"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
+        return ck["state"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise BenchError(f"{last}: does not resume this recipe ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); "
+                         f"delete it or use --force") from None
+
+
+def end_epoch(recipe: Recipe, epoch: int, train_loss: float, step_seconds: float, scored: nn.Module,
+              model: nn.Module, opt, sched, ema, state: dict, val: DeviceData, device: torch.device,
+              ckpt_dir: Path) -> dict:
+    """After an epoch's steps: validate `scored`, add the history entry, save best.pt (where the recipe
+    selects by validation) and last.pt, the checkpoint a resumed run starts from. Returns the val metrics."""
+    t0 = time.perf_counter()
+    v = evaluate(scored, history_split(val, recipe), replace(recipe, tta=False), device)  # one view is enough
+    state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": v["loss"],
+                             "val_exact": v.get("exact"), "val_within_one": v.get("within_one"),
+                             "lr": opt.param_groups[0]["lr"], "seconds": step_seconds + time.perf_counter() - t0})
+    state["epoch"] = epoch
+    state["train_seconds"] += state["history"][-1]["seconds"]
+    state["step_seconds"] += step_seconds
+    score = _selection_score(recipe, v)
+    if score is not None and (state["best_score"] is None or score > state["best_score"]):
+        state["best_score"], state["best_epoch"] = score, epoch
+        _save_atomic({"recipe": recipe.name, "model": scored.state_dict()}, ckpt_dir / "best.pt")
+    _save_atomic({"model": model.state_dict(), "opt": opt.state_dict(),
+                  "sched": sched.state_dict() if sched is not None else None,
+                  "ema": ema.state_dict() if ema is not None else None, "state": state}, ckpt_dir / "last.pt")
+    return v
+
+
 def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, seed: int, device: torch.device,
         ckpt_dir: Path, progress: bool = True, aux: DeviceData | None = None) -> tuple[nn.Module, dict]:
     """Train `model` under `recipe`, resuming from `ckpt_dir/last.pt` if a previous attempt left one.
@@ -377,23 +425,7 @@ def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, se
     sched = make_scheduler(recipe, opt, steps)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True) \
         if recipe.ema_decay else None
-    state = {"epoch": 0, "history": [], "best_score": None, "best_epoch": None, "train_seconds": 0.0,
-             "step_seconds": 0.0}
-    last = ckpt_dir / "last.pt"
-    if last.exists():
-        ck = load_pt(last, device)
-        try:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["opt"])
-            if sched is not None:
-                sched.load_state_dict(ck["sched"])
-            if ema is not None:
-                ema.load_state_dict(ck["ema"])
-            state = ck["state"]
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise BenchError(f"{last}: does not resume this recipe ({type(e).__name__}: "
-                             f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); "
-                             f"delete it or use --force") from None
+    state = resume(ckpt_dir / "last.pt", model, opt, sched, ema, device) or fresh_state()
     scored = ema.module if ema is not None else model
     bar = tqdm(range(state["epoch"] + 1, recipe.epochs + 1), desc=recipe.name, unit="epoch",
                initial=state["epoch"], total=recipe.epochs, disable=not progress, leave=False)
@@ -403,21 +435,7 @@ def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, se
         if device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
-        v = evaluate(scored, history_split(val, recipe), replace(recipe, tta=False), device)  # one view is enough
-        entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": v["loss"], "val_exact": v.get("exact"),
-                 "val_within_one": v.get("within_one"), "lr": opt.param_groups[0]["lr"],
-                 "seconds": time.perf_counter() - t0}
-        state["history"].append(entry)
-        state["epoch"] = epoch
-        state["train_seconds"] += entry["seconds"]
-        state["step_seconds"] += t1 - t0
-        score = _selection_score(recipe, v)
-        if score is not None and (state["best_score"] is None or score > state["best_score"]):
-            state["best_score"], state["best_epoch"] = score, epoch
-            _save_atomic({"recipe": recipe.name, "model": scored.state_dict()}, ckpt_dir / "best.pt")
-        _save_atomic({"model": model.state_dict(), "opt": opt.state_dict(),
-                      "sched": sched.state_dict() if sched is not None else None,
-                      "ema": ema.state_dict() if ema is not None else None, "state": state}, last)
+        v = end_epoch(recipe, epoch, train_loss, t1 - t0, scored, model, opt, sched, ema, state, val, device, ckpt_dir)
         bar.set_postfix(loss=f"{train_loss:.3f}", val_exact=f"{v.get('exact', float('nan')):.3f}")
     selected = scored
     if state["best_epoch"] is not None:
