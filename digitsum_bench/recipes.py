@@ -63,7 +63,6 @@ class Recipe:
     aux_batch: int = 0  # images per step from a separate labelled synthetic set (training digit pool), per-digit CE
     aux_size: int = 24_000  # size of that synthetic set (data seed 1: never the training images themselves)
     aux_label_smoothing: float = 0.0  # label smoothing of those digits' cross-entropy
-    lr_floor: float = 0.0  # OneCycle's last learning rate as a fraction of `lr` (0: anneals to lr/250,000)
     decode: Literal["sum_of_digits", "most_likely_sum"] = "sum_of_digits"  # digits4 head -> predicted sum
     pretrain: Recipe | None = None  # a first stage whose `features` module this recipe's model reuses
     claimed: tuple[Claim, ...] = ()  # the report's numbers, on the course data

@@ -205,12 +205,10 @@ def make_optimizer(recipe: Recipe, model: nn.Module, device: torch.device) -> to
 
 
 def make_scheduler(recipe: Recipe, opt: torch.optim.Optimizer, steps_per_epoch: int):
-    """OneCycle over all steps of all epochs (ending at `recipe.lr_floor` x lr), or None for a constant learning rate."""
+    """OneCycle over all steps of all epochs, or None for a constant learning rate."""
     if recipe.schedule == "onecycle":
-        # the last lr is max_lr / (div_factor * final_div_factor), div_factor being 25
-        final_div = 1 / (25 * recipe.lr_floor) if recipe.lr_floor else 1e4
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, epochs=recipe.epochs,
-                                                   steps_per_epoch=steps_per_epoch, final_div_factor=final_div)
+                                                   steps_per_epoch=steps_per_epoch)
     return None
 
 
