@@ -38,7 +38,6 @@ import datetime as dt
 import math
 import time
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -47,7 +46,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from . import losses, train
+from . import train
 from .errors import BenchError
 from .recipes import Recipe, get_recipe
 from .store import RunKey, finished_record, read_record, record_failure, run_lock, write_json_atomic

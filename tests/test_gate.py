@@ -1,6 +1,6 @@
 """The CI accuracy gate: it passes on the committed baselines, and subtle sabotage makes it fail.
 
-The gate's run is trained once per session (`gate_run`, under 5 minutes on 2 cores). Two
+The gate's run is trained once per session (`gate_run`, about 2 minutes on 2 cores). Two
 sabotages need training of their own (augmentation off, learning rate / 10); the other two
 only change what is scored, so they reuse the gate run's final checkpoint (`fit` resumes
 after its last epoch and trains nothing).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -187,8 +188,6 @@ def test_the_ema_weights_are_what_is_scored(variant, tmp_path):
 def test_training_batches_are_augmented(tiny_recipe):
     """With `augment`, the model trains on random resamples of the images, not on the images. At the ci budget
     turning it off moves test accuracy by less than the gate's noise (-0.19 points), so it is checked here."""
-    from dataclasses import replace
-
     cpu = train.torch.device("cpu")
     split = train.random_split(96, cpu)
 
