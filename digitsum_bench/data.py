@@ -156,15 +156,25 @@ def _hash_digits(source: str | None) -> str:
 
 
 def _pools(labels: np.ndarray, split: str) -> list[np.ndarray]:
-    """Per class, the source indices a split may draw from (train/val: first 80%, test: last 20%)."""
+    """Per class, the source indices a split may draw from (train/val: first 80%, test: last 20%, all)."""
     pools = []
     for d in range(10):
         idx = np.flatnonzero(labels == d)  # in source order: the split is fixed, not random
+        if split == "all":
+            pools.append(idx)
+            continue
         cut = len(idx) - int(round(len(idx) * TEST_FRACTION))
         pools.append(idx[cut:] if split == "test" else idx[:cut])
         if len(pools[-1]) == 0:
             raise BenchError(f"digit source: no {d}s for the {'test' if split == 'test' else 'train/val'} pool")
     return pools
+
+
+def pool_digits(split: str, source=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A pool's digit images (N,28,28), labels and source indices: split "train" (train/val) or "test"."""
+    digits, labels = mnist_digits(source)
+    idx = np.sort(np.concatenate(_pools(labels, split)))
+    return digits[idx], labels[idx], idx
 
 
 def _draw_instances(rng: np.random.Generator, labels: np.ndarray, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -232,7 +242,12 @@ def _generate(render, stream: str, pool: str, n: int, seed: int, source) -> dict
     """Run `render(rng, src, pool, m)` chunk by chunk; each chunk has its own seed, hence prefix stability."""
     if n < 0 or seed < 0:
         raise BenchError(f"synthetic data: n and seed must be non-negative (got n={n}, seed={seed})")
-    digits, labels = mnist_digits(source)
+    return _compose(render, stream, pool, n, seed, *mnist_digits(source))
+
+
+def _compose(render, stream: str, pool: str, n: int, seed: int, digits: np.ndarray, labels: np.ndarray
+             ) -> dict[str, np.ndarray]:
+    """`_generate` from given digit images (N,28,28) and labels (N,)."""
     src = _Source(labels, _padded(digits), _ink_boxes(digits))
     chunks = [
         render(np.random.default_rng([seed, STREAMS[stream], c]), src, pool, min(CHUNK, n - c * CHUNK))
@@ -309,6 +324,15 @@ def make_synth(split: str, n: int, seed: int = 0, source=None) -> DigitSumData:
     if split not in ("train", "val", "test"):
         raise BenchError(f"DigitSum-Synth: unknown split {split!r}; known: train, val, test")
     return _data(_generate(_synth_chunk, split, split, n, seed, source), _synth_name("synth", split, seed, source))
+
+
+def compose_synth(digits: np.ndarray, labels: np.ndarray, instances: np.ndarray, n: int, seed: int,
+                  name: str) -> DigitSumData:
+    """`n` DigitSum-Synth images composed from any of the given digits (N,28,28) uint8 with labels (N,);
+    `instances` (N,) is each digit's source index, which the images' `instances` report."""
+    arrays = _compose(_synth_chunk, "train", "all", n, seed, digits, labels)
+    arrays["instances"] = instances[arrays["instances"]]
+    return _data(arrays, name)
 
 
 def make_synth003(n: int, seed: int = 0, source=None) -> DigitSumData:

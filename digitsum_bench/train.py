@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import functools
+import math
 import os
 import platform
 import re
@@ -171,6 +172,41 @@ def augment(x: torch.Tensor, generator: torch.Generator, normalize: str = "cours
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     background = black(normalize)  # fill with black, not with zeros of the normalised scale
     return F.grid_sample(x - background, grid, align_corners=False) + background
+
+
+def distort_digits(digits: torch.Tensor, generator: torch.Generator, rotation: float = 12.0, shear: float = 0.2,
+                   zoom: float = 0.1, elastic: float = 2.0, stroke: float = 0.5) -> torch.Tensor:
+    """A new handwriting of each MNIST digit (N,28,28) uint8, by one resample: rotation up to `rotation`
+    degrees, shear up to `shear`, scale 1 +- `zoom` (the width a further 1 +- zoom/2), a smooth elastic
+    field (Gaussian of sigma 4 px, largest displacement `elastic` px; Simard et al. 2003); then the
+    stroke thickened or thinned by up to `stroke` of a 3x3 dilation or erosion."""
+    x = digits[:, None].float() / 255
+    n = len(x)
+    r = torch.rand(n, 5, generator=generator) * 2 - 1
+    angle = r[:, 0] * rotation * math.pi / 180
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zoom_y = 1 + zoom * r[:, 2]
+    zoom_x = zoom_y * (1 + zoom / 2 * r[:, 3])
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos / zoom_x, (shear * r[:, 1] - sin) / zoom_x
+    theta[:, 1, 0], theta[:, 1, 1] = sin / zoom_y, cos / zoom_y
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if elastic:
+        field = torch.rand(n * 2, 1, 28, 28, generator=generator) * 2 - 1
+        taps = torch.exp(-torch.arange(-12, 13.0) ** 2 / (2 * 4.0 ** 2))
+        taps = taps / taps.sum()
+        field = F.conv2d(F.pad(field, (12, 12, 0, 0), mode="reflect"), taps.view(1, 1, 1, -1))
+        field = F.conv2d(F.pad(field, (0, 0, 12, 12), mode="reflect"), taps.view(1, 1, -1, 1)).view(n, 2, 28, 28)
+        field = field / field.flatten(1).abs().amax(1).clamp(min=1e-6).view(n, 1, 1, 1)
+        grid = grid + elastic * (2 / 28) * field.permute(0, 2, 3, 1)  # px -> grid units
+    y = F.grid_sample(x, grid, align_corners=False)
+    if stroke:
+        t = stroke * r[:, 4].view(n, 1, 1, 1)
+        thicker, thinner = F.max_pool2d(y, 3, 1, 1), -F.max_pool2d(-y, 3, 1, 1)
+        y = torch.where(t > 0, y + t * (thicker - y), y - t * (thinner - y))
+    y = (y.clamp(0, 1) * 255).round().to(torch.uint8)[:, 0]
+    y[y < 8] = 0  # interpolation dust would widen the ink box the composer crops to
+    return y
 
 
 def uses_bf16(device: torch.device) -> bool:
@@ -534,11 +570,22 @@ def load_aux(recipe: Recipe, device: torch.device) -> DeviceData | None:
     """The recipe's labelled synthetic set: DigitSum-Synth from the training digit pool, data seed 1.
 
     A different seed from the benchmark's data (seed 0) makes different compositions, so the
-    training images' own digit labels are never used, and the test pool never is.
+    training images' own digit labels are never used, and the test pool never is. With
+    `aux_distort` k, it is composed from each training-pool digit and k `distort_digits` copies
+    of it (torch seed 1, on the CPU).
     """
     if not recipe.aux_batch:
         return None
-    return DeviceData.from_numpy(datamod.load_synth("synth", "train", recipe.aux_size, seed=1), device)
+    if not recipe.aux_distort:
+        return DeviceData.from_numpy(datamod.load_synth("synth", "train", recipe.aux_size, seed=1), device)
+    digits, labels, index = datamod.pool_digits("train")
+    generator = torch.Generator().manual_seed(1)
+    copies = [torch.from_numpy(digits)]
+    copies += [distort_digits(copies[0], generator) for _ in range(recipe.aux_distort)]
+    k = recipe.aux_distort + 1
+    aux = datamod.compose_synth(torch.cat(copies).numpy(), np.tile(labels, k), np.tile(index, k), recipe.aux_size,
+                                seed=1, name=f"DigitSum-Synth from training-pool digits and {k - 1} distorted copies")
+    return DeviceData.from_numpy(aux, device)
 
 
 def pretrain_splits(stage: Recipe) -> datamod.Splits:
