@@ -12,7 +12,6 @@ they were measured on the course data, not by this benchmark.
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 import warnings

@@ -567,25 +567,30 @@ def build_model(recipe: Recipe, splits: datamod.Splits, seed: int, device: torch
 
 
 def load_aux(recipe: Recipe, device: torch.device) -> DeviceData | None:
+    """The recipe's labelled synthetic set (`aux_set`) on the device, or None."""
+    aux = aux_set(recipe)
+    return None if aux is None else DeviceData.from_numpy(aux, device)
+
+
+def aux_set(recipe: Recipe) -> datamod.DigitSumData | None:
     """The recipe's labelled synthetic set: DigitSum-Synth from the training digit pool, data seed 1.
 
     A different seed from the benchmark's data (seed 0) makes different compositions, so the
     training images' own digit labels are never used, and the test pool never is. With
     `aux_distort` k, it is composed from each training-pool digit and k `distort_digits` copies
-    of it (torch seed 1, on the CPU).
+    of it (torch seed 1, on the CPU; made afresh each run, in a few seconds).
     """
     if not recipe.aux_batch:
         return None
     if not recipe.aux_distort:
-        return DeviceData.from_numpy(datamod.load_synth("synth", "train", recipe.aux_size, seed=1), device)
+        return datamod.load_synth("synth", "train", recipe.aux_size, seed=1)
     digits, labels, index = datamod.pool_digits("train")
     generator = torch.Generator().manual_seed(1)
     copies = [torch.from_numpy(digits)]
     copies += [distort_digits(copies[0], generator) for _ in range(recipe.aux_distort)]
     k = recipe.aux_distort + 1
-    aux = datamod.compose_synth(torch.cat(copies).numpy(), np.tile(labels, k), np.tile(index, k), recipe.aux_size,
-                                seed=1, name=f"DigitSum-Synth from training-pool digits and {k - 1} distorted copies")
-    return DeviceData.from_numpy(aux, device)
+    return datamod.compose_synth(torch.cat(copies).numpy(), np.tile(labels, k), np.tile(index, k), recipe.aux_size,
+                                 seed=1, name=f"DigitSum-Synth from training-pool digits and {k - 1} distorted copies")
 
 
 def pretrain_splits(stage: Recipe) -> datamod.Splits:

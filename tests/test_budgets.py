@@ -110,7 +110,7 @@ def test_tta_shifts_fill_with_black_and_never_wrap_around():
 
 
 def test_labelled_synthetic_set_is_separate_from_the_training_images():
-    recipe = replace(train.apply_budget(get_recipe("ours_digitsum"), "smoke"), aux_size=256)
+    recipe = replace(train.apply_budget(get_recipe("ours_digitsum"), "smoke"), aux_size=256, aux_distort=0)
     assert recipe.aux_batch > 0
     aux = train.load_aux(recipe, torch.device("cpu"))
     assert len(aux) == 256 and aux.digits is not None
@@ -121,6 +121,34 @@ def test_labelled_synthetic_set_is_separate_from_the_training_images():
     test_pool = set(data.load_synth("synth", "test", 256, 0).instances.ravel())
     assert not test_pool & set(made.instances.ravel())
     assert train.load_aux(replace(recipe, aux_batch=0), torch.device("cpu")) is None
+
+
+def test_distorted_labelled_set_draws_only_on_the_training_pool_and_is_reproducible():
+    recipe = replace(train.apply_budget(get_recipe("ours_digitsum"), "smoke"), aux_size=512)
+    assert recipe.aux_distort == 4
+    aux, again = train.aux_set(recipe), train.aux_set(recipe)
+    assert len(aux) == 512 and np.array_equal(aux.images, again.images) and np.array_equal(aux.digits, again.digits)
+    assert not np.array_equal(aux.images, train.aux_set(replace(recipe, aux_distort=0)).images)
+    train_pool = data.pool_digits("train")[2]
+    assert set(aux.instances.ravel()) <= set(train_pool)  # source indices of the digits, distorted or not
+    assert not set(aux.instances.ravel()) & set(data.pool_digits("test")[2])
+    source_labels = data.mnist_digits()[1]
+    assert np.array_equal(source_labels[aux.instances], aux.digits)  # each copy keeps its digit's label
+
+
+def test_distorted_digits_resample_the_digit_and_do_nothing_at_zero_strength():
+    digits = torch.from_numpy(data.pool_digits("train")[0][:64])
+    same = train.distort_digits(digits, torch.Generator().manual_seed(0), rotation=0, shear=0, zoom=0, elastic=0,
+                                stroke=0)
+    assert same.dtype == torch.uint8 and torch.equal(same, torch.where(digits < 8, 0, digits))
+    a = train.distort_digits(digits, torch.Generator().manual_seed(0))
+    b = train.distort_digits(digits, torch.Generator().manual_seed(0))
+    c = train.distort_digits(digits, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    moved = (a.float() - digits.float()).abs().mean((1, 2)) / digits.float().mean((1, 2))
+    assert (moved > 0.05).all()  # every digit is reshaped
+    ink = a.float().sum((1, 2)) / digits.float().sum((1, 2))
+    assert ((ink > 0.4) & (ink < 2)).all()  # mild: no digit vanishes or blots out (measured 0.58-1.64)
 
 
 def test_aux_images_enter_the_loss(monkeypatch):

@@ -38,6 +38,7 @@ def from_checkpoints(gate_run, tmp_path) -> Path:
 
 
 def assert_gate_fails(ok: bool, table: str) -> None:
+    print(table)  # with -s: what each sabotage scored
     assert not ok, table
     row = next(line for line in table.splitlines() if line.strip().startswith("ours_digitsum"))
     assert "FAIL" in row, table  # the table names the regressed recipe
