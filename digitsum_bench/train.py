@@ -578,18 +578,25 @@ def aux_set(recipe: Recipe) -> datamod.DigitSumData | None:
     A different seed from the benchmark's data (seed 0) makes different compositions, so the
     training images' own digit labels are never used, and the test pool never is. With
     `aux_distort` k, it is composed from each training-pool digit and k `distort_digits` copies
-    of it (torch seed 1, on the CPU; made afresh each run, in a few seconds).
+    of it (torch seed 1, on the CPU).
     """
     if not recipe.aux_batch:
         return None
     if not recipe.aux_distort:
         return datamod.load_synth("synth", "train", recipe.aux_size, seed=1)
+    return _distorted_aux_set(recipe.aux_size, recipe.aux_distort)
+
+
+@functools.lru_cache(maxsize=1)
+def _distorted_aux_set(size: int, distort: int) -> datamod.DigitSumData:
+    """`aux_set` with `distort` copies: about 5 s on a CPU, so made once per process and shared by
+    every seed of a run (the same on 1 and 2 threads: nothing in it depends on the seed)."""
     digits, labels, index = datamod.pool_digits("train")
     generator = torch.Generator().manual_seed(1)
     copies = [torch.from_numpy(digits)]
-    copies += [distort_digits(copies[0], generator) for _ in range(recipe.aux_distort)]
-    k = recipe.aux_distort + 1
-    return datamod.compose_synth(torch.cat(copies).numpy(), np.tile(labels, k), np.tile(index, k), recipe.aux_size,
+    copies += [distort_digits(copies[0], generator) for _ in range(distort)]
+    k = distort + 1
+    return datamod.compose_synth(torch.cat(copies).numpy(), np.tile(labels, k), np.tile(index, k), size,
                                  seed=1, name=f"DigitSum-Synth from training-pool digits and {k - 1} distorted copies")
 
 

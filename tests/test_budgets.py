@@ -126,7 +126,11 @@ def test_labelled_synthetic_set_is_separate_from_the_training_images():
 def test_distorted_labelled_set_draws_only_on_the_training_pool_and_is_reproducible():
     recipe = replace(train.apply_budget(get_recipe("ours_digitsum"), "smoke"), aux_size=512)
     assert recipe.aux_distort == 4
-    aux, again = train.aux_set(recipe), train.aux_set(recipe)
+    aux = train.aux_set(recipe)
+    assert train.aux_set(recipe) is aux  # made once per process, shared by every seed of a run
+    train._distorted_aux_set.cache_clear()
+    again = train.aux_set(recipe)  # made anew: the same images
+    assert again is not aux
     assert len(aux) == 512 and np.array_equal(aux.images, again.images) and np.array_equal(aux.digits, again.digits)
     assert not np.array_equal(aux.images, train.aux_set(replace(recipe, aux_distort=0)).images)
     train_pool = data.pool_digits("train")[2]
