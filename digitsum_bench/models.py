@@ -286,6 +286,18 @@ def sum_of_digits_004() -> nn.Module:
     return SumOfDigitsPredictor()
 
 
+class Ensemble(nn.Module):
+    """The members of a digits4 recipe (`Recipe.members`) scored as one model: the mean of their digit
+    log-probabilities (B,4,10), i.e. the normalised geometric mean of their digit distributions."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).float().log_softmax(-1) for m in self.members]).mean(0)
+
+
 def digitsum_net() -> nn.Module:
     """Our compact digit-reading network, its digit classifier an MLP (hidden 128, dropout 0.5)."""
     return DigitSumNet(dropout=0.5, hidden=128)

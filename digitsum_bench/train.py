@@ -59,16 +59,17 @@ class Budget:
     max_train: int | None  # cap on training images
     max_val: int | None  # cap on validation images
     test_size: int  # images of the shared test split (a prefix of the full 10,000)
+    max_members: int | None = None  # cap on an ensemble recipe's members (Recipe.members)
 
 
 BUDGETS = {
-    # each report's own epochs, batch size and data size; the full 10,000-image test split
+    # each report's own epochs, batch size and data size, every ensemble member; the full 10,000-image test split
     "full": Budget("full", None, None, None, 10_000),
-    # all of the data, at most 2 epochs: minutes per small recipe on 2 CPU cores, and they learn
-    "quick": Budget("quick", 2, None, None, 10_000),
-    # the CI accuracy gate's budget: one epoch, 2,000 validation images, the full test split
-    "ci": Budget("ci", 1, None, 2_000, 10_000),
-    # seconds per recipe on a CPU: checks that everything runs, measures nothing useful
+    # all of the data, at most 2 epochs, one model: minutes per small recipe on 2 CPU cores, and they learn
+    "quick": Budget("quick", 2, None, None, 10_000, max_members=1),
+    # the CI accuracy gate's budget: one epoch, 2,000 validation images, the full test split, one model
+    "ci": Budget("ci", 1, None, 2_000, 10_000, max_members=1),
+    # seconds per recipe on a CPU: checks that everything runs (ensembles too), measures nothing useful
     "smoke": Budget("smoke", 1, 64, 32, 64),
 }
 # Budgets whose accuracies mean nothing: reported apart from the leaderboard, never ranked.
@@ -90,6 +91,7 @@ def apply_budget(recipe: Recipe, budget: str) -> Recipe:
         train_size=cap(recipe.train_size, b.max_train),
         val_size=cap(recipe.val_size, b.max_val),
         aux_size=cap(recipe.aux_size, b.max_train),
+        members=cap(recipe.members, b.max_members),
         pretrain=apply_budget(recipe.pretrain, budget) if recipe.pretrain else None,
     )
 
@@ -659,6 +661,42 @@ def run_one(name: str, seed: int, budget: str = "smoke", data: str = "synth", re
     return record
 
 
+def member_seed(seed: int, k: int) -> int:
+    """Ensemble member k's training seed: the run's own seed for member 0, so that a one-member budget
+    trains exactly member 0; an independent seed in 0..MAX_SEED for each other member."""
+    return seed if k == 0 else int(np.random.SeedSequence([seed, k, 4]).generate_state(1)[0]) & MAX_SEED
+
+
+def fit_members(recipe: Recipe, splits: datamod.Splits, train: DeviceData, val: DeviceData, test: DeviceData | None,
+                seed: int, device: torch.device, ckpt_dir: Path, weights: str | None,
+                progress: bool) -> tuple[nn.Module, str, dict]:
+    """Build and `fit` each of the recipe's members: the scored model (their `models.Ensemble` when there
+    are several), its weight status, and the summary `fit` gives (member 0's history; the seconds and
+    images/s of all members).
+
+    Member k > 0 trains with `member_seed(seed, k)` in `ckpt_dir/member{k}`, so an interrupted ensemble
+    resumes at the member and epoch it reached. With several members the summary also lists each
+    member's seed and its own test metrics, so that a record shows what the ensemble adds.
+    """
+    aux = load_aux(recipe, device)
+    fitted, status = [], "none"
+    for k in range(recipe.members):
+        s, d = member_seed(seed, k), ckpt_dir if k == 0 else ckpt_dir / f"member{k}"
+        if recipe.members > 1 and progress:
+            tqdm.write(f"{recipe.name} seed {seed}: member {k + 1} of {recipe.members} (training seed {s})")
+        model, status = build_model(recipe, splits, s, device, d, weights, progress)
+        fitted.append(fit(recipe, model, train, val, s, device, d, progress, aux))
+    if len(fitted) == 1:
+        return fitted[0][0], status, fitted[0][1]
+    summaries = [summary for _, summary in fitted]
+    members = [{"seed": member_seed(seed, k), "val_exact": summary["history"][-1]["val_exact"],
+                "test": None if test is None else {m: evaluate(model, test, recipe, device)[m] for m in metrics.SUMMARY_KEYS}}
+               for k, (model, summary) in enumerate(fitted)]
+    summary = {**summaries[0], "train_seconds": sum(x["train_seconds"] for x in summaries),
+               "images_per_s": len(summaries) / sum(1 / x["images_per_s"] for x in summaries), "members": members}
+    return models.Ensemble([model for model, _ in fitted]), status, summary
+
+
 def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, results: Path, device_name: str,
                       force: bool, deterministic: bool, weights: str | None, seeds_requested: list[int],
                       progress: bool) -> dict:
@@ -669,11 +707,12 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, resul
         for f in ckpt_dir.rglob("*.pt"):
             f.unlink()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    model, status = build_model(recipe, splits, key.seed, device, ckpt_dir, weights, progress)
-    params_m, gflops = models.count_params(model) / 1e6, models.gflops_per_image(copy.deepcopy(model).cpu().float())
     train, val = _device_splits(recipe, splits, device)
-    selected, summary = fit(recipe, model, train, val, key.seed, device, ckpt_dir, progress, load_aux(recipe, device))
     test = DeviceData.from_numpy(splits.test, device) if splits.test is not None else None
+    selected, status, summary = fit_members(recipe, splits, train, val, test, key.seed, device, ckpt_dir, weights,
+                                            progress)
+    params_m = models.count_params(selected) / 1e6
+    gflops = models.gflops_per_image(copy.deepcopy(selected).cpu().float())
     scores = {"val": evaluate(selected, val, recipe, device),
               "test": evaluate(selected, test, recipe, device) if test is not None else None}
     _save_atomic({"recipe": recipe.name, "config": recipe_config(recipe), "model": selected.state_dict()},
@@ -689,6 +728,7 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, resul
         "config": recipe_config(recipe),
         "claimed": [asdict(c) for c in recipe.claimed],
         "metrics": scores, "history": summary["history"],
+        **({"members": summary["members"]} if "members" in summary else {}),
     }
     write_json_atomic(key.record_path(results), record)
     return record
@@ -717,7 +757,8 @@ def load_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Module, 
     except BenchError as e:
         raise BenchError(f"{named_by}: {e}") from None
     try:
-        model = recipe.model()
+        members = (ck.get("config") or {}).get("members", 1)  # an ensemble's final.pt (Recipe.members)
+        model = models.Ensemble([recipe.model() for _ in range(members)]) if members > 1 else recipe.model()
         model.load_state_dict(ck["model"])
     except Exception as e:  # noqa: BLE001 - any mismatch is reported the same way
         raise BenchError(f"{path}: not a digitsum-bench checkpoint of {name} "
@@ -750,8 +791,8 @@ def estimate_seconds(recipe: Recipe, device: torch.device, test_size: int = 0, s
     Times `steps` training steps at the recipe's batch size (after one warm-up step) and one
     forward pass over a 512-image batch, then counts what the run does: every training step of
     every epoch (and of a pre-training stage), a validation pass per epoch, and the final
-    validation and test passes with test-time augmentation. Data generation is not counted
-    (cached after the first run).
+    validation and test passes with test-time augmentation, all of it once per ensemble member.
+    Data generation is not counted (cached after the first run).
     """
     model = recipe.model().to(device, memory_format=memory_format())
     opt = make_optimizer(recipe, model, device)
@@ -768,8 +809,10 @@ def estimate_seconds(recipe: Recipe, device: torch.device, test_size: int = 0, s
     train_steps = recipe.epochs * -(-recipe.train_size // n)
     per_epoch = recipe.val_size if recipe.selection != "last" else min(recipe.val_size, HISTORY_VAL)
     scored = recipe.epochs * per_epoch + views * (recipe.val_size + test_size)
+    if recipe.members > 1:
+        scored += views * test_size  # each member is also scored alone on the test split
     stage1 = estimate_seconds(recipe.pretrain, device, 0, steps) if recipe.pretrain else 0.0
-    return per_step * train_steps + per_image * scored + stage1
+    return recipe.members * (per_step * train_steps + per_image * scored + stage1)
 
 
 def _forward_seconds(model: nn.Module, recipe: Recipe, device: torch.device, n: int = 256) -> float:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 from record_factory import make_record, write_record
 
-from digitsum_bench import data, launch, report, train
+from digitsum_bench import data, launch, report, store, train
+from digitsum_bench.errors import BenchError
 from digitsum_bench.recipes import get_recipe
 from digitsum_bench.store import read_estimates
 
@@ -173,3 +175,70 @@ def test_aux_images_enter_the_loss(monkeypatch):
     seen.clear()
     without = one_epoch(None)
     assert seen == [8, 8] and with_aux != without
+
+
+class TinyDigits(nn.Module):
+    """Four digit slots from a few hundred parameters: a digits4 head for ensemble runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.BatchNorm2d(8),
+                                      nn.AdaptiveAvgPool2d((1, 4)), nn.Flatten(1))
+        self.classify = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.classify(self.features(x).view(len(x), 8, 4).transpose(1, 2))
+
+
+def digit_variant(variant, name: str, members: int) -> str:
+    return variant(name, model=TinyDigits, head="digits4", loss="sum_nll", decode="most_likely_sum",
+                   members=members, selection="last")
+
+
+def test_budgets_cap_ensemble_members():
+    ours = get_recipe("ours_digitsum")
+    assert ours.members == 5
+    assert train.apply_budget(ours, "full").members == train.apply_budget(ours, "smoke").members == 5
+    assert train.apply_budget(ours, "quick").members == train.apply_budget(ours, "ci").members == 1
+    with pytest.raises(BenchError, match="members must be 1, or more with a digits4 head"):
+        replace(get_recipe("r003_convnet4"), members=2)
+
+
+def test_an_ensemble_is_scored_as_the_mean_of_its_members_log_probabilities(variant, tmp_path):
+    ensemble, single = digit_variant(variant, "tiny_ensemble", 2), digit_variant(variant, "tiny_single", 1)
+    rec = train.run_one(ensemble, 0, budget="full", results=tmp_path, device="cpu", progress=False)
+    one = train.run_one(single, 0, budget="full", results=tmp_path, device="cpu", progress=False)
+    assert [m["seed"] for m in rec["members"]] == [0, train.member_seed(0, 1)] and train.member_seed(0, 1) != 0
+    assert rec["members"][0]["test"] == {k: one["metrics"]["test"][k] for k in rec["members"][0]["test"]}  # member 0 is seed 0's run
+    assert rec["members"][0]["test"] != rec["members"][1]["test"]
+    assert rec["gflops"] == pytest.approx(2 * one["gflops"]) and rec["params_m"] == pytest.approx(2 * one["params_m"])
+
+    cpu = torch.device("cpu")
+    model, recipe = train.load_checkpoint(store.RunKey(ensemble, 0, "full", rec["dataset_id"]).checkpoint_dir(tmp_path)
+                                          / "final.pt", cpu)
+    assert len(model.members) == 2
+    x = torch.randn(3, 1, 40, 168)
+    model.eval()
+    assert torch.allclose(model(x), (model.members[0](x).log_softmax(-1) + model.members[1](x).log_softmax(-1)) / 2)
+    test = train.DeviceData.from_numpy(train.load_data(recipe, "full", "synth").test, cpu)
+    assert train.evaluate(model, test, recipe, cpu)["exact"] == pytest.approx(rec["metrics"]["test"]["exact"], abs=2e-3)
+
+
+def test_an_interrupted_ensemble_resumes_at_the_member_it_reached(variant, tmp_path, monkeypatch):
+    name = digit_variant(variant, "tiny_ensemble", 2)
+    real_fit, real_epoch = train.fit, train.train_one_epoch
+
+    def stop_at_member_1(recipe, model, split, val, seed, *a, **k):
+        if seed != 0:
+            raise KeyboardInterrupt
+        return real_fit(recipe, model, split, val, seed, *a, **k)
+
+    monkeypatch.setattr(train, "fit", stop_at_member_1)
+    with pytest.raises(KeyboardInterrupt):
+        train.run_one(name, 0, budget="full", results=tmp_path, device="cpu", progress=False)
+    monkeypatch.setattr(train, "fit", real_fit)
+    trained = []  # (seed, epoch) of every epoch the second attempt trains
+    monkeypatch.setattr(train, "train_one_epoch", lambda *a, **k: trained.append(a[6:8]) or real_epoch(*a, **k))
+    rec = train.run_one(name, 0, budget="full", results=tmp_path, device="cpu", progress=False)
+    assert trained == [(train.member_seed(0, 1), epoch) for epoch in (1, 2, 3)]  # member 0 was finished: not retrained
+    assert len(rec["members"]) == 2
