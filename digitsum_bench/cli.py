@@ -149,7 +149,7 @@ def _cmd_gate(a: argparse.Namespace) -> None:
     ok, table = run_gate(a.baseline, a.results, update=a.update, retrain=not a.no_retrain)
     print(table)
     if not ok:
-        raise BenchError(f"accuracy regression against {a.baseline} (see the table above)")
+        raise BenchError(f"gate failed against {a.baseline} (see the table above)")
 
 
 def _seed(text: str) -> int:
@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_recipes_from(p)
     p.set_defaults(fn=_cmd_status)
 
-    p = verbs.add_parser("gate", help="CI accuracy gate: retrain the baseline recipes under --budget ci and compare")
+    p = verbs.add_parser("gate", help="CI gate: retrain the baseline recipes under --budget ci, score the baseline "
+                                      "checkpoints again, compare")
     p.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="baseline JSON (default: results/baselines/ci.json)")
     p.add_argument("--results", type=Path, default=Path("results/ci-gate"), help="where the gate's runs go")
     p.add_argument("--update", action="store_true", help="write the current numbers as the new baseline")

@@ -65,7 +65,9 @@ class Recipe:
     aux_label_smoothing: float = 0.0  # label smoothing of those digits' cross-entropy
     aux_distort: int = 0  # that set composed from each training-pool digit and this many distorted copies
     decode: Literal["sum_of_digits", "most_likely_sum"] = "sum_of_digits"  # digits4 head -> predicted sum
-    members: int = 1  # models trained independently (member 0 with the run's seed) and scored as one: the mean of their digit log-probabilities (digits4 heads); budgets cap it (train.BUDGETS)
+    # models trained independently (member 0 with the run's seed) and scored as one, the mean of their digit
+    # log-probabilities (digits4 heads; models.Ensemble); budgets cap it (train.BUDGETS)
+    members: int = 1
     pretrain: Recipe | None = None  # a first stage whose `features` module this recipe's model reuses
     claimed: tuple[Claim, ...] = ()  # the report's numbers, on the course data
     assumptions: tuple[str, ...] = ()  # choices made where the report was silent

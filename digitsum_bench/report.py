@@ -588,21 +588,26 @@ def _write_atomic(path: Path, data: bytes) -> None:
 # ----------------------------------------------------------------------------------------
 
 
-def check_gate(records: pd.DataFrame, baseline: dict) -> tuple[bool, str]:
+def check_gate(records: pd.DataFrame, baseline: dict, label: str = "gate") -> tuple[bool, str]:
     """Compare fresh CI records with a baseline; returns (passed, a table to print).
 
     A recipe fails when its mean test exact accuracy over the baseline's seeds is below the
-    baseline's by more than `tolerance`, or when a baseline seed has no record.
+    baseline's by more than `tolerance`, when a baseline seed has no record, or (where the
+    baseline has `loss_tolerance`) when its final training loss, the same seeds on the same data,
+    differs from the baseline's by more than that either way: the training computation changed
+    (augmentation, learning rate, loss, data), whether or not one epoch's accuracy can show it.
     """
     budget, dataset_id, tolerance, recipes = _baseline_fields(baseline)
     current = _current(records)
     runs = current[(current["budget"] == budget) & (current["dataset_id"] == dataset_id)]
-    table = pd.DataFrame([_gate_row(runs[runs["recipe"] == name], name, ref, tolerance) for name, ref in recipes.items()])
+    loss_tolerance = baseline.get("loss_tolerance")
+    table = pd.DataFrame([_gate_row(runs[runs["recipe"] == name], name, ref, tolerance, loss_tolerance)
+                          for name, ref in recipes.items()])
     failed = table[table["verdict"] != "ok"]
     verdict = (
-        f"gate passed: {len(table)} recipe(s) within {tolerance * 100:.1f} points of the baseline"
+        f"{label} passed: {len(table)} recipe(s) within {tolerance * 100:.1f} points of the baseline"
         if failed.empty
-        else "gate FAILED: " + "; ".join(f"{r.recipe} ({r.verdict.removeprefix('FAIL: ')})" for r in failed.itertuples())
+        else f"{label} FAILED: " + "; ".join(f"{r.recipe} ({r.verdict.removeprefix('FAIL: ')})" for r in failed.itertuples())
     )
     text = (
         f"CI accuracy gate · budget {budget} · dataset {dataset_id} · tolerance {tolerance * 100:.1f} points\n"
@@ -625,19 +630,28 @@ def _baseline_fields(baseline: dict) -> tuple[str, str, float, dict]:
     return baseline["budget"], baseline["dataset_id"], float(baseline["tolerance"]), baseline["recipes"]
 
 
-def _gate_row(runs: pd.DataFrame, name: str, ref: dict, tolerance: float) -> dict:
+def final_train_loss(runs: pd.DataFrame) -> float:
+    """The mean over runs of each run's last-epoch training loss (from its history)."""
+    return float(np.mean([h[-1]["train_loss"] for h in runs["history"]])) if len(runs) else math.nan
+
+
+def _gate_row(runs: pd.DataFrame, name: str, ref: dict, tolerance: float, loss_tolerance: float | None = None) -> dict:
     """One row of the gate table: baseline vs now on the baseline's seeds, and its verdict."""
     seeds = [int(s) for s in ref["seeds"]]
     have = runs[runs["seed"].isin(seeds)]
     missing = sorted(set(seeds) - set(have["seed"]))
     now = {k: math.nan if missing else have[k].mean() for k in ("test_exact", "test_within_one", "test_mse")}
     exact = now["test_exact"]
+    loss = math.nan if missing else final_train_loss(have)
+    checks_loss = loss_tolerance is not None and "train_loss" in ref
     if missing:
         verdict = f"FAIL: no record for seed {', '.join(map(str, missing))}"
     elif math.isnan(exact):
         verdict = "FAIL: no test metrics"
     elif exact < ref["test_exact"] - tolerance - EPS:
         verdict = f"FAIL: more than {tolerance * 100:.1f} points below"
+    elif checks_loss and abs(loss - ref["train_loss"]) > loss_tolerance + EPS:
+        verdict = f"FAIL: training loss moved by more than {loss_tolerance:g}"
     else:
         verdict = "ok"
     return {
@@ -650,6 +664,7 @@ def _gate_row(runs: pd.DataFrame, name: str, ref: dict, tolerance: float) -> dic
         "now within-one %": now["test_within_one"] * 100,
         "baseline MSE": ref.get("test_mse", math.nan),
         "now MSE": now["test_mse"],
+        **({"baseline train loss": f"{ref['train_loss']:.4f}", "now train loss": f"{loss:.4f}"} if checks_loss else {}),
         "verdict": verdict,
     }
 
@@ -678,6 +693,7 @@ def make_baseline(records: pd.DataFrame, recipes: list[str], tolerance: float, b
             "test_exact": float(mine["test_exact"].mean()),
             "test_within_one": float(mine["test_within_one"].mean()),
             "test_mse": float(mine["test_mse"].mean()),
+            "train_loss": final_train_loss(mine),
         }
     code_version = str(max(runs["code_version"], key=Version))
     return {"budget": budget, "dataset_id": datasets[0], "tolerance": tolerance, "code_version": code_version,

@@ -689,9 +689,11 @@ def fit_members(recipe: Recipe, splits: datamod.Splits, train: DeviceData, val: 
     if len(fitted) == 1:
         return fitted[0][0], status, fitted[0][1]
     summaries = [summary for _, summary in fitted]
+    def scored_alone(model: nn.Module) -> dict | None:
+        return None if test is None else {m: evaluate(model, test, recipe, device)[m] for m in metrics.SUMMARY_KEYS}
+
     members = [{"seed": member_seed(seed, k), "val_exact": summary["history"][-1]["val_exact"],
-                "test": None if test is None else {m: evaluate(model, test, recipe, device)[m] for m in metrics.SUMMARY_KEYS}}
-               for k, (model, summary) in enumerate(fitted)]
+                "test": scored_alone(model)} for k, (model, summary) in enumerate(fitted)]
     summary = {**summaries[0], "train_seconds": sum(x["train_seconds"] for x in summaries),
                "images_per_s": len(summaries) / sum(1 / x["images_per_s"] for x in summaries), "members": members}
     return models.Ensemble([model for model, _ in fitted]), status, summary

@@ -249,6 +249,19 @@ def test_gate_fails_below_tolerance(ci_records):
     assert re.search(rf"{A}\s+0,1\s+41.00\s+38.00\s+-3.00 .* FAIL: more than 2.0 points below", text)
 
 
+def test_gate_fails_when_the_training_loss_moves_either_way(ci_records):
+    """The same seeds' final training loss (1.0 in these records) must stay within loss_tolerance of the baseline's."""
+    def gate(loss):
+        return report.check_gate(ci_records, baseline({A: {"seeds": [0, 1], "test_exact": 0.38, "train_loss": loss}})
+                                 | {"loss_tolerance": 0.01})
+    assert gate(1.009)[0] and gate(0.991)[0]
+    for moved in (1.02, 0.98):  # augmentation off lowers it, a smaller learning rate raises it
+        ok, text = gate(moved)
+        assert not ok and f"gate FAILED: {A} (training loss moved by more than 0.01)" in text
+    ok, text = report.check_gate(ci_records, baseline({A: {"seeds": [0, 1], "test_exact": 0.38, "train_loss": 9.0}}))
+    assert ok and "train loss" not in text  # a baseline without loss_tolerance checks accuracy only
+
+
 def test_gate_fails_on_missing_seed_or_recipe(ci_records):
     ok, text = report.check_gate(ci_records, baseline({A: {"seeds": [0, 1, 2], "test_exact": 0.30},
                                                        B: {"seeds": [0], "test_exact": 0.30}}))  # fmt: skip
@@ -266,6 +279,7 @@ def test_make_baseline_round_trip(ci_records):
     assert (made["budget"], made["dataset_id"], made["tolerance"]) == ("ci", DATASET_ID, 0.03)
     assert made["recipes"][A]["seeds"] == [0, 1]
     assert made["recipes"][A]["test_exact"] == pytest.approx(0.38)
+    assert made["recipes"][A]["train_loss"] == pytest.approx(1.0)  # the last epoch's, as the factory writes it
     assert report.check_gate(ci_records, json.loads(json.dumps(made)))[0]
     with pytest.raises(BenchError, match=f"recipe {B} has no ci record"):
         report.make_baseline(ci_records, [A, B], 0.03)
