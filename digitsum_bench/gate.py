@@ -86,9 +86,10 @@ def train_runs(recipes: list[str], seeds: list[int], results: Path, n_threads: i
 
 
 def run_gate(baseline_path: Path, results: Path, update: bool = False, retrain: bool = True) -> tuple[bool, str]:
-    """Retrain the baseline's recipes (CPU, ci budget, 2 threads) into `results` and compare.
+    """Retrain the baseline's recipes (CPU, ci budget, 2 threads) into `results`, compare their accuracy
+    and training loss (`report.check_gate`), and score the committed baseline checkpoints again (`rescore`).
 
-    With `update`, measure instead (`measure_baseline`) and write a new baseline file.
+    With `update`, measure instead (`measure_baseline`) and write a new baseline file and checkpoints.
     """
     folder = Path(results) / f"threads{THREADS[0]}"
     if update:
