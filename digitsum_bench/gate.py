@@ -109,14 +109,20 @@ def run_gate(baseline_path: Path, results: Path, update: bool = False, retrain: 
 
 
 def _checkpoint(checkpoints: Path, name: str, seed: int) -> Path:
+    """A baseline run's committed last.pt."""
     return checkpoints / name / f"seed{seed}" / "last.pt"
+
+
+def _run_last(baseline: dict, name: str, seed: int, results: Path) -> Path:
+    """Where the runner keeps (and resumes from) the last.pt of a baseline run in `results`."""
+    return RunKey(name, seed, baseline["budget"], baseline["dataset_id"]).checkpoint_dir(results) / "last.pt"
 
 
 def keep_checkpoints(baseline: dict, folder: Path, checkpoints: Path) -> None:
     """Copy the baseline runs' last.pt (in `folder`) to `checkpoints`, for `rescore`."""
     for name, ref in baseline["recipes"].items():
         for seed in ref["seeds"]:
-            src = RunKey(name, seed, baseline["budget"], baseline["dataset_id"]).checkpoint_dir(folder) / "last.pt"
+            src = _run_last(baseline, name, seed, folder)
             dst = _checkpoint(checkpoints, name, seed)
             dst.parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(dst) as f:
@@ -139,7 +145,7 @@ def rescore(baseline: dict, checkpoints: Path, results: Path) -> tuple[bool, str
             if not src.is_file():
                 raise BenchError(f"{src}: no checkpoint of the baseline run; "
                                  "make one with `digitsum-bench gate --update`")
-            dst = RunKey(name, seed, baseline["budget"], baseline["dataset_id"]).checkpoint_dir(results) / "last.pt"
+            dst = _run_last(baseline, name, seed, results)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             with threads(THREADS[0]):
@@ -147,7 +153,7 @@ def rescore(baseline: dict, checkpoints: Path, results: Path) -> tuple[bool, str
                                  progress=False)
             scores.append(record["metrics"]["test"]["exact"])
         now = sum(scores) / len(scores)
-        moved = abs(now - ref["test_exact"]) > RESCORE_TOLERANCE + 1e-9
+        moved = abs(now - ref["test_exact"]) > RESCORE_TOLERANCE + report.EPS
         passed = passed and not moved
         rows.append(f"{name:<16} {ref['test_exact'] * 100:>16.2f} {now * 100:>11.2f}  "
                     + (f"FAIL: moved by more than {RESCORE_TOLERANCE * 100:.1f} points" if moved else "ok"))
@@ -213,7 +219,7 @@ def _rms(values: list[float]) -> float:
 def _by_seed(records, name: str, what: str) -> dict[int, float]:
     """`what` ("test_exact" or "train_loss", the last epoch's) of each MEASURE_SEEDS ci record of `name`."""
     runs = records[(records["recipe"] == name) & (records["budget"] == "ci")]
-    values = runs["test_exact"] if what == "test_exact" else [h[-1]["train_loss"] for h in runs["history"]]
+    values = runs["test_exact"] if what == "test_exact" else report.last_train_losses(runs)
     found = {int(s): float(v) for s, v in zip(runs["seed"], values)}
     missing = set(MEASURE_SEEDS) - set(found)
     if missing:

@@ -630,9 +630,14 @@ def _baseline_fields(baseline: dict) -> tuple[str, str, float, dict]:
     return baseline["budget"], baseline["dataset_id"], float(baseline["tolerance"]), baseline["recipes"]
 
 
+def last_train_losses(runs: pd.DataFrame) -> list[float]:
+    """Each run's last-epoch training loss (from its history), in the rows' order."""
+    return [float(h[-1]["train_loss"]) for h in runs["history"]]
+
+
 def final_train_loss(runs: pd.DataFrame) -> float:
-    """The mean over runs of each run's last-epoch training loss (from its history)."""
-    return float(np.mean([h[-1]["train_loss"] for h in runs["history"]])) if len(runs) else math.nan
+    """The mean over runs of each run's last-epoch training loss."""
+    return float(np.mean(last_train_losses(runs))) if len(runs) else math.nan
 
 
 def _gate_row(runs: pd.DataFrame, name: str, ref: dict, tolerance: float, loss_tolerance: float | None = None) -> dict:

@@ -38,7 +38,6 @@ import datetime as dt
 import math
 import time
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -339,8 +338,9 @@ def estimate_seconds(recipe: Recipe, device: torch.device, n_seeds: int, test_si
     batches = recipe.epochs * (math.ceil(recipe.train_size / n) + math.ceil(recipe.val_size / n) / 3)
     stage1 = n_seeds * train.estimate_seconds(recipe.pretrain, device, 0, steps) if recipe.pretrain else 0.0
     scored = n_seeds * train._forward_seconds(models[0], recipe, device) * (len(train.TTA_SHIFTS) if recipe.tta else 1) * test_size
-    rest = 0.0  # an ensemble's members after the first train seed by seed, after the stack (train.fit_members)
+    # an ensemble's members after the first train seed by seed, after the stack (train.fit_members):
+    # their share of each seed's whole run, which train.estimate_seconds counts per member
+    rest = 0.0
     if recipe.members > 1:
-        rest = n_seeds * (train.estimate_seconds(recipe, device, test_size, steps)
-                          - train.estimate_seconds(replace(recipe, members=1), device, test_size, steps))
+        rest = n_seeds * train.estimate_seconds(recipe, device, test_size, steps) * (recipe.members - 1) / recipe.members
     return per_step * batches + stage1 + scored + rest

@@ -679,21 +679,22 @@ def fit_members(recipe: Recipe, splits: datamod.Splits, train: DeviceData, val: 
     member's seed and its own test metrics, so that a record shows what the ensemble adds.
     """
     aux = load_aux(recipe, device)
+    seeds = [member_seed(seed, k) for k in range(recipe.members)]
     fitted, status = [], "none"
-    for k in range(recipe.members):
-        s, d = member_seed(seed, k), ckpt_dir if k == 0 else ckpt_dir / f"member{k}"
-        if recipe.members > 1 and progress:
-            tqdm.write(f"{recipe.name} seed {seed}: member {k + 1} of {recipe.members} (training seed {s})")
+    for k, s in enumerate(seeds):
+        d = ckpt_dir if k == 0 else ckpt_dir / f"member{k}"
+        if len(seeds) > 1 and progress:
+            tqdm.write(f"{recipe.name} seed {seed}: member {k + 1} of {len(seeds)} (training seed {s})")
         model, status = build_model(recipe, splits, s, device, d, weights, progress)
         fitted.append(fit(recipe, model, train, val, s, device, d, progress, aux))
     if len(fitted) == 1:
         return fitted[0][0], status, fitted[0][1]
+    members = []
+    for s, (model, summary) in zip(seeds, fitted):
+        alone = None if test is None else evaluate(model, test, recipe, device)
+        members.append({"seed": s, "val_exact": summary["history"][-1]["val_exact"],
+                        "test": None if alone is None else {m: alone[m] for m in metrics.SUMMARY_KEYS}})
     summaries = [summary for _, summary in fitted]
-    def scored_alone(model: nn.Module) -> dict | None:
-        return None if test is None else {m: evaluate(model, test, recipe, device)[m] for m in metrics.SUMMARY_KEYS}
-
-    members = [{"seed": member_seed(seed, k), "val_exact": summary["history"][-1]["val_exact"],
-                "test": scored_alone(model)} for k, (model, summary) in enumerate(fitted)]
     summary = {**summaries[0], "train_seconds": sum(x["train_seconds"] for x in summaries),
                "images_per_s": len(summaries) / sum(1 / x["images_per_s"] for x in summaries), "members": members}
     return models.Ensemble([model for model, _ in fitted]), status, summary
