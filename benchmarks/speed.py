@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from digitsum_bench import models, train
+from digitsum_bench import data as datamod
+from digitsum_bench import train
 from digitsum_bench.recipes import Recipe
 
 # Dense bf16 tensor-core peak (FLOP/s) for model FLOP utilisation.
@@ -18,15 +19,15 @@ BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 def runner_images_per_s(recipe: Recipe, device: torch.device, steps: int, compile: bool = False) -> float:
     """Images/s of the suite's training step (train.train_one_epoch) for `steps` batches, after a warm-up."""
-    model = models.create(recipe)[0].to(device)
+    model = recipe.create_model()[0].to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if compile:
         model = torch.compile(model)
     opt = train.make_optimizer(recipe, model, device)
-    split = train.random_split(recipe.batch_size * steps, device)
+    split = datamod.random_split(recipe.batch_size * steps, device)
     one = replace(recipe, epochs=1)
-    train.train_one_epoch(model, opt, None, None, train.random_split(recipe.batch_size * 3, device), one, 0, 0, device)
+    train.train_one_epoch(model, opt, None, None, datamod.random_split(recipe.batch_size * 3, device), one, 0, 0, device)
     _sync(device)
     t0 = time.perf_counter()
     train.train_one_epoch(model, opt, None, None, split, one, 0, 1, device)
@@ -38,7 +39,7 @@ def plain_images_per_s(model: nn.Module, device: torch.device, steps: int, batch
     """Images/s of a training loop as the reports wrote it: DataLoader over a TensorDataset, fp32, Adam, MSE."""
     model = model.to(device).train()
     n = batch_size * (steps + 3)
-    split = train.random_split(n, "cpu")
+    split = datamod.random_split(n, "cpu")
     ds = TensorDataset(split.images.float().div(255).unsqueeze(1), split.sums.float())
     loader = DataLoader(ds, batch_size=batch_size, shuffle=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from digitsum_bench import train
+from digitsum_bench import budgets, runner, train
+from digitsum_bench import data as datamod
+from digitsum_bench.estimate import estimate_seconds
 from digitsum_bench.recipes import get_recipe
 
 RECIPES = ["ours_digitsum", "r003_convnet4", "r002_attention_cnn", "r004_multilabel_transfer", "r003_resnet18_scratch"]
@@ -28,7 +30,7 @@ FACTOR = 1.5
 
 def short(recipe, budget):
     """The recipe at `budget` on 24 training batches, 512 validation and 1,024 test images."""
-    quick = train.apply_budget(recipe, budget)
+    quick = budgets.apply_budget(recipe, budget)
     cut = dict(train_size=24 * quick.batch_size, val_size=512, aux_size=min(quick.aux_size, 4096))
     pre = replace(quick.pretrain, **{k: v for k, v in cut.items() if k != "aux_size"}) if quick.pretrain else None
     return replace(quick, **cut, pretrain=pre)
@@ -39,16 +41,16 @@ def short(recipe, budget):
 def test_estimate_within_factor_of_a_measured_run(name, budget, device):
     recipe = short(get_recipe(name), budget)
     test_size = 1024
-    splits = train.load_data(recipe, budget, "synth")
+    splits = runner.load_data(recipe, budget, "synth")
     splits = replace(splits, test=splits.test.subset(slice(0, test_size)))
-    estimate = train.estimate_seconds(recipe, device, test_size)
+    estimate = estimate_seconds(recipe, device, test_size)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        model, _ = train.build_model(recipe, splits, 0, device, Path(tmp), None, progress=False)
-        tr, val = train._device_splits(recipe, splits, device)
-        selected, _ = train.fit(recipe, model, tr, val, 0, device, Path(tmp), False, train.load_aux(recipe, device))
+        model, _ = runner.build_model(recipe, 0, device, Path(tmp), None, progress=False)
+        tr, val = runner.device_splits(recipe, splits, device)
+        selected, _ = train.fit(recipe, model, tr, val, 0, device, Path(tmp), False, runner.load_aux(recipe, device))
         train.evaluate(selected, val, recipe, device)
-        train.evaluate(selected, train.DeviceData.from_numpy(splits.test, device), recipe, device)
+        train.evaluate(selected, datamod.DeviceData.from_numpy(splits.test, device), recipe, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         measured = time.perf_counter() - t0

@@ -9,7 +9,8 @@ import pytest
 import torch
 from speed import runner_images_per_s
 
-from digitsum_bench import models, train
+from digitsum_bench import data as datamod
+from digitsum_bench import train
 from digitsum_bench.recipes import get_recipe
 
 RECIPES = ["r002_attention_cnn", "r002_resnet50"]
@@ -26,8 +27,8 @@ def test_train_step_throughput(benchmark, name, device, steps):
 @pytest.mark.parametrize("name", RECIPES)
 def test_evaluation_throughput(benchmark, name, device):
     recipe = get_recipe(name)
-    model = models.create(recipe)[0].to(device)
-    split = train.random_split(2048 if device.type == "cuda" else 128, device)
+    model = recipe.create_model()[0].to(device)
+    split = datamod.random_split(2048 if device.type == "cuda" else 128, device)
 
     def run():
         out = train.predict(model, split.images, recipe, device)

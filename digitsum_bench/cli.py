@@ -7,10 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+from .budgets import BUDGET_NAMES
 from .errors import BenchError
 
 DEFAULT_RESULTS = Path("results")
 DEFAULT_BASELINE = Path("results/baselines/ci.json")
+CHECKPOINT_HELP = "final.pt (or best.pt) from results/checkpoints/"
 # The leaderboard committed with the code, which a run into another folder is compared with.
 COMMITTED_RESULTS = Path(__file__).resolve().parent.parent / "results"
 GFLOPS_NOTE = ("GFLOPs: forward FLOPs per 40x168 image, 2 FLOPs per multiply-add. torchvision's tables list "
@@ -53,22 +55,24 @@ def _cmd_list(a: argparse.Namespace) -> None:
 
 
 def _cmd_run(a: argparse.Namespace) -> None:
-    from .launch import launch
+    from .launch import launch, slurm_settings
     from .recipes import list_recipes
+    from .runner import RunOptions
 
     names = list_recipes() if a.all else a.recipe
     if not names:
         raise BenchError("run: name recipes with --recipe NAME ... or use --all (see `digitsum-bench list`)")
     seeds = a.seeds or [0]
+    options = RunOptions(budget=a.budget, data=a.data, results=a.results, device=a.device, force=a.force,
+                         deterministic=a.deterministic, weights=a.weights)
     if a.plan or a.time_limit or a.stack_seeds:
-        a.seeds = seeds
-        failures = _run_planned(a, names)
+        failures = _run_planned(a, names, seeds, options)
         if a.plan:
             return
     else:
-        failures = launch(names, seeds, budget=a.budget, data=a.data, results=a.results, device=a.device,
-                          force=a.force, deterministic=a.deterministic, weights=a.weights, launcher=a.launcher,
-                          jobs=a.jobs, slurm=a, cpu_limit=a.cpu_limit)
+        slurm = slurm_settings(a.slurm_config, partition=a.partition, time=a.time, gpus=a.gpus, cpus=a.cpus,
+                               mem_gb=a.mem_gb, parallel=a.parallel, wait=a.wait, cluster=a.cluster)
+        failures = launch(names, seeds, options, launcher=a.launcher, jobs=a.jobs, slurm=slurm, cpu_limit=a.cpu_limit)
     if not a.no_report:
         from .report import comparison_table, write_report
 
@@ -83,7 +87,7 @@ def _cmd_run(a: argparse.Namespace) -> None:
         raise BenchError(f"{failures} run(s) failed; see `digitsum-bench status --results {a.results}`")
 
 
-def _run_planned(a: argparse.Namespace, names: list[str]) -> int:
+def _run_planned(a: argparse.Namespace, names: list[str], seeds: list[int], options) -> int:
     """`run` with --plan, --time-limit or --stack-seeds: the planned runner of plan.py, in this process."""
     from .plan import parse_duration, run_planned
 
@@ -91,9 +95,7 @@ def _run_planned(a: argparse.Namespace, names: list[str]) -> int:
         raise BenchError(f"--plan, --time-limit and --stack-seeds run in this process, not with --launcher {a.launcher} "
                          "(inside a SLURM task, give the task's time as --time-limit)")
     limit = parse_duration(a.time_limit) if a.time_limit else None
-    return run_planned(names, a.seeds, a.budget, a.data, a.results, device=a.device, force=a.force,
-                       deterministic=a.deterministic, weights=a.weights, stack=a.stack_seeds, time_limit=limit,
-                       plan_only=a.plan)
+    return run_planned(names, seeds, options, stack=a.stack_seeds, time_limit=limit, plan_only=a.plan)
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
@@ -103,7 +105,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
     if a.save_predictions and not a.model:
         raise BenchError("evaluate: --save-predictions goes with --model")
     if a.checkpoint:
-        from .train import evaluate_file
+        from .runner import evaluate_file
 
         result = evaluate_file(a.checkpoint, a.data, a.device)
         print(f"{result['recipe']} on {a.data}")
@@ -144,8 +146,14 @@ def _cmd_status(a: argparse.Namespace) -> None:
 
 
 def _cmd_gate(a: argparse.Namespace) -> None:
-    from .gate import run_gate
+    from .devices import cpu_model
+    from .gate import add_machine, run_gate
 
+    if a.add_machine:
+        baseline = add_machine(a.baseline, a.results, retrain=not a.no_retrain)
+        print(f"{a.baseline}: measured on {cpu_model()} too; tolerance {baseline['tolerance']:.3f}, "
+              f"loss tolerance {baseline['loss_tolerance']:.4f}")
+        return
     ok, table = run_gate(a.baseline, a.results, update=a.update, retrain=not a.no_retrain)
     print(table)
     if not ok:
@@ -153,7 +161,7 @@ def _cmd_gate(a: argparse.Namespace) -> None:
 
 
 def _seed(text: str) -> int:
-    """A seed as argparse reads it; its range is checked with the run (train.check_seeds), as a one-line error."""
+    """A seed as argparse reads it; its range is checked with the run (runner.check_seeds), as a one-line error."""
     try:
         return int(text)
     except ValueError:
@@ -164,7 +172,7 @@ def _add_run_selection(p: argparse.ArgumentParser, data_default: str | None = "s
     # "extend": users repeat flags (--seeds 0 --seeds 1), and both forms mean the same
     p.add_argument("--seeds", type=_seed, nargs="+", action="extend", default=None, metavar="S",
                    help="training seeds, 0..2147483647 (default: 0)")
-    p.add_argument("--budget", choices=["full", "quick", "ci", "smoke"], default="full",
+    p.add_argument("--budget", choices=BUDGET_NAMES, default="full",
                    help="full: each report's own epochs and data (default); quick: at most 2 epochs, minutes per "
                         "small recipe on a CPU; ci: the CI gate's 1 epoch; smoke: seconds, checks only")
     p.add_argument("--data", default=data_default,
@@ -174,7 +182,7 @@ def _add_run_selection(p: argparse.ArgumentParser, data_default: str | None = "s
 
 
 def add_slurm_options(p: argparse.ArgumentParser) -> None:
-    """The SLURM options of `run` (command-line values override the --slurm-config file; defaults in launch.SLURM_DEFAULTS)."""
+    """The SLURM options of `run` (command-line values override the --slurm-config file; defaults in launch.SlurmOptions)."""
     g = p.add_argument_group("slurm launcher (submitit)")
     g.add_argument("--slurm-config", type=Path, default=None,
                    help="TOML file with partition, time (minutes), gpus, cpus, mem_gb, parallel")
@@ -186,6 +194,10 @@ def add_slurm_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--parallel", type=int, default=None, help="array tasks running at once (default: 16)")
     g.add_argument("--wait", action="store_true", help="wait for the SLURM jobs to end and report failures")
     g.add_argument("--cluster", default=None, help=argparse.SUPPRESS)  # submitit cluster override ("local" in tests)
+
+
+def _add_device(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help=help)
 
 
 def _add_recipes_from(p: argparse.ArgumentParser) -> None:
@@ -228,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every recipe in the registry")
     which.add_argument("--recipe", nargs="+", action="extend", metavar="NAME", help="recipes to run (repeatable)")
     _add_run_selection(p)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    _add_device(p, "auto: a CUDA GPU when there is one, else the CPU")
     p.add_argument("--force", action="store_true", help="recompute finished runs")
     p.add_argument("--deterministic", action="store_true", help="bitwise-reproducible GPU runs (slower)")
     p.add_argument("--weights", default=None,
@@ -252,20 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("evaluate", help="score a checkpoint, a predictions CSV or an exported model on any dataset")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--checkpoint", type=Path, help="final.pt (or best.pt) from results/checkpoints/")
+    what.add_argument("--checkpoint", type=Path, help=CHECKPOINT_HELP)
     what.add_argument("--predictions", type=Path,
                       help="CSV: index,sum per image (optional expected_sum, or p0..p36, for mse_raw)")
     what.add_argument("--model", type=Path,
                       help="a torch.export program (.pt2) or TorchScript file with digitsum.json metadata")
     p.add_argument("--data", required=True, help="a folder of course files or an .npz")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="for --checkpoint")
     p.add_argument("--save-predictions", type=Path, default=None, metavar="CSV",
                    help="with --model: also write its predictions in the --predictions format")
+    _add_device(p, "for --checkpoint")
     _add_recipes_from(p)
     p.set_defaults(fn=_cmd_evaluate)
 
     p = verbs.add_parser("export", help="write a checkpoint as a torch.export program (or TorchScript) for evaluate --model")
-    p.add_argument("--checkpoint", type=Path, required=True, help="final.pt (or best.pt) from results/checkpoints/")
+    p.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT_HELP)
     p.add_argument("--out", type=Path, required=True, help="output file, e.g. model.pt2")
     p.add_argument("--format", choices=["export", "torchscript"], default="export",
                    help="export: torch.export program (default); torchscript: a traced TorchScript file")
@@ -288,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE, help="baseline JSON (default: results/baselines/ci.json)")
     p.add_argument("--results", type=Path, default=Path("results/ci-gate"), help="where the gate's runs go")
     p.add_argument("--update", action="store_true", help="write the current numbers as the new baseline")
+    p.add_argument("--add-machine", action="store_true",
+                   help="measure the baseline's seeds on this CPU too, and widen the tolerances to cover it")
     p.add_argument("--no-retrain", action="store_true", help="compare the records already in --results")
     p.set_defaults(fn=_cmd_gate)
     return parser

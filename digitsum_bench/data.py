@@ -27,6 +27,7 @@ machine (a test pins their hashes), and `make_synth("test", 1000)` is the first 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .errors import BenchError
 from .store import atomic_write
@@ -644,6 +647,12 @@ def load_splits(data: str, kind: str, train_size: int, val_size: int, test_size:
     return Splits(train, val, None, _course_id(full, data_seed), f"course files {full.name}, 80/20 split seed {data_seed}")
 
 
+@lru_cache(maxsize=4)
+def cached_splits(data: str, kind: str, train_size: int, val_size: int, test_size: int) -> Splits:
+    """`load_splits` of data seed 0 (the same data for every training seed), kept for the process's next run."""
+    return load_splits(data, kind, train_size, val_size, test_size, data_seed=0)
+
+
 def dataset_id(data: str, data_seed: int = 0, source=None) -> str:
     """The dataset id `load_splits` gives runs on `data` ("synth" or course files), without making the splits."""
     return _synth_id(data_seed, source) if data == "synth" else _course_id(load_path(data), data_seed)
@@ -659,3 +668,114 @@ def _course_id(full: DigitSumData, data_seed: int) -> str:
 
 def _short_hash(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()[:8]
+
+
+# ----------------------------------------------------------------------------------------
+# Labelled synthetic sets: new handwriting, a recipe's labelled set, pre-training data
+# ----------------------------------------------------------------------------------------
+
+
+def distort_digits(digits: torch.Tensor, generator: torch.Generator, rotation: float = 12.0, shear: float = 0.2,
+                   zoom: float = 0.1, elastic: float = 2.0, stroke: float = 0.5) -> torch.Tensor:
+    """A new handwriting of each MNIST digit (N,28,28) uint8, by one resample: rotation up to `rotation`
+    degrees, shear up to `shear`, scale 1 +- `zoom` (the width a further 1 +- zoom/2), a smooth elastic
+    field (Gaussian of sigma 4 px, largest displacement `elastic` px; Simard et al. 2003); then the
+    stroke thickened or thinned by up to `stroke` of a 3x3 dilation or erosion."""
+    x = digits[:, None].float() / 255
+    n = len(x)
+    r = torch.rand(n, 5, generator=generator) * 2 - 1
+    angle = r[:, 0] * rotation * math.pi / 180
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zoom_y = 1 + zoom * r[:, 2]
+    zoom_x = zoom_y * (1 + zoom / 2 * r[:, 3])
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = cos / zoom_x, (shear * r[:, 1] - sin) / zoom_x
+    theta[:, 1, 0], theta[:, 1, 1] = sin / zoom_y, cos / zoom_y
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if elastic:
+        field = torch.rand(n * 2, 1, 28, 28, generator=generator) * 2 - 1
+        taps = torch.exp(-torch.arange(-12, 13.0) ** 2 / (2 * 4.0 ** 2))
+        taps = taps / taps.sum()
+        field = F.conv2d(F.pad(field, (12, 12, 0, 0), mode="reflect"), taps.view(1, 1, 1, -1))
+        field = F.conv2d(F.pad(field, (0, 0, 12, 12), mode="reflect"), taps.view(1, 1, -1, 1)).view(n, 2, 28, 28)
+        field = field / field.flatten(1).abs().amax(1).clamp(min=1e-6).view(n, 1, 1, 1)
+        grid = grid + elastic * (2 / 28) * field.permute(0, 2, 3, 1)  # px -> grid units
+    y = F.grid_sample(x, grid, align_corners=False)
+    if stroke:
+        t = stroke * r[:, 4].view(n, 1, 1, 1)
+        thicker, thinner = F.max_pool2d(y, 3, 1, 1), -F.max_pool2d(-y, 3, 1, 1)
+        y = torch.where(t > 0, y + t * (thicker - y), y - t * (thinner - y))
+    y = (y.clamp(0, 1) * 255).round().to(torch.uint8)[:, 0]
+    y[y < 8] = 0  # interpolation dust would widen the ink box the composer crops to
+    return y
+
+
+def labelled_set(size: int, distort: int = 0) -> DigitSumData:
+    """A recipe's labelled synthetic set (`Recipe.aux_set`): DigitSum-Synth from the training digit pool,
+    data seed 1.
+
+    A different seed from the benchmark's data (seed 0) makes different compositions, so the
+    training images' own digit labels are never used, and the test pool never is. With
+    `distort` k, it is composed from each training-pool digit and k `distort_digits` copies
+    of it (torch seed 1, on the CPU).
+    """
+    if not distort:
+        return load_synth("synth", "train", size, seed=1)
+    return _distorted_set(size, distort)
+
+
+@lru_cache(maxsize=1)
+def _distorted_set(size: int, distort: int) -> DigitSumData:
+    """`labelled_set` with `distort` copies: about 5 s on a CPU, so made once per process and shared by
+    every seed of a run (the same on 1 and 2 threads: nothing in it depends on the seed)."""
+    digits, labels, index = pool_digits("train")
+    generator = torch.Generator().manual_seed(1)
+    copies = [torch.from_numpy(digits)]
+    copies += [distort_digits(copies[0], generator) for _ in range(distort)]
+    k = distort + 1
+    return compose_synth(torch.cat(copies).numpy(), np.tile(labels, k), np.tile(index, k), size,
+                         seed=1, name=f"DigitSum-Synth from training-pool digits and {k - 1} distorted copies")
+
+
+def pretrain_splits(train_size: int, val_size: int, data_seed: int) -> Splits:
+    """A pre-training stage's own data: DigitSum-Synth train/val of its `data_seed`, from the train/val
+    digit pool (never the test pool), whatever --data names: report 004 pre-trained "on a separate dataset"."""
+    train = load_synth("synth", "train", train_size, data_seed)
+    val = load_synth("synth", "val", val_size, data_seed)
+    return Splits(train, val, None, f"stage-{data_seed}", f"DigitSum-Synth, data seed {data_seed}")
+
+
+# ----------------------------------------------------------------------------------------
+# Data on the device
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """One split as device tensors: images uint8 (N,40,168), sums (N,), digits (N,4) or None.
+
+    Training slices its batches out of these (no per-sample DataLoader)."""
+
+    images: torch.Tensor
+    sums: torch.Tensor
+    digits: torch.Tensor | None
+
+    @classmethod
+    def from_numpy(cls, d: DigitSumData, device: torch.device) -> DeviceData:
+        digits = None if d.digits is None else torch.from_numpy(d.digits).to(device)
+        return cls(torch.from_numpy(d.images).to(device), torch.from_numpy(d.sums).to(device), digits)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def head(self, n: int) -> DeviceData:
+        """The first `n` images."""
+        return DeviceData(self.images[:n], self.sums[:n], None if self.digits is None else self.digits[:n])
+
+
+def random_split(n: int, device: torch.device | str, seed: int = 0) -> DeviceData:
+    """n random images with digits and their sums, on the device: for timing, where content does not matter."""
+    g = torch.Generator().manual_seed(seed)  # its own generator: timing must not move the global RNG
+    digits = torch.randint(0, 10, (n, 4), generator=g)
+    images = torch.randint(0, 256, (n, HEIGHT, WIDTH), generator=g, dtype=torch.uint8)
+    return DeviceData(images.to(device), digits.sum(1).to(device), digits.to(device))

@@ -1,4 +1,4 @@
-"""The one exception type that reaches users as a one-line message."""
+"""The exceptions that reach users: a one-line error, and the time limit's clean stop."""
 
 
 class BenchError(Exception):
@@ -6,3 +6,7 @@ class BenchError(Exception):
 
     The CLI prints ``error: <message>`` on one line and exits with status 2.
     """
+
+
+class TimeLimitReached(KeyboardInterrupt):
+    """The time limit ran out: an interruption like Ctrl-C, so nothing is marked failed and the run resumes."""

@@ -1,5 +1,8 @@
 """The CI accuracy gate: retrain recipes that learn in minutes on a CPU and compare with baselines.
 
+Owns the gate: its baselines (measuring, writing, reading them), retraining and re-scoring
+the gate runs, and the comparison of fresh records with a baseline (`check_gate`).
+
 The gate recipes run under the `ci` budget (one epoch of the full training set) and must
 reach at least 80% test exact, so that a drop means something. Three checks, each with a
 measured tolerance:
@@ -32,12 +35,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+import pandas as pd
 import torch
+from packaging.version import Version
 
-from . import report
+from .devices import cpu_model
 from .errors import BenchError
+from .leaderboard import current, load_records
+from .runner import RunOptions, run_one
 from .store import RunKey, atomic_write, write_json_atomic
-from .train import run_one
 
 GATE_RECIPES = ("ours_digitsum",)  # recipes that reach >= 80% test exact at the ci budget on 2 CPU cores
 GATE_SEEDS = (0,)  # what CI retrains
@@ -47,10 +54,16 @@ MIN_ACCURACY = 0.80  # a gate baseline below this could not tell a regression fr
 MIN_TOLERANCE = 0.005  # half a point: below it, the gate would fail on rounding alone
 MIN_LOSS_TOLERANCE = 0.002  # of the final training loss
 TOLERANCE_FACTOR = 3  # the tolerance is this many standard deviations of a same-seed difference across threads
+RULE = (f"tolerance = max({MIN_TOLERANCE}, {TOLERANCE_FACTOR} x the root mean square of the same-seed differences "
+        f"from the baseline machine's {THREADS[0]}-thread runs, across thread counts and across machines (`machines`), "
+        f"i.e. {TOLERANCE_FACTOR} standard deviations of the difference between a rerun and the baseline); seed_std "
+        f"is the spread over seeds, for comparison; loss_tolerance likewise from the final training losses, at "
+        f"least {MIN_LOSS_TOLERANCE}")
 # Re-scoring one checkpoint moved test exact by 0 images of 10,000 between 1 and 2 threads and by
 # 2 between bf16 and float32 inference; 10 images leave room for other CPUs.
 RESCORE_TOLERANCE = 0.001
 CHECKPOINTS = "ci-checkpoints"  # beside the baseline file: the baseline runs' last.pt, re-scored by every gate
+EPS = 1e-9  # float slack in the comparisons: 0.41 - 0.03 must accept 0.38
 
 
 def read_baseline(path: Path) -> dict:
@@ -81,13 +94,12 @@ def train_runs(recipes: list[str], seeds: list[int], results: Path, n_threads: i
     with threads(n_threads):
         for name in recipes:
             for seed in seeds:
-                run_one(name, seed, budget="ci", data="synth", results=results, device="cpu", force=force,
-                        seeds_requested=seeds, progress=False)
+                run_one(name, seed, RunOptions("ci", "synth", results, "cpu", force=force, progress=False), seeds)
 
 
 def run_gate(baseline_path: Path, results: Path, update: bool = False, retrain: bool = True) -> tuple[bool, str]:
     """Retrain the baseline's recipes (CPU, ci budget, 2 threads) into `results`, compare their accuracy
-    and training loss (`report.check_gate`), and score the committed baseline checkpoints again (`rescore`).
+    and training loss (`check_gate`), and score the committed baseline checkpoints again (`rescore`).
 
     With `update`, measure instead (`measure_baseline`) and write a new baseline file and checkpoints.
     """
@@ -101,7 +113,7 @@ def run_gate(baseline_path: Path, results: Path, update: bool = False, retrain: 
     seeds = sorted({s for r in baseline["recipes"].values() for s in r["seeds"]})
     if retrain and not update:
         train_runs(list(baseline["recipes"]), seeds, folder, THREADS[0])
-    ok, table = report.check_gate(report.load_records(folder), baseline, label="retrained runs")
+    ok, table = check_gate(load_records(folder), baseline, label="retrained runs")
     scored_ok, scored = rescore(baseline, Path(baseline_path).parent / CHECKPOINTS, Path(results) / "rescored")
     failed = [part for part, good in (("retrained runs", ok), ("re-scored checkpoints", scored_ok)) if not good]
     verdict = f"gate FAILED: {' and '.join(failed)}" if failed else "gate passed"
@@ -149,11 +161,10 @@ def rescore(baseline: dict, checkpoints: Path, results: Path) -> tuple[bool, str
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             with threads(THREADS[0]):
-                record = run_one(name, seed, budget=baseline["budget"], data="synth", results=results, device="cpu",
-                                 progress=False)
+                record = run_one(name, seed, RunOptions(baseline["budget"], "synth", results, "cpu", progress=False))
             scores.append(record["metrics"]["test"]["exact"])
         now = sum(scores) / len(scores)
-        moved = abs(now - ref["test_exact"]) > RESCORE_TOLERANCE + report.EPS
+        moved = abs(now - ref["test_exact"]) > RESCORE_TOLERANCE + EPS
         passed = passed and not moved
         rows.append(f"{name:<16} {ref['test_exact'] * 100:>16.2f} {now * 100:>11.2f}  "
                     + (f"FAIL: moved by more than {RESCORE_TOLERANCE * 100:.1f} points" if moved else "ok"))
@@ -168,48 +179,211 @@ def measure_baseline(recipes: list[str], results: Path, retrain: bool = True) ->
 
     The baseline numbers are CI's own runs (GATE_SEEDS, THREADS[0]). The tolerance is
     TOLERANCE_FACTOR standard deviations of the same-seed difference between thread counts
-    (the noise a rerun on another machine sees; its root mean square over MEASURE_SEEDS), at
-    least MIN_TOLERANCE. The spread over seeds is written beside it: a regression smaller than
+    (the noise a rerun sees; its root mean square over MEASURE_SEEDS), at least MIN_TOLERANCE
+    (`set_tolerances`). The spread over seeds is written beside it: a regression smaller than
     that could also be an unlucky seed.
     """
     frames = {}
     for n in THREADS:
         if retrain:
             train_runs(recipes, list(MEASURE_SEEDS), results / f"threads{n}", n, force=True)
-        frames[n] = report.load_records(results / f"threads{n}")
-    baseline = report.make_baseline(frames[THREADS[0]], recipes, MIN_TOLERANCE, seeds=list(GATE_SEEDS))
+        frames[n] = load_records(results / f"threads{n}")
+    baseline = make_baseline(frames[THREADS[0]], recipes, MIN_TOLERANCE, seeds=list(GATE_SEEDS))
     measured = {}
     for name in recipes:
         exact = {n: _by_seed(frames[n], name, "test_exact") for n in THREADS}
         loss = {n: _by_seed(frames[n], name, "train_loss") for n in THREADS}
-        deltas = [abs(exact[THREADS[0]][s] - exact[n][s]) for n in THREADS[1:] for s in MEASURE_SEEDS]
-        loss_deltas = [abs(loss[THREADS[0]][s] - loss[n][s]) for n in THREADS[1:] for s in MEASURE_SEEDS]
         seed_values = list(exact[THREADS[0]].values())
         mean = sum(seed_values) / len(seed_values)
         measured[name] = {
             "test_exact_by_threads_and_seed": {str(n): {str(s): v for s, v in exact[n].items()} for n in THREADS},
-            "max_thread_delta": max(deltas),
-            "rms_thread_delta": _rms(deltas),
             "seed_std": math.sqrt(sum((v - mean) ** 2 for v in seed_values) / (len(seed_values) - 1)),
             "train_loss_by_threads_and_seed": {str(n): {str(s): v for s, v in loss[n].items()} for n in THREADS},
-            "rms_thread_delta_train_loss": _rms(loss_deltas),
         }
         if baseline["recipes"][name]["test_exact"] < MIN_ACCURACY:
             raise BenchError(f"gate recipe {name}: {baseline['recipes'][name]['test_exact']:.1%} test exact at the ci "
                              f"budget, below the {MIN_ACCURACY:.0%} a gate baseline needs")
-    sigma = max(m["rms_thread_delta"] for m in measured.values())
-    baseline["tolerance"] = max(MIN_TOLERANCE, math.ceil(TOLERANCE_FACTOR * sigma * 1000) / 1000)
-    loss_sigma = max(m["rms_thread_delta_train_loss"] for m in measured.values())
-    baseline["loss_tolerance"] = max(MIN_LOSS_TOLERANCE, math.ceil(TOLERANCE_FACTOR * loss_sigma * 10_000) / 10_000)
     baseline["measurement"] = {
-        "what": f"test exact of seeds {list(MEASURE_SEEDS)} trained with {' and '.join(map(str, THREADS))} CPU threads",
-        "rule": f"tolerance = max({MIN_TOLERANCE}, {TOLERANCE_FACTOR} x the root mean square of the same-seed "
-                "differences across thread counts, i.e. 3 standard deviations of the difference between a rerun "
-                "and the baseline); seed_std is the spread over seeds, for comparison; loss_tolerance likewise from "
-                f"the final training losses, at least {MIN_LOSS_TOLERANCE}",
+        "what": f"test exact of seeds {list(MEASURE_SEEDS)} trained with {' and '.join(map(str, THREADS))} CPU threads"
+                f" on {cpu_model()}, and (`gate --add-machine`) with {THREADS[0]} threads on other machines",
+        "machine": cpu_model(),
         "recipes": measured,
+        "machines": {},
     }
+    return set_tolerances(baseline)
+
+
+def add_machine(baseline_path: Path, results: Path, retrain: bool = True) -> dict:
+    """`gate --add-machine`: train MEASURE_SEEDS with THREADS[0] threads on this machine, add their numbers to
+    the baseline's measurement under this CPU's name, and widen the tolerances to cover them (`set_tolerances`).
+    Another CPU model computes bf16 with other kernels: its same-seed runs differ from the baseline machine's
+    more than two thread counts do, and CI may run on either."""
+    baseline = read_baseline(baseline_path)
+    folder = Path(results) / "machine"
+    recipes = list(baseline["recipes"])
+    if retrain:
+        train_runs(recipes, list(MEASURE_SEEDS), folder, THREADS[0], force=True)
+    frame = load_records(folder)
+    baseline["measurement"].setdefault("machines", {})[cpu_model()] = {
+        name: {"test_exact_by_seed": {str(s): v for s, v in _by_seed(frame, name, "test_exact").items()},
+               "train_loss_by_seed": {str(s): v for s, v in _by_seed(frame, name, "train_loss").items()}}
+        for name in recipes}
+    set_tolerances(baseline)
+    write_json_atomic(Path(baseline_path), baseline)
     return baseline
+
+
+def _deltas(measurement: dict, name: str, what: str) -> list[float]:
+    """|same-seed difference| from the baseline machine's THREADS[0]-thread runs: its other thread counts' runs,
+    then every other machine's runs. `what` is "test_exact" or "train_loss"."""
+    by_threads = measurement["recipes"][name][f"{what}_by_threads_and_seed"]
+    reference = by_threads[str(THREADS[0])]
+    others = [runs for n, runs in by_threads.items() if n != str(THREADS[0])]
+    others += [machine[name][f"{what}_by_seed"] for machine in measurement.get("machines", {}).values()
+               if name in machine]
+    return [abs(reference[s] - runs[s]) for runs in others for s in reference if s in runs]
+
+
+def set_tolerances(baseline: dict) -> dict:
+    """The accuracy and loss tolerances from the baseline's measurement (its rule); returns the baseline."""
+    measurement = baseline["measurement"]
+    measurement["rule"] = RULE
+    for name, m in measurement["recipes"].items():
+        m["rms_delta"] = _rms(_deltas(measurement, name, "test_exact"))
+        m["rms_delta_train_loss"] = _rms(_deltas(measurement, name, "train_loss"))
+    sigma = max(m["rms_delta"] for m in measurement["recipes"].values())
+    baseline["tolerance"] = max(MIN_TOLERANCE, _round_up(TOLERANCE_FACTOR * sigma, 3))
+    loss_sigma = max(m["rms_delta_train_loss"] for m in measurement["recipes"].values())
+    baseline["loss_tolerance"] = max(MIN_LOSS_TOLERANCE, _round_up(TOLERANCE_FACTOR * loss_sigma, 4))
+    return baseline
+
+
+def _round_up(value: float, digits: int) -> float:
+    """`value` rounded up to `digits` decimals; a value already at that precision stays (0.06 is not 0.0601)."""
+    scale = 10 ** digits
+    return math.ceil(round(value * scale, 6)) / scale
+
+
+# ----------------------------------------------------------------------------------------
+# The comparison: fresh records against a baseline
+# ----------------------------------------------------------------------------------------
+
+
+def check_gate(records: pd.DataFrame, baseline: dict, label: str = "gate") -> tuple[bool, str]:
+    """Compare fresh CI records with a baseline; returns (passed, a table to print).
+
+    A recipe fails when its mean test exact accuracy over the baseline's seeds is below the
+    baseline's by more than `tolerance`, when a baseline seed has no record, or (where the
+    baseline has `loss_tolerance`) when its final training loss, the same seeds on the same data,
+    differs from the baseline's by more than that either way: the training computation changed
+    (augmentation, learning rate, loss, data), whether or not one epoch's accuracy can show it.
+    """
+    budget, dataset_id, tolerance, recipes = _baseline_fields(baseline)
+    newest = current(records)
+    runs = newest[(newest["budget"] == budget) & (newest["dataset_id"] == dataset_id)]
+    loss_tolerance = baseline.get("loss_tolerance")
+    table = pd.DataFrame([_gate_row(runs[runs["recipe"] == name], name, ref, tolerance, loss_tolerance)
+                          for name, ref in recipes.items()])
+    failed = table[table["verdict"] != "ok"]
+    verdict = (
+        f"{label} passed: {len(table)} recipe(s) within {tolerance * 100:.1f} points of the baseline"
+        if failed.empty
+        else f"{label} FAILED: " + "; ".join(f"{r.recipe} ({r.verdict.removeprefix('FAIL: ')})" for r in failed.itertuples())
+    )
+    text = (
+        f"CI accuracy gate · budget {budget} · dataset {dataset_id} · tolerance {tolerance * 100:.1f} points\n"
+        + table.to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep="—")
+        + f"\n{verdict}"
+    )
+    return failed.empty, text
+
+
+def _baseline_fields(baseline: dict) -> tuple[str, str, float, dict]:
+    missing = [k for k in ("budget", "dataset_id", "tolerance", "recipes") if k not in baseline]
+    if missing:
+        raise BenchError(f"gate baseline: missing key(s) {', '.join(missing)}")
+    if not baseline["recipes"]:
+        raise BenchError("gate baseline: lists no recipes")
+    for name, ref in baseline["recipes"].items():
+        lacking = [k for k in ("seeds", "test_exact") if k not in ref]
+        if lacking or not ref.get("seeds"):
+            raise BenchError(f"gate baseline: recipe {name} lacks {', '.join(lacking) or 'seeds'}")
+    return baseline["budget"], baseline["dataset_id"], float(baseline["tolerance"]), baseline["recipes"]
+
+
+def last_train_losses(runs: pd.DataFrame) -> list[float]:
+    """Each run's last-epoch training loss (from its history), in the rows' order."""
+    return [float(h[-1]["train_loss"]) for h in runs["history"]]
+
+
+def final_train_loss(runs: pd.DataFrame) -> float:
+    """The mean over runs of each run's last-epoch training loss."""
+    return float(np.mean(last_train_losses(runs))) if len(runs) else math.nan
+
+
+def _gate_row(runs: pd.DataFrame, name: str, ref: dict, tolerance: float, loss_tolerance: float | None = None) -> dict:
+    """One row of the gate table: baseline vs now on the baseline's seeds, and its verdict."""
+    seeds = [int(s) for s in ref["seeds"]]
+    have = runs[runs["seed"].isin(seeds)]
+    missing = sorted(set(seeds) - set(have["seed"]))
+    now = {k: math.nan if missing else have[k].mean() for k in ("test_exact", "test_within_one", "test_mse")}
+    exact = now["test_exact"]
+    loss = math.nan if missing else final_train_loss(have)
+    checks_loss = loss_tolerance is not None and "train_loss" in ref
+    if missing:
+        verdict = f"FAIL: no record for seed {', '.join(map(str, missing))}"
+    elif math.isnan(exact):
+        verdict = "FAIL: no test metrics"
+    elif exact < ref["test_exact"] - tolerance - EPS:
+        verdict = f"FAIL: more than {tolerance * 100:.1f} points below"
+    elif checks_loss and abs(loss - ref["train_loss"]) > loss_tolerance + EPS:
+        verdict = f"FAIL: training loss moved by more than {loss_tolerance:g}"
+    else:
+        verdict = "ok"
+    return {
+        "recipe": name,
+        "seeds": ",".join(map(str, seeds)),
+        "baseline exact %": ref["test_exact"] * 100,
+        "now exact %": exact * 100,
+        "delta": (exact - ref["test_exact"]) * 100,
+        "baseline within-one %": ref.get("test_within_one", math.nan) * 100,
+        "now within-one %": now["test_within_one"] * 100,
+        "baseline MSE": ref.get("test_mse", math.nan),
+        "now MSE": now["test_mse"],
+        **({"baseline train loss": f"{ref['train_loss']:.4f}", "now train loss": f"{loss:.4f}"} if checks_loss else {}),
+        "verdict": verdict,
+    }
+
+
+def make_baseline(records: pd.DataFrame, recipes: list[str], tolerance: float, budget: str = "ci",
+                  seeds: list[int] | None = None) -> dict:
+    """A gate baseline from the current `budget` records of `recipes` (of `seeds` only, if given)."""
+    if not recipes:
+        raise BenchError("gate baseline: name at least one recipe")
+    if not 0 <= tolerance < 1:
+        raise BenchError(f"gate tolerance {tolerance}: must be a fraction in [0, 1), e.g. 0.03")
+    newest = current(records)
+    runs = newest[(newest["budget"] == budget) & newest["recipe"].isin(recipes)]
+    if seeds is not None:
+        runs = runs[runs["seed"].isin(seeds)]
+    datasets = sorted(set(runs["dataset_id"]))
+    if len(datasets) > 1:
+        raise BenchError(f"gate baseline: {budget} records span datasets {', '.join(datasets)}; keep one")
+    entries = {}
+    for name in recipes:
+        mine = runs[runs["recipe"] == name]
+        if mine.empty or mine["test_exact"].isna().any():
+            raise BenchError(f"gate baseline: recipe {name} has no {budget} record with test metrics; run it first")
+        entries[name] = {
+            "seeds": sorted(int(s) for s in mine["seed"]),
+            "test_exact": float(mine["test_exact"].mean()),
+            "test_within_one": float(mine["test_within_one"].mean()),
+            "test_mse": float(mine["test_mse"].mean()),
+            "train_loss": final_train_loss(mine),
+        }
+    code_version = str(max(runs["code_version"], key=Version))
+    return {"budget": budget, "dataset_id": datasets[0], "tolerance": tolerance, "code_version": code_version,
+            "recipes": entries}  # fmt: skip
 
 
 def _rms(values: list[float]) -> float:
@@ -219,7 +393,7 @@ def _rms(values: list[float]) -> float:
 def _by_seed(records, name: str, what: str) -> dict[int, float]:
     """`what` ("test_exact" or "train_loss", the last epoch's) of each MEASURE_SEEDS ci record of `name`."""
     runs = records[(records["recipe"] == name) & (records["budget"] == "ci")]
-    values = runs["test_exact"] if what == "test_exact" else report.last_train_losses(runs)
+    values = runs["test_exact"] if what == "test_exact" else last_train_losses(runs)
     found = {int(s): float(v) for s, v in zip(runs["seed"], values)}
     missing = set(MEASURE_SEEDS) - set(found)
     if missing:

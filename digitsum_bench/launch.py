@@ -6,49 +6,65 @@ simply launched again: finished runs are skipped, and `report` merges whatever i
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
 import tomllib
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from . import data as datamod
-from . import train
+from . import runner
+from .budgets import CHECK_ONLY, apply_budget, get_budget
+from .devices import device_name, resolve_device
 from .errors import BenchError
+from .estimate import run_seconds
+from .leaderboard import duration
 from .recipes import get_recipe, list_recipes, load_recipes_from, loaded_files
+from .runner import RunOptions, check_seeds, load_data
 from .store import RunKey, finished_record, remove_estimate, run_states, write_estimate
 
-SLURM_DEFAULTS = {"partition": None, "time": 240, "gpus": 1, "cpus": 8, "mem_gb": 32, "parallel": 16}
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """The SLURM job array's settings (`run --launcher slurm`)."""
+
+    partition: str | None = None  # SLURM partition; None: the cluster's default
+    time: int = 240  # minutes per task
+    gpus: int = 1  # per task
+    cpus: int = 8  # per task
+    mem_gb: int = 32  # per task
+    parallel: int = 16  # array tasks running at once
+    wait: bool = False  # wait for the tasks to end and count failures
+    cluster: str | None = None  # submitit's cluster override ("local" in tests)
 
 
-def slurm_settings(a: argparse.Namespace) -> dict:
-    """SLURM settings: defaults, then the config file, then command-line options."""
-    settings = dict(SLURM_DEFAULTS)
-    if getattr(a, "slurm_config", None):
+FILE_KEYS = ("partition", "time", "gpus", "cpus", "mem_gb", "parallel")  # what a --slurm-config file may set
+
+
+def slurm_settings(config: Path | None = None, **overrides) -> SlurmOptions:
+    """SLURM settings: defaults, then the config file, then the given options (None: not given)."""
+    settings = SlurmOptions()
+    if config:
         try:
-            loaded = tomllib.loads(Path(a.slurm_config).read_text())
+            loaded = tomllib.loads(Path(config).read_text())
         except (OSError, tomllib.TOMLDecodeError) as e:
-            raise BenchError(f"{a.slurm_config}: cannot read SLURM config ({e})") from None
-        unknown = set(loaded) - set(settings)
+            raise BenchError(f"{config}: cannot read SLURM config ({e})") from None
+        unknown = set(loaded) - set(FILE_KEYS)
         if unknown:
-            raise BenchError(f"{a.slurm_config}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(settings)}")
-        settings.update(loaded)
-    for key in settings:
-        value = getattr(a, key, None)
-        if value is not None:
-            settings[key] = value
-    return settings
+            raise BenchError(f"{config}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(FILE_KEYS)}")
+        settings = replace(settings, **loaded)
+    known = {f.name for f in fields(SlurmOptions)}
+    return replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
 
 
-def _job(name: str, seed: int, kw: dict) -> str:
+def _job(name: str, seed: int, options: RunOptions, seeds: list[int], recipes_from: list[str]) -> str:
     """One (recipe, seed) run; returns its one-line summary. Module-level so that it pickles."""
-    kw = dict(kw)
-    load_recipes_from(*kw.pop("recipes_from", ()))  # a worker process knows only the built-in recipes
-    record = train.run_one(name, seed, **kw)
+    load_recipes_from(*recipes_from)  # a worker process knows only the built-in recipes
+    record = runner.run_one(name, seed, options, seeds)
     return summary_line(record) if record else f"{name} seed {seed}: skipped (running elsewhere)"
 
 
@@ -69,18 +85,11 @@ def pending(names: list[str], seeds: list[int], budget: str, data: str, results:
     """The (recipe, seed) pairs without a finished record (all of them with `force`)."""
     jobs = []
     for name in names:
-        recipe = train.apply_budget(get_recipe(name), budget)
-        dataset_id = train.load_data(recipe, budget, data).dataset_id  # also checks --data before any work
+        dataset_id = load_data(apply_budget(get_recipe(name), budget), budget, data).dataset_id  # also checks --data
         for seed in seeds:
             if force or finished_record(RunKey(name, seed, budget, dataset_id), results) is None:
                 jobs.append((name, seed))
     return jobs
-
-
-def estimate(name: str, budget: str, device: torch.device) -> float:
-    """Estimated seconds of one (recipe, seed) run under `budget` on `device` (train.estimate_seconds)."""
-    recipe = train.apply_budget(get_recipe(name), budget)
-    return train.estimate_seconds(recipe, device, train.BUDGETS[budget].test_size)
 
 
 def skip_slow_on_cpu(todo: list[tuple[str, int]], budget: str, data: str, results: Path,
@@ -93,57 +102,56 @@ def skip_slow_on_cpu(todo: list[tuple[str, int]], budget: str, data: str, result
     cpu = torch.device("cpu")
     kept = []
     for name in dict.fromkeys(n for n, _ in todo):
-        seconds = estimate(name, budget, cpu)
-        dataset_id = train.load_data(train.apply_budget(get_recipe(name), budget), budget, data).dataset_id
+        seconds = run_seconds(name, budget, cpu)
+        dataset_id = load_data(apply_budget(get_recipe(name), budget), budget, data).dataset_id
         if seconds <= limit_minutes * 60:
             remove_estimate(results, budget, dataset_id, name)
             kept += [(n, s) for n, s in todo if n == name]
             continue
-        write_estimate(results, budget, dataset_id, name, seconds, train.provenance(cpu)["device"])
-        print(f"skip {name}: estimated {train.format_seconds(seconds)} per seed on this CPU, over the "
+        write_estimate(results, budget, dataset_id, name, seconds, device_name(cpu))
+        print(f"skip {name}: estimated {duration(seconds)} per seed on this CPU, over the "
               f"{limit_minutes:g}-minute limit; needs a GPU at the {budget} budget (--cpu-limit 0 runs it anyway)")
     return kept
 
 
-def launch(names: list[str], seeds: list[int], budget: str, data: str, results: Path, device: str = "auto",
-           force: bool = False, deterministic: bool = False, weights: str | None = None, launcher: str = "inline",
-           jobs: int = 2, slurm: argparse.Namespace | None = None, cpu_limit: float = 0) -> int:
+def launch(names: list[str], seeds: list[int], options: RunOptions, launcher: str = "inline", jobs: int = 2,
+           slurm: SlurmOptions = SlurmOptions(), cpu_limit: float = 0) -> int:
     """Run every (recipe, seed) not yet finished; returns the number of failed runs.
 
     On a CPU (inline or local launcher), recipes estimated over `cpu_limit` minutes per run are
     left out with a note (`skip_slow_on_cpu`); 0 runs everything.
     """
     names, seeds = unique(names), unique(seeds)
-    train.check_seeds(seeds)
-    results = Path(results)
-    todo = pending(names, seeds, budget, data, results, force)
+    check_seeds(seeds)
+    results = Path(options.results)
+    todo = pending(names, seeds, options.budget, options.data, results, options.force)
     done = len(names) * len(seeds) - len(todo)
-    print(f"{len(todo)} run(s) to do, {done} already finished ({budget} budget, {launcher} launcher)")
-    if todo and cpu_limit > 0 and budget not in train.CHECK_ONLY and launcher != "slurm" \
-            and train.resolve_device(device).type == "cpu":
-        todo = skip_slow_on_cpu(todo, budget, data, results, cpu_limit)
+    print(f"{len(todo)} run(s) to do, {done} already finished ({options.budget} budget, {launcher} launcher)")
+    if todo and cpu_limit > 0 and options.budget not in CHECK_ONLY and launcher != "slurm" \
+            and resolve_device(options.device).type == "cpu":
+        todo = skip_slow_on_cpu(todo, options.budget, options.data, results, cpu_limit)
     if not todo:
         return 0
-    kw = dict(budget=budget, data=data, results=results, device=device, force=force, deterministic=deterministic,
-              weights=weights, seeds_requested=seeds, recipes_from=loaded_files())
+    job = (options, seeds, loaded_files())
     if launcher == "inline":
-        return _inline(todo, kw)
+        return _inline(todo, job)
     if launcher == "local":
-        return _local(todo, kw, jobs)
+        return _local(todo, job, jobs)
     if launcher == "slurm":
-        return _slurm(todo, kw, slurm or argparse.Namespace())
+        return _slurm(todo, job, slurm)
     raise BenchError(f"unknown launcher {launcher!r}")
 
 
-def _inline(todo: list[tuple[str, int]], kw: dict) -> int:
-    device = train.resolve_device(kw["device"])
-    if kw["budget"] != "smoke":
-        total = sum(estimate(n, kw["budget"], device) for n, _ in todo)
-        print(f"estimated time on {device}: {train.format_seconds(total)} (from a few timed training steps)")
+def _inline(todo: list[tuple[str, int]], job: tuple) -> int:
+    options = job[0]
+    device = resolve_device(options.device)
+    if options.budget not in CHECK_ONLY:
+        total = sum(run_seconds(n, options.budget, device) for n, _ in todo)
+        print(f"estimated time on {device}: {duration(total)} (from a few timed training steps)")
     failures = 0
     for name, seed in tqdm(todo, desc="runs", unit="run"):
         try:
-            tqdm.write(_job(name, seed, kw))
+            tqdm.write(_job(name, seed, *job))
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - one failed run must not stop the others
@@ -161,17 +169,17 @@ def _init_worker(ids: "mp.Queue", n_workers: int) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
 
 
-def _local(todo: list[tuple[str, int]], kw: dict, n_workers: int) -> int:
+def _local(todo: list[tuple[str, int]], job: tuple, n_workers: int) -> int:
     if n_workers < 1:
         raise BenchError("--jobs must be at least 1")
     ctx = mp.get_context("spawn")
     ids = ctx.Manager().Queue()
     for i in range(n_workers):
         ids.put(i)
-    kw = {**kw, "progress": False}
+    job = (replace(job[0], progress=False), *job[1:])
     failures = 0
     with cf.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker, initargs=(ids, n_workers)) as pool:
-        futures = {pool.submit(_job, name, seed, kw): (name, seed) for name, seed in todo}
+        futures = {pool.submit(_job, name, seed, *job): (name, seed) for name, seed in todo}
         for fut in tqdm(cf.as_completed(futures), total=len(futures), desc="runs", unit="run"):
             name, seed = futures[fut]
             try:
@@ -182,29 +190,30 @@ def _local(todo: list[tuple[str, int]], kw: dict, n_workers: int) -> int:
     return failures
 
 
-def _slurm(todo: list[tuple[str, int]], kw: dict, a: argparse.Namespace) -> int:
+def _slurm(todo: list[tuple[str, int]], job: tuple, s: SlurmOptions) -> int:
     import submitit
 
-    s = slurm_settings(a)
-    folder = Path(kw["results"]) / "submitit"
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=getattr(a, "cluster", None))
-    params = dict(name="digitsum-bench", timeout_min=s["time"], cpus_per_task=s["cpus"], mem_gb=s["mem_gb"],
-                  slurm_array_parallelism=s["parallel"])
+    options = replace(job[0], progress=False)
+    folder = Path(options.results) / "submitit"
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=s.cluster)
+    params = dict(name="digitsum-bench", timeout_min=s.time, cpus_per_task=s.cpus, mem_gb=s.mem_gb,
+                  slurm_array_parallelism=s.parallel)
     if executor.cluster == "slurm":
-        params["gpus_per_node"] = s["gpus"]
-        if s["partition"]:
-            params["slurm_partition"] = s["partition"]
+        params["gpus_per_node"] = s.gpus
+        if s.partition:
+            params["slurm_partition"] = s.partition
     executor.update_parameters(**params)
-    kw = {**kw, "progress": False}
-    jobs = executor.map_array(_job, [n for n, _ in todo], [s_ for _, s_ in todo], [kw] * len(todo))
-    print(f"submitted {len(jobs)} task(s) as job {jobs[0].job_id.split('_')[0]}; logs under {folder}")
-    if not getattr(a, "wait", False) and executor.cluster == "slurm":
-        print(f"follow with: digitsum-bench status --results {kw['results']} --budget {kw['budget']}")
+    n = len(todo)
+    tasks = executor.map_array(_job, [name for name, _ in todo], [seed for _, seed in todo], [options] * n,
+                               [job[1]] * n, [job[2]] * n)
+    print(f"submitted {len(tasks)} task(s) as job {tasks[0].job_id.split('_')[0]}; logs under {folder}")
+    if not s.wait and executor.cluster == "slurm":
+        print(f"follow with: digitsum-bench status --results {options.results} --budget {options.budget}")
         return 0
     failures = 0
-    for job, (name, seed) in zip(jobs, todo):
+    for task, (name, seed) in zip(tasks, todo):
         try:
-            print(job.result())
+            print(task.result())
         except Exception as e:  # noqa: BLE001 - submitit wraps the task's exception
             failures += 1
             print(f"{name} seed {seed}: FAILED ({str(e).strip().splitlines()[-1]})")
@@ -220,11 +229,10 @@ def status_rows(results: Path, recipes: list[str] | None, seeds: list[int], budg
     """
     names = unique(recipes or list_recipes())
     seeds = unique(seeds)
-    train.check_seeds(seeds)
+    check_seeds(seeds)
     for name in names:
         get_recipe(name)  # unknown names are an error, not "missing"
-    if budget not in train.BUDGETS:
-        raise BenchError(f"unknown budget {budget!r}; choose from {', '.join(train.BUDGETS)}")
+    get_budget(budget)
     base = Path(results) / "records" / budget
     if data is not None:
         dataset_ids = [datamod.dataset_id(data)]  # also checks the files: a bad --data is an error

@@ -17,8 +17,7 @@ import torch
 from sklearn.metrics import confusion_matrix
 
 from .errors import BenchError
-
-N_SUMS = 37  # sums 0..36
+from .store import N_SUMS
 
 
 def predict_sums(output: torch.Tensor, head: str, decode: str = "sum_of_digits") -> torch.Tensor:

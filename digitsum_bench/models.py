@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import timm
 import torch
@@ -30,9 +30,6 @@ from torchvision.ops import SqueezeExcitation
 
 from .data import COURSE_MEAN, COURSE_STD, HEIGHT, WIDTH
 from .errors import BenchError
-
-if TYPE_CHECKING:
-    from .recipes import Recipe
 
 HEAD_OUTPUTS = {"regression": 1, "sum37": 37, "digits4": 40, "multilabel30": 30}
 
@@ -391,21 +388,23 @@ def load_imagenet(model: nn.Module, path: Path, conv1: str) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def create(recipe: Recipe, weights: str | Path | None = None) -> tuple[nn.Module, str]:
-    """The recipe's model and its weight status: "imagenet", "none" or "unavailable".
+def create(build: Callable[[], nn.Module], pretrained: str = "none", conv1: str = "sum",
+           weights: str | Path | None = None, name: str = "model") -> tuple[nn.Module, str]:
+    """`build()`'s model and its weight status: "imagenet", "none" or "unavailable".
 
-    "unavailable": the recipe wants ImageNet weights but this machine has none, so the model
-    trains from scratch; a warning says so and the status goes into the record.
+    With `pretrained` "imagenet", the ImageNet weights are loaded (`conv1` says how conv1 becomes
+    one-channel). "unavailable": this machine has none, so the model trains from scratch; a
+    warning naming `name` says so and the status goes into the record.
     """
-    model = recipe.model()
-    if recipe.pretrained != "imagenet":
+    model = build()
+    if pretrained != "imagenet":
         return model, "none"
     path = imagenet_file(weights)
     if path is None:
-        warnings.warn(f"recipe {recipe.name}: no ImageNet weights on this machine (pass a file or set "
+        warnings.warn(f"recipe {name}: no ImageNet weights on this machine (pass a file or set "
                       f"DIGITSUM_IMAGENET_WEIGHTS); training from scratch", stacklevel=2)
         return model, "unavailable"
-    load_imagenet(model, path, recipe.conv1)
+    load_imagenet(model, path, conv1)
     return model, "imagenet"
 
 

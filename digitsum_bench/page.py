@@ -1,6 +1,7 @@
 """The leaderboard as one self-contained web page, `results/index.html`.
 
-Built from the same records and leaderboard rows as `leaderboard.md` (report.py), with no
+Owns the page's HTML, styles, script and inline SVG charts. Built from the same leaderboard
+rows and the same cells and claims as `leaderboard.md` (both from leaderboard.py), with no
 network at all: styles and script are inline, the accuracy-vs-GFLOPs plots are embedded as
 PNG data, the detail charts are inline SVG, and the other plots are linked relatively
 (`plots/...`), so the page works from a checkout, a copied folder or any static host.
@@ -22,23 +23,36 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from . import report
-from .metrics import N_SUMS
+from .claims import CLAIM_NAMES, claim_number
+from .leaderboard import (
+    METRIC_COLUMNS,
+    claims_of,
+    current,
+    duration,
+    fmt,
+    joined,
+    latest,
+    measured,
+    measured_cell,
+    metric_columns,
+    vs_best,
+)
+from .plots import PLOTS, plot_file
+from .store import N_SUMS
 
 GROUP = ["budget", "dataset_id", "device"]  # one table
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-CLAIM_NAMES = {"exact": "exact", "within_one": "within-one", "mse": "MSE", "mae": "MAE"}
 HIDDEN_CONFIG = ("name", "method", "report", "assumptions", "claimed")  # shown elsewhere in the detail view
 
 
 def render_page(records: pd.DataFrame, board: pd.DataFrame, plots: dict[str, bytes]) -> str:
     """The whole page as HTML text; `plots` are the report's PNGs by file name (under `plots/`)."""
-    current = report._current(records)
+    runs_now = current(records)
     sections = []
     for number, (key, rows) in enumerate(board.groupby(GROUP, sort=True)):
         budget, dataset_id, device = key
-        runs = current[(current["budget"] == budget) & (current["dataset_id"] == dataset_id)
-                       & current["recipe"].isin(rows["recipe"])]  # fmt: skip
+        runs = runs_now[(runs_now["budget"] == budget) & (runs_now["dataset_id"] == dataset_id)
+                        & runs_now["recipe"].isin(rows["recipe"])]  # fmt: skip
         sections.append(_section(f"t{number}", rows.reset_index(drop=True), runs, plots))
     versions = ", ".join(sorted(set(board["code_version"])))
     return PAGE.format(
@@ -62,10 +76,11 @@ def _section(gid: str, rows: pd.DataFrame, runs: pd.DataFrame, plots: dict[str, 
              f"device {_e(first['device'])}")  # fmt: skip
     splits = sorted(set(rows["split"]))
     note = (f"Ranked on the {splits[0]} split" if len(splits) == 1 else "Ranked on test where measured, else val")
-    note += f"; code version {_e(report._joined(rows['code_version']))}. Click a column header to sort, a recipe to see its details."
-    claims = {r["recipe"]: _latest(runs, r["recipe"])["claimed"] for _, r in rows.iterrows()}
-    header = "".join(f'<th data-type="{kind}" title="{_e(tip)}">{_e(name)}</th>' for name, kind, tip in COLUMNS)
-    body = "\n".join(_row(gid, rank, row, claims[row["recipe"]], rows.iloc[0])
+    note += f"; code version {_e(joined(rows['code_version']))}. Click a column header to sort, a recipe to see its details."
+    metrics = metric_columns(rows)
+    header = "".join(f'<th data-type="{kind}" title="{_e(tip)}">{_e(name)}</th>'
+                     for name, kind, tip in _columns(metrics))  # fmt: skip
+    body = "\n".join(_row(gid, rank, row, rows.iloc[0], metrics)
                      for rank, (_, row) in enumerate(rows.iterrows(), start=1))  # fmt: skip
     details = "\n".join(_detail(gid, row, runs[runs["recipe"] == row["recipe"]]) for _, row in rows.iterrows())
     return f"""<section class="board" id="{gid}">
@@ -82,48 +97,62 @@ def _section(gid: str, rows: pd.DataFrame, runs: pd.DataFrame, plots: dict[str, 
 </section>"""
 
 
-COLUMNS = [  # (header, sort type, tooltip)
+# (header, sort type, tooltip) of the columns before and after the metrics
+FIRST_COLUMNS = [
     ("#", "num", "rank by exact accuracy"),
     ("recipe", "text", "the registry name; click for method, assumptions, config, curves, provenance"),
     ("report", "text", "the course report the method comes from"),
-    ("exact % (95% CI)", "num", "measured here: mean over seeds ± half-width of the 95% confidence interval"),
-    ("claimed exact", "num", "the report's own claim, on the course data: not measured here"),
-    ("vs best", "text", "Welch t-test over seeds against the top row"),
-    ("within-one %", "num", "measured here: |predicted - true| ≤ 1"),
-    ("claimed within-one", "num", "the report's own claim, on the course data"),
-    ("MSE", "num", "measured here, on rounded predictions"),
-    ("claimed MSE", "num", "the report's own claim, on the course data"),
-    ("MAE", "num", "measured here"),
-    ("claimed MAE", "num", "the report's own claim, on the course data"),
+]
+LAST_COLUMNS = [
     ("GFLOPs", "num", "forward GFLOPs per image"),
     ("params (M)", "num", "parameters, millions"),
     ("train time", "num", "seconds per run, mean over seeds"),
     ("seeds done/asked", "num", "finished seeds of the seeds asked for"),
     ("pretrained", "text", "imagenet: ImageNet weights loaded; unavailable: asked for but not found"),
 ]
+MEASURED_TIPS = {
+    "exact": "measured here: mean over seeds ± half-width of the 95% confidence interval",
+    "within_one": "measured here: |predicted - true| ≤ 1",
+    "mse_raw": "measured here, on the unrounded output (the reports' MSE is of this kind)",
+    "mse": "measured here, on rounded predictions",
+    "mae": "measured here",
+}
+CLAIM_TIP = "the report's own claim, on the course data: not measured here"
 
 
-def _row(gid: str, rank: int, row: pd.Series, claimed: list[dict], best: pd.Series) -> str:
-    split = row["split"]
-    mixed_split = f" ({split})" if split != best["split"] else ""
-    by_metric = {c["metric"]: c for c in claimed}
+def _columns(metrics: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """The table's columns as (header, sort type, tooltip); `metrics` from leaderboard.metric_columns."""
+    return FIRST_COLUMNS + [_metric_column(kind, metric) for kind, metric in metrics] + LAST_COLUMNS
+
+
+def _metric_column(kind: str, metric: str) -> tuple[str, str, str]:
+    if kind == "measured":
+        return METRIC_COLUMNS[metric], "num", MEASURED_TIPS[metric]
+    if kind == "claim":
+        return f"claimed {CLAIM_NAMES[metric]}", "num", CLAIM_TIP
+    return "vs best", "text", "Welch t-test over seeds against the top row"
+
+
+def _row(gid: str, rank: int, row: pd.Series, best: pd.Series, metrics: list[tuple[str, str]]) -> str:
+    mixed_split = f" ({row['split']})" if row["split"] != best["split"] else ""
     cells = [
         _cell(rank, str(rank)),
         _cell(row["recipe"], f'<button class="open" data-detail="{_id(gid, row["recipe"])}">{_e(row["recipe"])}</button>',
               raw=True),
         _cell(row["report"], _e(row["report"]), raw=True),
-        _cell(report._score(row)[0], report._exact_cell(row) + mixed_split),
-        _claim_cell(by_metric.get("exact")),
-        _cell(rank, "best" if rank == 1 else report._vs_best(row, best)),
-        _cell(row[f"{split}_within_one_mean"], report._fmt(row[f"{split}_within_one_mean"] * 100, ".1f")),
-        _claim_cell(by_metric.get("within_one")),
-        _cell(row[f"{split}_mse_mean"], report._fmt(row[f"{split}_mse_mean"], ".3f")),
-        _claim_cell(by_metric.get("mse")),
-        _cell(row[f"{split}_mae_mean"], report._fmt(row[f"{split}_mae_mean"], ".3f")),
-        _claim_cell(by_metric.get("mae")),
-        _cell(row["gflops"], report._fmt(row["gflops"], ".3g")),
-        _cell(row["params_m"], report._fmt(row["params_m"], ".3g")),
-        _cell(row["train_seconds"], report._duration(row["train_seconds"])),
+    ]
+    for kind, metric in metrics:
+        if kind == "measured":
+            marked = mixed_split if metric == "exact" else ""
+            cells.append(_cell(measured(row, metric), measured_cell(row, metric) + marked))
+        elif kind == "claim":
+            cells.append(_claim_cell(claims_of(row["claims"], metric)))
+        else:
+            cells.append(_cell(rank, "best" if rank == 1 else vs_best(row, best)))
+    cells += [
+        _cell(row["gflops"], fmt(row["gflops"], ".3g")),
+        _cell(row["params_m"], fmt(row["params_m"], ".3g")),
+        _cell(row["train_seconds"], duration(row["train_seconds"])),
         _cell(row["n_seeds"] / max(row["seeds_requested"], 1), f"{row['n_seeds']}/{row['seeds_requested']}"
               + ("" if row["complete"] else ' <span class="warn">incomplete</span>'), raw=True),
         _cell(row["pretrained"], _e(row["pretrained"]), raw=True),
@@ -140,37 +169,39 @@ def _cell(value, text: str, raw: bool = False) -> str:
     return f'<td data-v="{_e(key)}">{text if raw else _e(text)}</td>'
 
 
-def _claim_cell(claim: dict | None) -> str:
-    if claim is None:
+def _claim_cell(claims: list[dict]) -> str:
+    """The report's claims of one metric, each 'claim: 94.92% (val, course data)' with its note as a
+    tooltip; sorted by the first claimed number; '—' where there is none."""
+    if not claims:
         return '<td data-v="" class="claim">—</td>'
-    value = claim["value"]
-    if value is None:  # words, not a number
-        return f'<td data-v="" class="claim">claim: {_e(claim["note"].split(";")[0])} ({_e(claim["split"])})</td>'
-    shown = f"{value * 100:.4g}%" if claim["metric"] in ("exact", "within_one") else f"{value:.3g}"
-    note = f' title="{_e(claim["note"])}"' if claim["note"] else ""
-    return (f'<td data-v="{value!r}" class="claim"{note}>claim: {shown} '
-            f'<span class="where">({_e(claim["split"])}, course data)</span></td>')
+    numbers = [c["value"] for c in claims if c["value"] is not None]
+    key = repr(numbers[0]) if numbers else ""
+    notes = "; ".join(c["note"] for c in claims if c["note"] and c["value"] is not None)  # words are shown already
+    title = f' title="{_e(notes)}"' if notes else ""
+    shown = "; ".join(f'claim: {_e(claim_number(c))} <span class="where">({_e(c["split"])}, course data)</span>'
+                      for c in claims)  # fmt: skip
+    return f'<td data-v="{_e(key)}" class="claim"{title}>{shown}</td>'
 
 
 def _plots_block(budget: str, dataset_id: str, plots: dict[str, bytes]) -> str:
     """The accuracy-vs-GFLOPs plot embedded; the other plots of the table linked relatively."""
     parts = []
-    main = report.plot_file("accuracy_vs_gflops", budget, dataset_id)
+    main = plot_file("accuracy_vs_gflops", budget, dataset_id)
     if main in plots:
         data = base64.b64encode(plots[main]).decode()
         parts.append(f'<figure><img class="plot" alt="accuracy vs GFLOPs" src="data:image/png;base64,{data}">'
                      f"<figcaption>Exact accuracy vs GFLOPs per image (mean ± sd over seeds).</figcaption></figure>")
-    links = [f'<a href="plots/{_e(report.plot_file(name, budget, dataset_id))}">{_e(name.replace("_", " "))}</a>'
-             for name in report.PLOTS if name != "accuracy_vs_gflops"]  # fmt: skip
+    links = [f'<a href="plots/{_e(plot_file(name, budget, dataset_id))}">{_e(name.replace("_", " "))}</a>'
+             for name in PLOTS if name != "accuracy_vs_gflops"]  # fmt: skip
     parts.append(f'<p class="note">More plots of this table: {" · ".join(links)}</p>')
     return "\n".join(parts)
 
 
 def _detail(gid: str, row: pd.Series, runs: pd.DataFrame) -> str:
-    latest = _latest(runs, row["recipe"])
-    config = latest["config"] if isinstance(latest["config"], dict) else {}
+    config = latest(runs)["config"]
+    config = config if isinstance(config, dict) else {}
     assumptions = config.get("assumptions") or []
-    claims = ", ".join(report._claim_text(c) for c in latest["claimed"]) or "none"
+    claims = row["claimed"] or "none"
     return f"""<details class="detail" id="{_id(gid, row['recipe'])}">
 <summary><code>{_e(row['recipe'])}</code> — {_e(row['method'])}</summary>
 <div class="panes">
@@ -201,17 +232,17 @@ def _config_table(config: dict) -> str:
 
 
 def _provenance_table(runs: pd.DataFrame) -> str:
-    def joined(column: str) -> str:
-        return report._joined(runs[column]) if column in runs else "—"
+    def values(column: str) -> str:
+        return joined(runs[column]) if column in runs else "—"
 
     versions = sorted(c for c in runs.columns if c.startswith("version_"))
     items = [
         ("seeds", ", ".join(str(s) for s in sorted(runs["seed"]))),
-        ("git commit", joined("git_commit") + (" (uncommitted changes)" if runs["git_dirty"].any() else "")),
-        ("code version", joined("code_version")),
-        ("device", joined("device")),
-        ("dataset", joined("dataset")),
-        *[(c.removeprefix("version_"), joined(c)) for c in versions],
+        ("git commit", values("git_commit") + (" (uncommitted changes)" if runs["git_dirty"].any() else "")),
+        ("code version", values("code_version")),
+        ("device", values("device")),
+        ("dataset", values("dataset")),
+        *[(c.removeprefix("version_"), values(c)) for c in versions],
         ("finished", f"{runs['finished'].min():%Y-%m-%d %H:%M} – {runs['finished'].max():%Y-%m-%d %H:%M} UTC"),
     ]
     return '<table class="kv">' + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items) + "</table>"
@@ -297,10 +328,6 @@ def _svg(parts: list[str], label: str) -> str:
 # ----------------------------------------------------------------------------------------
 # Helpers and the page template
 # ----------------------------------------------------------------------------------------
-
-
-def _latest(runs: pd.DataFrame, recipe: str) -> pd.Series:
-    return runs[runs["recipe"] == recipe].sort_values("finished").iloc[-1]
 
 
 def _id(gid: str, recipe: str) -> str:

@@ -1,7 +1,7 @@
 """The plan and the time box of `run`: which runs, in what order, and which fit in the time left.
 
 `run --plan` prints the runs still to do with an estimate of each on this device
-(`train.estimate_seconds`: a few timed training steps) and trains nothing.
+(`estimate.estimate_seconds`: a few timed training steps) and trains nothing.
 
 `run --time-limit 25m` runs that plan smallest first, so that the most runs finish in the
 time, and starts a run only when its estimate fits in the time left. At the limit it stops
@@ -28,15 +28,17 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from . import stacked, train
-from .errors import BenchError
+from . import runner, stacked
+from .budgets import apply_budget, get_budget
+from .checkpoints import checkpoint_epoch
+from .devices import resolve_device
+from .errors import BenchError, TimeLimitReached
+from .estimate import estimate_seconds
 from .launch import pending, summary_line
+from .leaderboard import duration
 from .recipes import get_recipe
+from .runner import RunOptions
 from .store import RunKey
-
-
-class TimeLimitReached(KeyboardInterrupt):
-    """The time limit ran out: an interruption like Ctrl-C, so nothing is marked failed and the run resumes."""
 
 
 @dataclass(frozen=True)
@@ -68,28 +70,29 @@ def margin_seconds(limit: float) -> float:
 
 def _left_fraction(key: RunKey, results: Path, epochs: int) -> float:
     """The share of a run's epochs still to train (an interrupted run resumes from its checkpoint)."""
-    return 1 - min(stacked.checkpoint_epoch(key.checkpoint_dir(results)), epochs) / epochs
+    return 1 - min(checkpoint_epoch(key.checkpoint_dir(results)), epochs) / epochs
 
 
-def make_plan(names: list[str], seeds: list[int], budget: str, data: str, results: Path, device: torch.device,
-              force: bool = False, stack: bool = False) -> list[Job]:
+def make_plan(names: list[str], seeds: list[int], options: RunOptions, device: torch.device,
+              stack: bool = False) -> list[Job]:
     """The unfinished runs as jobs with estimates, smallest first (the most finished runs in a given time)."""
-    results = Path(results)
+    results = Path(options.results)
     by_recipe: dict[str, list[int]] = {}
-    for name, seed in pending(names, seeds, budget, data, results, force):
+    for name, seed in pending(names, seeds, options.budget, options.data, results, options.force):
         by_recipe.setdefault(name, []).append(seed)
     jobs = []
     for name, todo in by_recipe.items():
-        recipe = train.apply_budget(get_recipe(name), budget)
-        dataset_id = train.load_data(recipe, budget, data).dataset_id
-        test_size = train.BUDGETS[budget].test_size
-        left = {s: 1.0 if force else _left_fraction(RunKey(name, s, budget, dataset_id), results, recipe.epochs)
+        recipe = apply_budget(get_recipe(name), options.budget)
+        dataset_id = runner.load_data(recipe, options.budget, options.data).dataset_id
+        test_size = get_budget(options.budget).test_size
+        left = {s: 1.0 if options.force else _left_fraction(RunKey(name, s, options.budget, dataset_id), results,
+                                                             recipe.epochs)
                 for s in todo}
         if stack and len(todo) > 1:
-            seconds = stacked.estimate_seconds(recipe, device, len(todo), test_size) * max(left.values())
+            seconds = estimate_seconds(recipe, device, test_size, len(todo)) * max(left.values())
             jobs.append(Job(name, tuple(todo), seconds))
         else:
-            one = train.estimate_seconds(recipe, device, test_size)
+            one = estimate_seconds(recipe, device, test_size)
             jobs += [Job(name, (s,), one * left[s]) for s in todo]
     return sorted(jobs, key=lambda j: j.seconds)  # stable: registry order among equal estimates
 
@@ -109,16 +112,16 @@ def format_plan(jobs: list[Job], device: torch.device, seconds: float | None = N
     fits = fitting(jobs, seconds)
     runs = sum(len(j.seeds) for j in jobs)
     head = (f"plan on {device}: {len(jobs)} job(s), {runs} run(s), estimated "
-            f"{train.format_seconds(sum(j.seconds for j in jobs))} in all")
+            f"{duration(sum(j.seconds for j in jobs))} in all")
     if seconds is not None:
         n_fit = sum(len(j.seeds) for j, ok in zip(jobs, fits) if ok)
-        head += f"; {n_fit} run(s) fit in {train.format_seconds(seconds)}"
+        head += f"; {n_fit} run(s) fit in {duration(seconds)}"
     lines = [head, f"{'#':>3}  {'recipe':<28} {'seeds':<10} {'estimate':>8} {'ends at':>8}  fits"]
     end = 0.0
     for i, (job, ok) in enumerate(zip(jobs, fits), 1):
         end += job.seconds if ok else 0.0
         lines.append(f"{i:>3}  {job.recipe:<28} {' '.join(map(str, job.seeds)):<10} "
-                     f"{train.format_seconds(job.seconds):>8} {train.format_seconds(end) if ok else '-':>8}  "
+                     f"{duration(job.seconds):>8} {duration(end) if ok else '-':>8}  "
                      f"{'yes' if ok else 'no: next run'}")
     return "\n".join(lines)
 
@@ -142,33 +145,29 @@ def _alarm(deadline: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def run_planned(names: list[str], seeds: list[int], budget: str, data: str, results: Path, device: str = "auto",
-                force: bool = False, deterministic: bool = False, weights: str | None = None, stack: bool = False,
-                time_limit: float | None = None, plan_only: bool = False, progress: bool = True) -> int:
+def run_planned(names: list[str], seeds: list[int], options: RunOptions, stack: bool = False,
+                time_limit: float | None = None, plan_only: bool = False) -> int:
     """Print the plan, then (unless `plan_only`) run it inside the time limit; returns the number of failed runs."""
     start = time.monotonic()
-    results = Path(results)
-    dev = train.resolve_device(device)
-    jobs = make_plan(names, seeds, budget, data, results, dev, force, stack)
+    dev = resolve_device(options.device)
+    jobs = make_plan(names, seeds, options, dev, stack)
     seconds = None if time_limit is None else time_limit - margin_seconds(time_limit)
     print(format_plan(jobs, dev, seconds))
     if plan_only or not jobs:
         return 0
     deadline = None if seconds is None else start + seconds
-    kw = dict(budget=budget, data=data, results=results, device=device, force=force, deterministic=deterministic,
-              weights=weights, seeds_requested=seeds, progress=progress)
     failures, started, finished = 0, 0, 0
     try:
         with _alarm(deadline):
-            for job in tqdm(jobs, desc="jobs", unit="job", disable=not progress):
+            for job in tqdm(jobs, desc="jobs", unit="job", disable=not options.progress):
                 if deadline is not None and time.monotonic() + job.seconds > deadline:
                     continue  # does not fit in the time left: the next run does it
                 started += 1
                 try:
                     if len(job.seeds) > 1:
-                        records = stacked.run_stacked(job.recipe, list(job.seeds), deadline=deadline, **kw)
+                        records = stacked.run_stacked(job.recipe, list(job.seeds), options, seeds, deadline)
                     else:
-                        records = [train.run_one(job.recipe, job.seeds[0], **kw)]
+                        records = [runner.run_one(job.recipe, job.seeds[0], options, seeds)]
                 except TimeLimitReached:
                     raise
                 except Exception as e:  # noqa: BLE001 - one failed job must not stop the others
@@ -180,8 +179,8 @@ def run_planned(names: list[str], seeds: list[int], budget: str, data: str, resu
                         finished += 1
                         tqdm.write(summary_line(record))
     except TimeLimitReached:
-        tqdm.write(f"time limit reached after {train.format_seconds(time.monotonic() - start)}: "
+        tqdm.write(f"time limit reached after {duration(time.monotonic() - start)}: "
                    f"the run in progress resumes from its last epoch")
-    left = len(pending(names, seeds, budget, data, results, False))
+    left = len(pending(names, seeds, options.budget, options.data, Path(options.results), False))
     print(f"{finished} run(s) finished, {left} left" + ("; run the same command again to continue" if left else ""))
     return failures

@@ -9,28 +9,18 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal
 
 import torch.nn as nn
 
 from . import models
+from .claims import Claim, claims_text
 from .errors import BenchError
 
 Head = Literal["regression", "sum37", "digits4", "multilabel30"]
 Loss = Literal["mse", "focal_l1", "ce", "sum_nll", "bce"]
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A number a report claims; always shown as a claim, never as a measurement."""
-
-    # accuracies as fractions 0..1; "mse_raw": MSE of the unrounded output (the reports' MSE), "mse": of rounded sums
-    metric: Literal["exact", "within_one", "mse_raw", "mse", "mae"]
-    value: float | None  # None where the report gives words, not a number (the note says them)
-    split: Literal["val", "test"]  # the split of the course data the report quoted it on
-    note: str = ""  # e.g. "after 87 epochs", "approximately"
 
 
 @dataclass(frozen=True)
@@ -51,7 +41,7 @@ class Recipe:
     batch_size: int = 32
     ema_decay: float | None = None  # EMA of weights, updated every step; evaluated instead of raw weights
     data: Literal["synth", "synth003"] = "synth"  # training source; val/test come from the benchmark data
-    data_seed: int | None = None  # pre-training stages only: their own DigitSum-Synth set of this seed (train.pretrain_splits)
+    data_seed: int | None = None  # pre-training stages only: their own DigitSum-Synth set of this seed (data.pretrain_splits)
     normalize: Literal["course", "unit"] = "course"  # input: "course" (x/255 - mean)/std of the course pixels; "unit" x/255
     train_size: int = 24_000  # training images (course data: 80% of 30,000)
     val_size: int = 6_000  # validation images, same digit pool as train
@@ -66,7 +56,7 @@ class Recipe:
     aux_distort: int = 0  # that set composed from each training-pool digit and this many distorted copies
     decode: Literal["sum_of_digits", "most_likely_sum"] = "sum_of_digits"  # digits4 head -> predicted sum
     # models trained independently (member 0 with the run's seed) and scored as one, the mean of their digit
-    # log-probabilities (digits4 heads; models.Ensemble); budgets cap it (train.BUDGETS)
+    # log-probabilities (digits4 heads; models.Ensemble); budgets cap it (budgets.BUDGETS)
     members: int = 1
     pretrain: Recipe | None = None  # a first stage whose `features` module this recipe's model reuses
     claimed: tuple[Claim, ...] = ()  # the report's numbers, on the course data
@@ -78,6 +68,10 @@ class Recipe:
         if self.members < 1 or (self.members > 1 and self.head != "digits4"):
             raise BenchError(f"recipe {self.name}: members must be 1, or more with a digits4 head (an ensemble "
                              f"averages digit log-probabilities)")
+
+    def create_model(self, weights: str | Path | None = None) -> tuple[nn.Module, str]:
+        """The recipe's network and its weight status ("imagenet", "none" or "unavailable"; `models.create`)."""
+        return models.create(self.model, self.pretrained, self.conv1, weights, self.name)
 
 
 _REGISTRY: dict[str, Callable[[], Recipe]] = {}
@@ -249,12 +243,10 @@ def r002_resnet50() -> Recipe:
 
 @register
 def r002_resnet50_bs512() -> Recipe:
-    return Recipe(
-        name="r002_resnet50_bs512", report="002-variant",
+    return replace(
+        r002_resnet50(), name="r002_resnet50_bs512", report="002-variant",
         method="ResNet-50 as report 002, but batch 512 + OneCycle: a faster variant, NOT the report's recipe",
-        model=models.resnet50_regression, head="regression", loss="mse",
-        optimizer="adam", lr=4e-3, schedule="onecycle", epochs=50, batch_size=512,
-        pretrained="imagenet", conv1="new", selection="best_val_loss", normalize="unit",
+        lr=4e-3, schedule="onecycle", batch_size=512, claimed=(),
         assumptions=(
             "changes the method on purpose: batch 512 instead of 32, for 16x fewer optimizer steps",
             "Adam peak lr 4e-3 = 1e-3 x sqrt(512/32) (square-root scaling, the usual rule for Adam), "
@@ -423,7 +415,7 @@ def ours_digitsum() -> Recipe:
             "convolution of the four digit distributions, exactly the labels the course data has",
             "digit labels come only from a separately generated labelled set: 24,000 DigitSum-Synth images "
                "composed, with data seed 1, from the training digit pool's 4,000 digits and 4 distorted copies of "
-               "each (`train.distort_digits`: rotation up to 12 deg, shear up to 0.2, scale 0.9-1.1, a smooth "
+               "each (`data.distort_digits`: rotation up to 12 deg, shear up to 0.2, scale 0.9-1.1, a smooth "
                "elastic field of up to 2 px, stroke width +-half a 3x3 dilation; torch seed 1): never the training "
                "images themselves, never the test pool. Each step adds 48 of them to the 64 training images, with "
                "the mean cross-entropy of their four digits (label smoothing 0.1) added to the loss. It removes the "
@@ -477,25 +469,5 @@ def recipes_table() -> list[dict]:
         model = recipe.model()
         rows.append({"name": name, "report": recipe.report, "method": recipe.method,
                      "params_m": models.count_params(model) / 1e6, "gflops": models.gflops_per_image(model),
-                     "claimed": claim_text(recipe.claimed)})
+                     "claimed": claims_text(recipe.claimed)})
     return rows
-
-
-def claim_text(claims: tuple[Claim, ...]) -> str:
-    """The headline claims (exact accuracy, MSE) as one short string, e.g. "val exact 94.9%, MSE raw 0.264"."""
-    shown = [c for c in claims if c.metric in ("exact", "mse", "mse_raw")] or list(claims)
-    parts = []
-    for c in shown:
-        approx = "~" if "approx" in c.note else ""
-        if c.value is None:  # the report gives words, not a number
-            parts.append(f"{c.split} {c.metric} {c.note.split(';')[0]}")
-        elif c.metric in ("exact", "within_one"):
-            parts.append(f"{c.split} {c.metric.replace('_', '-')} {approx}{100 * c.value:.1f}%")
-        else:
-            name = {"mse_raw": "MSE raw", "mse": "MSE (rounded)"}.get(c.metric, c.metric.upper())
-            parts.append(f"{c.split} {name} {approx}{c.value:.3g}")
-    text = ", ".join(parts) or "-"
-    # one split named once, as in "val exact 94.9%, MSE 0.264"
-    if len({c.split for c in shown}) == 1:
-        text = shown[0].split + " " + text.replace(f"{shown[0].split} ", "")
-    return text

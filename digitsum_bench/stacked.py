@@ -5,8 +5,8 @@ The S seeds' parameters and buffers are stacked along a new first dimension
 (`torch.func.functional_call` under `vmap`): one kernel launch per layer for S models, which
 is what a small model at batch 32 needs to fill a GPU, and fewer, larger ops on a CPU.
 
-Each seed is still its own run, the same run as `train.run_one` would make:
-- its own initialisation (`train.build_model`, which seeds with the training seed), its own
+Each seed is still its own run, the same run as `runner.run_one` would make:
+- its own initialisation (`runner.build_model`, which seeds with the training seed), its own
   data order and augmentation (the `train.epoch_seed` streams of its seed) and its own batch;
 - BatchNorm's running statistics are stacked buffers that `vmap` updates in place per seed,
   so they stay exact; Adam/AdamW/SGD and the EMA are elementwise, so one optimizer and one
@@ -14,7 +14,7 @@ Each seed is still its own run, the same run as `train.run_one` would make:
   only on the step count, which all seeds share;
 - after every epoch each seed's model, optimizer, EMA and history are split out and saved as
   that seed's `last.pt`/`best.pt` in `train.fit`'s format, and each seed's record is then
-  written by `train.run_one` itself (its `fit` finds the finished checkpoint). So status,
+  written by `runner.run_one` itself (its `fit` finds the finished checkpoint). So status,
   report and resume see ordinary runs, and a stack interrupted at any point can be resumed
   stacked or seed by seed.
 
@@ -35,21 +35,34 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import math
 import time
-from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 from torch.func import functional_call, stack_module_state, vmap
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from . import train
-from .errors import BenchError
+from . import runner
+from .budgets import apply_budget
+from .checkpoints import checkpoint_epoch, fresh_state, resume
+from .data import DeviceData
+from .devices import autocast, resolve_device, set_deterministic, synchronize
+from .errors import BenchError, TimeLimitReached
 from .recipes import Recipe, get_recipe
-from .store import RunKey, finished_record, read_record, record_failure, run_lock, write_json_atomic
+from .store import RunKey, finished_record, read_record, write_json_atomic
+from .train import (
+    EpochStreams,
+    batch_loss,
+    end_epoch,
+    epoch_seed,
+    make_ema,
+    make_optimizer,
+    make_scheduler,
+    optimizer_step,
+    steps_per_epoch,
+)
 
 
 class Stack(nn.Module):
@@ -127,69 +140,51 @@ def _unstack_opt_state(opt: torch.optim.Optimizer, i: int) -> dict:
     return {"state": state, "param_groups": sd["param_groups"]}
 
 
-def train_stacked_epoch(base: nn.Module, stack: Stack, opt, sched, ema, split: train.DeviceData, recipe: Recipe,
+def train_stacked_epoch(base: nn.Module, stack: Stack, opt, sched, ema, split: DeviceData, recipe: Recipe,
                         seeds: list[int], epoch: int, device: torch.device, progress: bool = False,
-                        aux: train.DeviceData | None = None) -> list[float]:
+                        aux: DeviceData | None = None) -> list[float]:
     """One pass of every seed over the training split, as `train.train_one_epoch` makes it per seed.
 
     Returns each seed's mean training loss.
     """
     base.train()
-    orders = [torch.Generator().manual_seed(train.epoch_seed(s, epoch, 0)) for s in seeds]
-    augs = [torch.Generator(device=device).manual_seed(train.epoch_seed(s, epoch, 1)) for s in seeds]
-    extras = [train.AuxBatches(aux, recipe, s, epoch, device) if aux is not None else None for s in seeds]
-    torch.manual_seed(train.epoch_seed(seeds[0], epoch, 2))  # dropout: one stream for the stack (module doc)
-    perms = torch.stack([torch.randperm(len(split), generator=g) for g in orders]).to(device)
+    streams = [EpochStreams(split, recipe, s, epoch, device, aux) for s in seeds]
+    torch.manual_seed(epoch_seed(seeds[0], epoch, 2))  # dropout: one stream for the stack (module doc)
+    perms = torch.stack([st.perm for st in streams])
     total, count = torch.zeros(len(seeds), device=device), 0
     batches = range(0, len(split), recipe.batch_size)
     for step, start in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")):
         idx = perms[:, start:start + recipe.batch_size]
-        xs = []
-        for i, gen in enumerate(augs):
-            x = train.to_input(train.batch_images(split, idx[i], extras[i], step), False, recipe.normalize)
-            xs.append(train.augment(x, gen, recipe.normalize) if recipe.augment else x)
-        with train.autocast(device):
-            out = stacked_forward(base, stack, torch.stack(xs))
-        per_seed = torch.stack([train.batch_loss(recipe, out[i], split, idx[i], extras[i], step)
-                                for i in range(len(seeds))])
-        opt.zero_grad(set_to_none=True)
-        per_seed.sum().backward()  # seed s's parameters get exactly the gradient of seed s's loss
-        opt.step()
-        if sched is not None:
-            sched.step()
-        if ema is not None:
-            ema.update_parameters(stack)
+        xs = torch.stack([st.inputs(split, recipe, idx[i], step, False) for i, st in enumerate(streams)])
+        with autocast(device):
+            out = stacked_forward(base, stack, xs)
+        per_seed = torch.stack([batch_loss(recipe, out[i], split, idx[i], st.aux, step) for i, st in enumerate(streams)])
+        optimizer_step(per_seed.sum(), opt, sched, ema, stack)  # seed s's parameters get exactly seed s's gradient
         total += per_seed.detach() * idx.shape[1]
         count += idx.shape[1]
     return (total / count).tolist()
 
 
-def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: train.DeviceData, val: train.DeviceData,
+def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: DeviceData, val: DeviceData,
                 seeds: list[int], device: torch.device, ckpt_dirs: list[Path], progress: bool = True,
-                deadline: float | None = None, aux: train.DeviceData | None = None) -> None:
+                deadline: float | None = None, aux: DeviceData | None = None) -> None:
     """Train the seeds' models as one stack, saving each seed's epoch checkpoints as `train.fit` does.
 
     Resumes from the seeds' `last.pt` files, which must all be at the same epoch. With a
     `deadline` (time.monotonic() seconds) it stops after the last epoch that is expected to
-    end before it, by raising `plan.TimeLimitReached` (the saved checkpoints resume the run).
+    end before it, by raising `TimeLimitReached` (the saved checkpoints resume the run).
     """
-    from .plan import TimeLimitReached
-
-    steps = -(-len(train_split) // recipe.batch_size)
-    opts = [train.make_optimizer(recipe, m, device) for m in models]
-    scheds = [train.make_scheduler(recipe, o, steps) for o in opts]
-    emas = [AveragedModel(m, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True)
-            if recipe.ema_decay else None for m in models]
-    states = [train.resume(d / "last.pt", m, o, sc, e, device) or train.fresh_state()  # as train.fit, per seed
+    steps = steps_per_epoch(recipe, len(train_split))
+    opts = [make_optimizer(recipe, m, device) for m in models]
+    scheds = [make_scheduler(recipe, o, steps) for o in opts]
+    emas = [make_ema(recipe, m) for m in models]
+    states = [resume(d / "last.pt", m, o, sc, e, device) or fresh_state()  # as train.fit, per seed
               for d, m, o, sc, e in zip(ckpt_dirs, models, opts, scheds, emas)]
     if len({s["epoch"] for s in states}) != 1:
         raise BenchError(f"recipe {recipe.name}: seeds {seeds} are at different epochs; stack only equal ones")
-
     stack = Stack(models)
-    opt = train.make_optimizer(recipe, stack, device)
-    sched = train.make_scheduler(recipe, opt, steps)
-    ema = AveragedModel(stack, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True) \
-        if recipe.ema_decay else None
+    opt, ema = make_optimizer(recipe, stack, device), make_ema(recipe, stack)
+    sched = make_scheduler(recipe, opt, steps)
     if states[0]["epoch"] > 0:
         opt.load_state_dict(_stack_opt_state(opts))
         if sched is not None:
@@ -205,8 +200,7 @@ def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: train.Devi
         t0 = time.perf_counter()
         train_losses = train_stacked_epoch(base, stack, opt, sched, ema, train_split, recipe, seeds, epoch, device,
                                            progress, aux)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         share = (time.perf_counter() - t0) / len(seeds)  # each seed's share of the stack's step time
         for i in range(len(seeds)):
             _end_epoch(recipe, i, epoch, train_losses[i], share, stack, opt, sched, ema, models[i], opts[i], emas[i],
@@ -217,7 +211,7 @@ def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: train.Devi
 
 
 def _end_epoch(recipe: Recipe, i: int, epoch: int, train_loss: float, share: float, stack: Stack, opt, sched, ema,
-               model: nn.Module, seed_opt, seed_ema, state: dict, val: train.DeviceData, device: torch.device,
+               model: nn.Module, seed_opt, seed_ema, state: dict, val: DeviceData, device: torch.device,
                ckpt_dir: Path) -> None:
     """Split seed i out of the stack, then end its epoch as `train.fit` does (validation, history, checkpoints)."""
     stack.copy_to(i, model)
@@ -226,74 +220,50 @@ def _end_epoch(recipe: Recipe, i: int, epoch: int, train_loss: float, share: flo
         ema.module.copy_to(i, seed_ema.module)
         seed_ema.n_averaged.copy_(ema.n_averaged)
     scored = seed_ema.module if seed_ema is not None else model
-    train.end_epoch(recipe, epoch, train_loss, share, scored, model, seed_opt, sched,
-                    seed_ema, state, val, device, ckpt_dir)
+    end_epoch(recipe, epoch, train_loss, share, scored, model, seed_opt, sched, seed_ema, state, val, device, ckpt_dir)
 
 
-def checkpoint_epoch(ckpt_dir: Path) -> int:
-    """The last finished epoch saved in `ckpt_dir/last.pt` (0 when there is none or it cannot be read)."""
-    last = Path(ckpt_dir) / "last.pt"
-    if not last.exists():
-        return 0
-    try:
-        return int(torch.load(last, map_location="cpu", weights_only=True)["state"]["epoch"])
-    except Exception:  # noqa: BLE001 - an unreadable checkpoint is retrained from the start by fit
-        return 0
-
-
-def run_stacked(name: str, seeds: list[int], budget: str = "smoke", data: str = "synth",
-                results: Path = Path("results"), device: str = "auto", force: bool = False,
-                deterministic: bool = False, weights: str | None = None, seeds_requested: list[int] | None = None,
-                progress: bool = True, deadline: float | None = None) -> list[dict]:
+def run_stacked(name: str, seeds: list[int], options: runner.RunOptions = runner.RunOptions(),
+                seeds_requested: list[int] | None = None, deadline: float | None = None) -> list[dict]:
     """Train the unfinished seeds of one recipe as one stack and write one record per seed.
 
-    Finished seeds are returned as they are (unless `force`); seeds another live process is
+    Finished seeds are returned as they are (unless `options.force`); seeds another live process is
     running are skipped. Seeds whose checkpoints are at different epochs are stacked by
     epoch; a seed left alone trains as an ordinary run. Returns the seeds' records.
     """
-    recipe = train.apply_budget(get_recipe(name), budget)
-    splits = train.load_data(recipe, budget, data)
-    results = Path(results)
-    keys = {s: RunKey(name, s, budget, splits.dataset_id) for s in seeds}
-    todo = [s for s in seeds if force or finished_record(keys[s], results) is None]
+    recipe = apply_budget(get_recipe(name), options.budget)
+    splits = runner.load_data(recipe, options.budget, options.data)
+    results = Path(options.results)
+    keys = {s: RunKey(name, s, options.budget, splits.dataset_id) for s in seeds}
+    todo = [keys[s] for s in seeds if options.force or finished_record(keys[s], results) is None]
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     trained: list[int] = []
-    with ExitStack() as locks:
-        mine = [s for s in todo if locks.enter_context(run_lock(keys[s], results))]
-        for s in set(todo) - set(mine):
-            tqdm.write(f"skip {name} seed {s}: another process is running it")
-        try:
-            dev = train.resolve_device(device)
-            train.set_deterministic(deterministic or dev.type == "cpu")
-            if force:
-                for s in mine:
-                    for f in keys[s].checkpoint_dir(results).rglob("*.pt"):
-                        f.unlink()
-            by_epoch: dict[int, list[int]] = {}
-            for s in mine:
-                by_epoch.setdefault(checkpoint_epoch(keys[s].checkpoint_dir(results)), []).append(s)
-            for epoch, group in sorted(by_epoch.items()):
-                if len(group) < 2 or epoch >= recipe.epochs:
-                    continue  # nothing to stack: train.run_one below trains (or just records) it
-                dirs = [keys[s].checkpoint_dir(results) for s in group]
-                models = [train.build_model(recipe, splits, s, dev, d, weights, progress)[0] for s, d in zip(group, dirs)]
-                train_split, val = train._device_splits(recipe, splits, dev)
-                fit_stacked(recipe, models, train_split, val, group, dev, dirs, progress, deadline,
-                            train.load_aux(recipe, dev))
-                trained += group
-        except KeyboardInterrupt:
-            raise
-        except BaseException as e:
-            for s in mine:
-                record_failure(keys[s], results, e)
-            raise
+    with runner.guarded(todo, results) as mine:
+        dev = resolve_device(options.device)
+        set_deterministic(options.deterministic or dev.type == "cpu")
+        if options.force:
+            for key in mine:
+                for f in key.checkpoint_dir(results).rglob("*.pt"):
+                    f.unlink()
+        by_epoch: dict[int, list[RunKey]] = {}
+        for key in mine:
+            by_epoch.setdefault(checkpoint_epoch(key.checkpoint_dir(results)), []).append(key)
+        for epoch, group in sorted(by_epoch.items()):
+            if len(group) < 2 or epoch >= recipe.epochs:
+                continue  # nothing to stack: runner.run_one below trains (or just records) it
+            dirs = [key.checkpoint_dir(results) for key in group]
+            models = [runner.build_model(recipe, key.seed, dev, d, options.weights, options.progress)[0]
+                      for key, d in zip(group, dirs)]
+            train_split, val = runner.device_splits(recipe, splits, dev)
+            fit_stacked(recipe, models, train_split, val, [key.seed for key in group], dev, dirs, options.progress,
+                        deadline, runner.load_aux(recipe, dev))
+            trained += [key.seed for key in group]
     records = []
     for s in seeds:
-        if force and s in trained:
+        if options.force and s in trained:
             keys[s].record_path(results).unlink(missing_ok=True)  # replaced just below, from the new checkpoints
-        record = train.run_one(name, s, budget=budget, data=data, results=results, device=device,
-                               force=force and s not in trained, deterministic=deterministic, weights=weights,
-                               seeds_requested=seeds_requested or seeds, progress=progress)
+        one = replace(options, force=options.force and s not in trained)
+        record = runner.run_one(name, s, one, seeds_requested or seeds)
         if record is not None and s in trained:
             record = _mark_stacked(keys[s].record_path(results), started, trained)
         records.append(record)
@@ -307,40 +277,3 @@ def _mark_stacked(path: Path, started: str, seeds: list[int]) -> dict:
     record["stacked_seeds"] = sorted(seeds)
     write_json_atomic(path, record)
     return record
-
-
-def estimate_seconds(recipe: Recipe, device: torch.device, n_seeds: int, test_size: int = 0, steps: int = 2) -> float:
-    """Rough wall time of a stack of `n_seeds` runs: a few timed stacked steps on random images, scaled up.
-
-    Scaled like `train.estimate_seconds` (steps of all epochs plus a third of a step per
-    validation batch, per seed); a pre-training stage is counted per seed, as it runs.
-    """
-    if n_seeds < 2:
-        return train.estimate_seconds(recipe, device, test_size, steps)
-    models = []
-    for s in range(n_seeds):
-        torch.manual_seed(s)
-        models.append(recipe.model().to(device))
-    stack = Stack(models)
-    opt = train.make_optimizer(recipe, stack, device)
-    base = copy.deepcopy(models[0]).to("meta")
-    fake = train.random_split(recipe.batch_size, device)
-    seeds = list(range(n_seeds))
-    train_stacked_epoch(base, stack, opt, None, None, fake, recipe, seeds, 0, device)  # warm-up
-    t0 = time.perf_counter()
-    for i in range(steps):
-        train_stacked_epoch(base, stack, opt, None, None, fake, recipe, seeds, i + 1, device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    per_step = (time.perf_counter() - t0) / steps
-    n = recipe.batch_size
-    # validation runs seed by seed; a stacked step's third stands for one batch of it for every seed
-    batches = recipe.epochs * (math.ceil(recipe.train_size / n) + math.ceil(recipe.val_size / n) / 3)
-    stage1 = n_seeds * train.estimate_seconds(recipe.pretrain, device, 0, steps) if recipe.pretrain else 0.0
-    scored = n_seeds * train._forward_seconds(models[0], recipe, device) * (len(train.TTA_SHIFTS) if recipe.tta else 1) * test_size
-    # an ensemble's members after the first train seed by seed, after the stack (train.fit_members):
-    # their share of each seed's whole run, which train.estimate_seconds counts per member
-    rest = 0.0
-    if recipe.members > 1:
-        rest = n_seeds * train.estimate_seconds(recipe, device, test_size, steps) * (recipe.members - 1) / recipe.members
-    return per_step * batches + stage1 + scored + rest

@@ -91,6 +91,7 @@ def write_json_atomic(path: Path, obj: object) -> None:
 
 
 SCHEMA = 1  # the record schema this code writes and reads
+N_SUMS = 37  # sums 0..36: the length of a record's per-sum accuracies, the side of its confusion matrix
 RECORD_KEYS = (
     "schema", "recipe", "report", "method", "seed", "seeds_requested", "budget", "dataset_id",
     "dataset", "code_version", "git_commit", "git_dirty", "device", "versions", "pretrained",

@@ -298,7 +298,8 @@ class Predictor(nn.Module):
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "export") -> dict:
     """Write a runner checkpoint as a torch.export program (`fmt="export"`) or TorchScript; returns the metadata."""
-    from .train import TTA_SHIFTS, load_checkpoint  # train imports the whole runner; only export needs it
+    from .checkpoints import load_checkpoint  # the registry and every model: only export needs them
+    from .train import TTA_SHIFTS
 
     model, recipe = load_checkpoint(checkpoint, torch.device("cpu"))
     if recipe.head not in ("regression", "sum37", "digits4"):

@@ -1,18 +1,21 @@
-"""The data module: DigitSum-Synth's guarantees, report 003's generator, and every bad input."""
+"""The data module: DigitSum-Synth's guarantees, report 003's generator, labelled synthetic sets, bad input."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import chisquare
 from sklearn.model_selection import train_test_split
 
-from digitsum_bench import data
+from digitsum_bench import budgets, data, runner
 from digitsum_bench.cli import main
 from digitsum_bench.errors import BenchError
+from digitsum_bench.recipes import get_recipe
 
 
 @pytest.fixture(scope="module")
@@ -387,3 +390,48 @@ def test_save_grid(tmp_path):
     with pytest.raises(BenchError, match="no images to show"):
         data.save_grid(d.subset(slice(0, 0)), tmp_path / "empty.png")
 
+
+def test_labelled_synthetic_set_is_separate_from_the_training_images():
+    recipe = replace(budgets.apply_budget(get_recipe("ours_digitsum"), "smoke"), aux_size=256, aux_distort=0)
+    assert recipe.aux_batch > 0
+    aux = runner.load_aux(recipe, torch.device("cpu"))
+    assert len(aux) == 256 and aux.digits is not None
+    training = data.load_synth("synth", "train", 256, 0)
+    assert not np.array_equal(aux.images.numpy(), training.images)  # other compositions than the training images
+    made = data.load_synth("synth", "train", 256, 1)  # seed 1 of the training digit pool, never the test pool
+    assert np.array_equal(made.images, aux.images.numpy())
+    test_pool = set(data.load_synth("synth", "test", 256, 0).instances.ravel())
+    assert not test_pool & set(made.instances.ravel())
+    assert runner.load_aux(replace(recipe, aux_batch=0), torch.device("cpu")) is None
+
+
+def test_distorted_labelled_set_draws_only_on_the_training_pool_and_is_reproducible():
+    recipe = replace(budgets.apply_budget(get_recipe("ours_digitsum"), "smoke"), aux_size=512)
+    assert recipe.aux_distort == 4
+    aux = data.labelled_set(recipe.aux_size, recipe.aux_distort)
+    assert data.labelled_set(recipe.aux_size, recipe.aux_distort) is aux  # made once per process, shared by every seed of a run
+    data._distorted_set.cache_clear()
+    again = data.labelled_set(recipe.aux_size, recipe.aux_distort)  # made anew: the same images
+    assert again is not aux
+    assert len(aux) == 512 and np.array_equal(aux.images, again.images) and np.array_equal(aux.digits, again.digits)
+    assert not np.array_equal(aux.images, data.labelled_set(recipe.aux_size, 0).images)
+    train_pool = data.pool_digits("train")[2]
+    assert set(aux.instances.ravel()) <= set(train_pool)  # source indices of the digits, distorted or not
+    assert not set(aux.instances.ravel()) & set(data.pool_digits("test")[2])
+    source_labels = data.mnist_digits()[1]
+    assert np.array_equal(source_labels[aux.instances], aux.digits)  # each copy keeps its digit's label
+
+
+def test_distorted_digits_resample_the_digit_and_do_nothing_at_zero_strength():
+    digits = torch.from_numpy(data.pool_digits("train")[0][:64])
+    same = data.distort_digits(digits, torch.Generator().manual_seed(0), rotation=0, shear=0, zoom=0, elastic=0,
+                                stroke=0)
+    assert same.dtype == torch.uint8 and torch.equal(same, torch.where(digits < 8, 0, digits))
+    a = data.distort_digits(digits, torch.Generator().manual_seed(0))
+    b = data.distort_digits(digits, torch.Generator().manual_seed(0))
+    c = data.distort_digits(digits, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    moved = (a.float() - digits.float()).abs().mean((1, 2)) / digits.float().mean((1, 2))
+    assert (moved > 0.05).all()  # every digit is reshaped
+    ink = a.float().sum((1, 2)) / digits.float().sum((1, 2))
+    assert ((ink > 0.4) & (ink < 2)).all()  # mild: no digit vanishes or blots out (measured 0.58-1.64)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from digitsum_bench import data, train
+from digitsum_bench import data, runner, train
 from digitsum_bench.cli import main
 from digitsum_bench.recipes import get_recipe, list_recipes
+from digitsum_bench.runner import RunOptions
 
 REPORT_RECIPES = [n for n in list_recipes() if get_recipe(n).report[:3] in {"000", "001", "002", "003", "004"}]
 
@@ -38,14 +40,15 @@ def test_r004_transfer_runs_on_course_files_with_sums_only(course_folder, tmp_pa
 def test_r004_stage1_trains_on_its_own_images(monkeypatch, tmp_path):
     """Stage 1 gets a separate synthetic set (own seed and size, train/val digit pool), not stage 2's images."""
     seen = {}
-    real = train.fit
+    real = runner.fit
 
-    def spy(recipe, model, split, val, *a, **k):
-        seen[recipe.name] = split
-        return real(recipe, model, split, val, *a, **k)
+    def spy(*a, **k):
+        arguments = inspect.signature(real).bind(*a, **k).arguments
+        seen[arguments["recipe"].name] = arguments["train"]
+        return real(*a, **k)
 
-    monkeypatch.setattr(train, "fit", spy)
-    train.run_one("r004_multilabel_transfer", 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+    monkeypatch.setattr(runner, "fit", spy)
+    runner.run_one("r004_multilabel_transfer", 0, RunOptions(budget="smoke", results=tmp_path, device="cpu", progress=False))
     stage1, stage2 = seen["r004_multilabel_cnn"], seen["r004_multilabel_transfer"]
     assert stage1.digits is not None
     assert not any(torch.equal(a, b) for a in stage1.images for b in stage2.images)
@@ -120,7 +123,7 @@ def test_mse_claims_are_of_raw_outputs():
 
 
 def test_records_carry_mse_raw(tiny_recipe, tmp_path):
-    rec = train.run_one("tiny_test", 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+    rec = runner.run_one("tiny_test", 0, RunOptions(budget="smoke", results=tmp_path, device="cpu", progress=False))
     for split in ("val", "test"):
         m = rec["metrics"][split]
         assert m["mse_raw"] >= 0 and m["mse_raw"] != m["mse"]  # a regression output is never exactly integer

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from digitsum_bench import data as datamod
 from digitsum_bench import graphs, losses, train
 from digitsum_bench.recipes import get_recipe
 
@@ -19,7 +20,7 @@ def test_graphed_step_gives_the_eager_losses():
     torch.manual_seed(0)
     eager = recipe.model().to(dev)
     graphed = copy.deepcopy(eager)
-    data = train.random_split(32 * 6, dev)
+    data = datamod.random_split(32 * 6, dev)
     batches = [(train.to_input(data.images[i:i + 32], False), data.sums[i:i + 32]) for i in range(0, len(data), 32)]
 
     def loss_of(model):

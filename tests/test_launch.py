@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
 from digitsum_bench import launch, train
 from digitsum_bench.cli import main
+from digitsum_bench.runner import RunOptions
 
 NAMES = ["r003_convnet4", "r002_attention_cnn"]
 
@@ -26,19 +26,18 @@ def _metrics(results):
 @pytest.fixture(scope="module")
 def inline(tmp_path_factory):
     results = tmp_path_factory.mktemp("inline")
-    assert launch.launch(NAMES, [0, 1], "smoke", "synth", results, device="cpu") == 0
+    assert launch.launch(NAMES, [0, 1], RunOptions(budget="smoke", data="synth", results=results, device="cpu")) == 0
     return _metrics(results)
 
 
 def test_local_launcher_matches_inline(inline, tmp_path):
-    assert launch.launch(NAMES, [0, 1], "smoke", "synth", tmp_path, device="cpu", launcher="local", jobs=2) == 0
+    assert launch.launch(NAMES, [0, 1], RunOptions(budget="smoke", data="synth", results=tmp_path, device="cpu"), launcher="local", jobs=2) == 0
     assert _metrics(tmp_path) == inline
 
 
 def test_slurm_launcher_with_submitit_local_executor(inline, tmp_path):
-    a = argparse.Namespace(cluster="local", wait=True, time=10, cpus=1, mem_gb=2, partition=None, gpus=None,
-                           parallel=2, slurm_config=None)
-    assert launch.launch(NAMES, [0, 1], "smoke", "synth", tmp_path, device="cpu", launcher="slurm", slurm=a) == 0
+    a = launch.SlurmOptions(cluster="local", wait=True, time=10, cpus=1, mem_gb=2, parallel=2)
+    assert launch.launch(NAMES, [0, 1], RunOptions(budget="smoke", data="synth", results=tmp_path, device="cpu"), launcher="slurm", slurm=a) == 0
     assert _metrics(tmp_path) == inline
     assert list((tmp_path / "submitit").rglob("*_log.out"))  # submitit's logs live under the results folder
 
@@ -52,7 +51,7 @@ def test_failed_job_is_reported_and_rerun_alone(tmp_path, monkeypatch, capsys):
         return real(model, opt, sched, ema, split, recipe, *a, **k)
 
     monkeypatch.setattr(train, "train_one_epoch", fails_for_attention)
-    assert launch.launch(NAMES, [0], "smoke", "synth", tmp_path, device="cpu") == 1
+    assert launch.launch(NAMES, [0], RunOptions(budget="smoke", data="synth", results=tmp_path, device="cpu")) == 1
     rows = {r["recipe"]: r for r in launch.status_rows(tmp_path, NAMES, [0], "smoke")}
     assert rows["r003_convnet4"]["state"] == "finished"
     assert rows["r002_attention_cnn"]["state"] == "failed"
@@ -73,19 +72,18 @@ def test_failed_job_is_reported_and_rerun_alone(tmp_path, monkeypatch, capsys):
 def test_slurm_settings_file_and_overrides(tmp_path):
     cfg = tmp_path / "slurm.toml"
     cfg.write_text('partition = "gpu"\ntime = 60\ngpus = 2\n')
-    a = argparse.Namespace(slurm_config=cfg, partition=None, time=30, gpus=None, cpus=None, mem_gb=None, parallel=None)
-    s = launch.slurm_settings(a)
-    assert (s["partition"], s["time"], s["gpus"], s["cpus"]) == ("gpu", 30, 2, launch.SLURM_DEFAULTS["cpus"])
+    s = launch.slurm_settings(cfg, partition=None, time=30, gpus=None)
+    assert (s.partition, s.time, s.gpus, s.cpus) == ("gpu", 30, 2, launch.SlurmOptions().cpus)
     cfg.write_text('partiton = "gpu"\n')
     with pytest.raises(Exception, match="unknown keys partiton"):
-        launch.slurm_settings(a)
+        launch.slurm_settings(cfg)
 
 
 def test_copied_records_from_another_machine_merge(inline, tmp_path):
     """Records copied in under another name are detected as duplicates by the report, not double-counted."""
     from digitsum_bench.report import leaderboard, load_records
 
-    launch.launch(NAMES[:1], [0], "smoke", "synth", tmp_path, device="cpu")
+    launch.launch(NAMES[:1], [0], RunOptions(budget="smoke", data="synth", results=tmp_path, device="cpu"))
     src = next(tmp_path.glob("records/smoke/*/r003_convnet4/seed0.json"))
     (src.parent / "seed0-from-node7.json").write_text(src.read_text())
     with pytest.warns(UserWarning, match="duplicate"):

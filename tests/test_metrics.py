@@ -66,6 +66,10 @@ def test_expected_sums_per_head():
     p = torch.zeros(1, 4, 10)
     p[0, :, 2], p[0, :, 6] = 0.75, 0.25  # each digit: E = 0.75*2 + 0.25*6 = 3
     assert expected_sums(p.clamp_min(1e-12).log(), "digits4").tolist() == pytest.approx([12.0], abs=1e-4)
+    big = torch.full((1, 37), -30.0)
+    big[0, 20] = 30.0  # a confident 37-way head: no overflow in the softmax
+    assert expected_sums(big, "sum37").item() == pytest.approx(20.0)
+    assert expected_sums(torch.zeros(2, 4, 10), "digits4").tolist() == pytest.approx([18.0, 18.0])  # 4 x 4.5
     with pytest.raises(BenchError, match="does not predict sums"):
         expected_sums(torch.zeros(2, 30), "multilabel30")
 

@@ -82,7 +82,7 @@ def no_cache(tmp_path, monkeypatch) -> Path:
 
 def test_sum_conv1_loads_file_and_sums_rgb(fake_weights, no_cache):
     path, state = fake_weights
-    model, status = models.create(get_recipe("r004_resnet50_mlp"), weights=path)
+    model, status = get_recipe("r004_resnet50_mlp").create_model(weights=path)
     assert status == "imagenet"
     own = model.state_dict()
     torch.testing.assert_close(own["layer3.2.conv2.weight"], state["layer3.2.conv2.weight"])
@@ -95,7 +95,7 @@ def test_new_conv1_keeps_fresh_init(fake_weights, no_cache):
     path, state = fake_weights
     recipe = get_recipe("r002_resnet50")
     torch.manual_seed(7)
-    model, status = models.create(recipe, weights=str(path))
+    model, status = recipe.create_model(weights=str(path))
     torch.manual_seed(7)
     fresh = recipe.model()
     assert status == "imagenet"
@@ -106,49 +106,49 @@ def test_new_conv1_keeps_fresh_init(fake_weights, no_cache):
 def test_env_var_then_torchvision_cache(fake_weights, no_cache, monkeypatch):
     path, state = fake_weights
     monkeypatch.setenv("DIGITSUM_IMAGENET_WEIGHTS", str(path))
-    assert models.create(get_recipe("r003_resnet50_ema"))[1] == "imagenet"
+    assert get_recipe("r003_resnet50_ema").create_model()[1] == "imagenet"
     monkeypatch.delenv("DIGITSUM_IMAGENET_WEIGHTS")
     (no_cache / "checkpoints").mkdir(parents=True)
     (no_cache / "checkpoints" / CACHE_NAME).symlink_to(path)
-    model, status = models.create(get_recipe("r003_resnet50_ema"))
+    model, status = get_recipe("r003_resnet50_ema").create_model()
     assert status == "imagenet"
     torch.testing.assert_close(model.layer4[0].bn1.weight, state["layer4.0.bn1.weight"])
 
 
 def test_no_weights_trains_from_scratch_with_a_warning(no_cache):
     with pytest.warns(UserWarning, match="r002_resnet50: no ImageNet weights"):
-        model, status = models.create(get_recipe("r002_resnet50"))
+        model, status = get_recipe("r002_resnet50").create_model()
     assert status == "unavailable" and isinstance(model, torchvision.models.ResNet)
 
 
 def test_recipe_without_pretraining_reports_none(fake_weights):
-    assert models.create(get_recipe("r003_resnet50_scratch"), weights=fake_weights[0])[1] == "none"
+    assert get_recipe("r003_resnet50_scratch").create_model(weights=fake_weights[0])[1] == "none"
 
 
 def test_corrupt_file_is_named(tmp_path, no_cache):
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"this is not a checkpoint")
     with pytest.raises(BenchError, match=r"broken\.pth: cannot read ImageNet weights"):
-        models.create(get_recipe("r004_resnet50_mlp"), weights=bad)
+        get_recipe("r004_resnet50_mlp").create_model(weights=bad)
 
 
 def test_wrong_shapes_are_named(tmp_path, no_cache):
     wrong = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), wrong)
     with pytest.raises(BenchError, match=r"resnet18\.pth: layer1\.0\.conv1\.weight .* does not fit"):
-        models.create(get_recipe("r004_resnet50_mlp"), weights=wrong)
+        get_recipe("r004_resnet50_mlp").create_model(weights=wrong)
 
 
 def test_missing_keys_are_named(tmp_path, fake_weights, no_cache):
     partial = tmp_path / "partial.pth"
     torch.save({k: v for k, v in fake_weights[1].items() if not k.startswith("layer4")}, partial)
     with pytest.raises(BenchError, match=r"partial\.pth: lacks \d+ model keys, e\.g\. layer4"):
-        models.create(get_recipe("r004_resnet50_mlp"), weights=partial)
+        get_recipe("r004_resnet50_mlp").create_model(weights=partial)
 
 
 def test_named_file_that_does_not_exist(tmp_path, no_cache):
     with pytest.raises(BenchError, match=r"nowhere\.pth: ImageNet weights file not found"):
-        models.create(get_recipe("r004_resnet50_mlp"), weights=tmp_path / "nowhere.pth")
+        get_recipe("r004_resnet50_mlp").create_model(weights=tmp_path / "nowhere.pth")
 
 
 # ----------------------------------------------------------------------------------------

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 from record_factory import make_record, write_record
 
 from digitsum_bench import report
+from digitsum_bench.claims import CLAIM_NAMES
+from digitsum_bench.recipes import get_recipe, list_recipes
 
+# as the registry stores them: every MSE claim of the reports is of the raw output ("mse_raw")
 CLAIMS = [{"metric": "exact", "value": 0.9492, "split": "val", "note": ""},
-          {"metric": "mse", "value": 0.264, "split": "val", "note": ""}]  # fmt: skip
+          {"metric": "mse_raw", "value": 0.264, "split": "val", "note": "of the raw output"}]  # fmt: skip
 # full budget: three recipes, GFLOPs in another order than accuracy; B has 2 of 3 seeds
 FULL = {"r002_attention_cnn": (0.30, 0.5), "r002_resnet50": (0.90, 4.1), "r003_convnet4": (0.10, 0.06)}
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -55,16 +60,57 @@ def test_one_table_per_budget_dataset_device_with_claims_beside_measurements(pag
     assert len(gpu) == 1 and "r002_attention_cnn" in gpu[0] and "r003_convnet4" not in gpu[0]
     full = tables[0]
     headers = re.findall(r"<th data-type[^>]*>([^<]*)</th>", full)
-    for measured, claimed in [("exact % (95% CI)", "claimed exact"), ("MSE", "claimed MSE"), ("MAE", "claimed MAE")]:
+    for measured, claimed in [("exact % (95% CI)", "claimed exact"), ("MSE raw", "claimed MSE raw")]:
         assert headers.index(claimed) == headers.index(measured) + 1
+    assert "MSE (rounded)" in headers and "MAE" in headers
+    assert "claimed MAE" not in headers and "claimed MSE (rounded)" not in headers  # no row claims them
     row_b = re.search(r'<tr data-recipe="r002_resnet50">.*?</tr>', full).group(0)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row_b)
     assert cells[headers.index("claimed exact")].startswith("claim: 94.92%")
     assert "course data" in cells[headers.index("claimed exact")]
-    assert cells[headers.index("claimed MSE")].startswith("claim: 0.264")
+    assert cells[headers.index("claimed MSE raw")].startswith("claim: 0.264")
+    assert 'title="of the raw output"' in row_b  # the claim's note, as a tooltip
     assert cells[headers.index("exact % (95% CI)")].startswith("90.5 ±")  # measured: mean of .90 and .91
     assert cells[headers.index("seeds done/asked")].startswith("2/3")
     assert 'id="t0-r002_resnet50"' in full and "Assumptions" in full and "<svg" in full and "e17efc0" in full
+
+
+def _cells(row_html: str) -> list[str]:
+    """A table row's cells as plain text."""
+    return [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row_html)]
+
+
+@pytest.fixture(scope="module")
+def registry_report(tmp_path_factory):
+    """One full-budget record per registered recipe, each with the registry's own claims: (page, markdown)."""
+    results = tmp_path_factory.mktemp("registry")
+    for rank, name in enumerate(list_recipes()):
+        claimed = [asdict(c) for c in get_recipe(name).claimed]
+        write_record(results, make_record(name, 0, test=0.9 - 0.01 * rank, seeds_requested=(0,), claimed=claimed))
+    report.write_report(results)
+    return (results / "index.html").read_text(encoding="utf-8"), (results / "leaderboard.md").read_text()
+
+
+def test_page_shows_every_claim_the_markdown_shows(registry_report):
+    """The registry's real claims, MSE claims ("mse_raw") included, are in both tables, beside the same metric."""
+    page, markdown = registry_report
+    headers = re.findall(r"<th data-type[^>]*>([^<]*)</th>", page)
+    md_lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    md_headers = [c.strip() for c in md_lines[0].strip("|").split("|")]
+    shown = 0
+    for name in list_recipes():
+        page_row = _cells(re.search(rf'<tr data-recipe="{name}">.*?</tr>', page).group(0))
+        md_row = [c.strip() for c in next(line for line in md_lines if f"| `{name}` |" in line).strip("|").split("|")]
+        for metric, label in CLAIM_NAMES.items():
+            md_cell = md_row[md_headers.index(f"claim: {label}")] if f"claim: {label}" in md_headers else "—"
+            page_cell = page_row[headers.index(f"claimed {label}")] if f"claimed {label}" in headers else "—"
+            assert (md_cell == "—") == (page_cell == "—"), (name, metric, md_cell, page_cell)
+            for claim in (c for c in get_recipe(name).claimed if c.metric == metric):
+                assert claim.split in md_cell and claim.split in page_cell, (name, metric)
+                shown += 1
+    assert shown == sum(len(get_recipe(name).claimed) for name in list_recipes())
+    r004 = _cells(re.search(r'<tr data-recipe="r004_multilabel_transfer">.*?</tr>', page).group(0))
+    assert r004[headers.index("claimed MSE raw")].startswith("claim: 1 (val, course data)")
 
 
 def _chromium() -> str | None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import pytest
 
-from digitsum_bench import plan, stacked, train
+from digitsum_bench import checkpoints, plan, runner, stacked, train
 from digitsum_bench.cli import main
 from digitsum_bench.errors import BenchError
+from digitsum_bench.runner import RunOptions
 from digitsum_bench.store import RunKey
 
 
@@ -34,14 +36,14 @@ def two(variant, monkeypatch):
     """Two tiny recipes whose estimates are fixed: 'tiny_big' 5s per run, 'tiny_small' 1s."""
     big, small = variant("tiny_big"), variant("tiny_small")
     estimates = {big: 5.0, small: 1.0}
-    monkeypatch.setattr(train, "estimate_seconds", lambda recipe, device, steps=2: estimates[recipe.name])
-    monkeypatch.setattr(stacked, "estimate_seconds", lambda recipe, device, n, steps=2: 2 * estimates[recipe.name])
+    monkeypatch.setattr(plan, "estimate_seconds",
+                        lambda recipe, device, test_size=0, seeds=1: (2 if seeds > 1 else 1) * estimates[recipe.name])
     return big, small
 
 
 def test_plan_prints_order_and_estimates_and_trains_nothing(two, tmp_path, monkeypatch, capsys):
     big, small = two
-    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("--plan must not train"))
+    monkeypatch.setattr(runner, "fit", lambda *a, **k: pytest.fail("--plan must not train"))
     args = ["run", "--recipe", big, small, "--seeds", "0", "1", "--budget", "smoke", "--device", "cpu",
             "--results", str(tmp_path), "--plan"]
     assert main([*args, "--time-limit", "11s"]) == 0  # 11s less the 5% margin: room for 10.45s
@@ -49,7 +51,7 @@ def test_plan_prints_order_and_estimates_and_trains_nothing(two, tmp_path, monke
     rows = [line.split() for line in out.splitlines()[2:]]
     assert [(r[1], r[2]) for r in rows] == [(small, "0"), (small, "1"), (big, "0"), (big, "1")]  # smallest first
     assert [r[-1] for r in rows] == ["yes", "yes", "yes", "run"]  # 1 + 1 + 5 fit, the second 5 does not
-    assert "4 run(s), estimated 12s in all; 3 run(s) fit in 10s" in out
+    assert "4 run(s), estimated 12 s in all; 3 run(s) fit in 10 s" in out
     assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.pt"))
 
     assert main([*args, "--stack-seeds"]) == 0  # one job per recipe, its seeds together
@@ -59,8 +61,8 @@ def test_plan_prints_order_and_estimates_and_trains_nothing(two, tmp_path, monke
 
 def test_time_limit_starts_only_runs_that_fit_and_next_run_does_the_rest(two, tmp_path, monkeypatch, capsys):
     big, small = two
-    monkeypatch.setattr(train, "estimate_seconds",
-                        lambda recipe, device, steps=2: {big: 1000.0, small: 0.01}[recipe.name])
+    monkeypatch.setattr(plan, "estimate_seconds",
+                        lambda recipe, device, test_size=0, seeds=1: {big: 1000.0, small: 0.01}[recipe.name])
     args = ["run", "--recipe", big, small, "--seeds", "0", "1", "--budget", "smoke", "--device", "cpu",
             "--results", str(tmp_path), "--no-report"]
     assert main([*args, "--time-limit", "60s"]) == 0
@@ -70,8 +72,8 @@ def test_time_limit_starts_only_runs_that_fit_and_next_run_does_the_rest(two, tm
     before = [p.read_text() for p in done]
 
     calls = []
-    real = train.run_one
-    monkeypatch.setattr(train, "run_one", lambda name, seed, **kw: calls.append((name, seed)) or real(name, seed, **kw))
+    real = runner.run_one
+    monkeypatch.setattr(runner, "run_one", lambda name, seed, *a: calls.append((name, seed)) or real(name, seed, *a))
     assert main([*args, "--time-limit", "2h"]) == 0
     assert calls == [(big, 0), (big, 1)]  # exactly the missing runs
     assert [p.read_text() for p in done] == before
@@ -81,15 +83,15 @@ def test_time_limit_starts_only_runs_that_fit_and_next_run_does_the_rest(two, tm
 @pytest.mark.parametrize("stack", [False, True], ids=["separate", "stacked"])
 def test_time_limit_stops_cleanly_mid_run_and_the_next_run_resumes_it(tiny_recipe, tmp_path, monkeypatch, capsys,
                                                                        stack):
-    monkeypatch.setattr(train, "estimate_seconds", lambda recipe, device, steps=2: 0.01)
-    monkeypatch.setattr(stacked, "estimate_seconds", lambda recipe, device, n, steps=2: 0.02)
+    monkeypatch.setattr(plan, "estimate_seconds", lambda recipe, device, test_size=0, seeds=1: 0.01 * seeds)
     seeds = [0, 1] if stack else [0]
-    run = stacked.run_stacked if stack else (lambda name, seeds, **kw: [train.run_one(name, seeds[0], **kw)])
-    whole = run("tiny_test", seeds, budget="full", results=tmp_path / "whole", device="cpu", progress=False)
+    run = stacked.run_stacked if stack else (lambda name, seeds, options: [runner.run_one(name, seeds[0], options)])
+    whole = run("tiny_test", seeds, RunOptions(budget="full", results=tmp_path / "whole", device="cpu", progress=False))
     # epoch 2 hangs: only the time limit's alarm can end it
     module, fn = (stacked, "train_stacked_epoch") if stack else (train, "train_one_epoch")
     real = getattr(module, fn)
-    monkeypatch.setattr(module, fn, lambda *a, **k: time.sleep(60) if a[8 if stack else 7] == 2 else real(*a, **k))
+    epoch_of = lambda *a, **k: inspect.signature(real).bind(*a, **k).arguments["epoch"]  # noqa: E731
+    monkeypatch.setattr(module, fn, lambda *a, **k: time.sleep(60) if epoch_of(*a, **k) == 2 else real(*a, **k))
     args = ["run", "--recipe", "tiny_test", "--seeds", *map(str, seeds), "--budget", "full", "--device", "cpu",
             "--results", str(tmp_path / "cut"), "--no-report", *(["--stack-seeds"] if stack else [])]
     t0 = time.monotonic()
@@ -101,13 +103,13 @@ def test_time_limit_stops_cleanly_mid_run_and_the_next_run_resumes_it(tiny_recip
         key = RunKey("tiny_test", s, "full", whole[0]["dataset_id"])
         assert not key.record_path(tmp_path / "cut").exists()
         assert not key.lock_path(tmp_path / "cut").exists() and not key.failed_path(tmp_path / "cut").exists()
-        assert stacked.checkpoint_epoch(key.checkpoint_dir(tmp_path / "cut")) == 1
+        assert checkpoints.checkpoint_epoch(key.checkpoint_dir(tmp_path / "cut")) == 1
 
     monkeypatch.setattr(module, fn, real)
     assert main([*args, "--time-limit", "1h"]) == 0
     out = capsys.readouterr().out
     assert f"{len(seeds)} run(s) finished, 0 left" in out
     for s, ref in zip(seeds, whole):
-        rec = train.run_one("tiny_test", s, budget="full", results=tmp_path / "cut", device="cpu", progress=False)
+        rec = runner.run_one("tiny_test", s, RunOptions(budget="full", results=tmp_path / "cut", device="cpu", progress=False))
         assert [h["train_loss"] for h in rec["history"]] == [h["train_loss"] for h in ref["history"]]
         assert rec["metrics"] == ref["metrics"]

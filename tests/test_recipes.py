@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from digitsum_bench import models, recipes
+from digitsum_bench.claims import claims_text
 from digitsum_bench.errors import BenchError
 from digitsum_bench.losses import compute_loss
 from digitsum_bench.recipes import Claim, Recipe, get_recipe, list_recipes, recipes_table
@@ -25,10 +26,10 @@ def one_step(recipe: Recipe) -> torch.nn.Module:
     torch.manual_seed(0)
     if recipe.pretrained == "imagenet":
         with pytest.warns(UserWarning, match="no ImageNet weights"):
-            model, status = models.create(recipe)
+            model, status = recipe.create_model()
         assert status == "unavailable"
     else:
-        model, status = models.create(recipe)
+        model, status = recipe.create_model()
         assert status == "none"
     x = torch.randn(2, 1, 40, 168)
     sums, digits = torch.tensor([13, 30]), torch.tensor([[1, 2, 3, 7], [9, 9, 3, 9]])
@@ -95,14 +96,14 @@ def test_recipes_table():
     rows = {r["name"]: r for r in recipes_table()}
     assert list(rows) == list_recipes()
     r002 = rows["r002_resnet50"]
-    assert r002["report"] == "002" and r002["claimed"] == "val exact 94.9%, MSE raw 0.264"
+    assert r002["report"] == "002" and r002["claimed"].startswith("val exact 94.92%, val within-one 98.05%, val MSE raw 0.264 (")
     assert r002["params_m"] == pytest.approx(23.50, abs=0.01)  # torchvision ResNet-50, 1-channel conv1, fc 2048->1
-    assert rows["r003_convnet4"]["claimed"] == "test exact ~10.0%"
-    assert rows["r004_multilabel_transfer"]["claimed"] == "val MSE raw ~1"
+    assert rows["r003_convnet4"]["claimed"] == "test exact 10% (approximately)"
+    assert rows["r004_multilabel_transfer"]["claimed"] == "val MSE raw 1 (approximately; its MSE loss)"
     assert rows["ours_digitsum"]["claimed"] == "-"
     assert rows["ours_digitsum"]["gflops"] < 0.2 * r002["gflops"]
 
 
 def test_claim_text_for_words_without_a_number():
     claims = (Claim("exact", None, "test", "'unable to learn'; no number given"),)
-    assert recipes.claim_text(claims) == "test exact 'unable to learn'"
+    assert claims_text(claims) == "test exact: 'unable to learn'; no number given"

@@ -1,4 +1,4 @@
-"""Reporting and the gate's comparison, on fake records whose means and stds are computed by hand."""
+"""The leaderboard, its markdown and CSV, and the plots, on fake records whose means and stds are computed by hand."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from record_factory import DATASET_ID, make_record, split_metrics, write_record
 
-from digitsum_bench import report
+from digitsum_bench import plots, report
 from digitsum_bench.errors import BenchError
+from digitsum_bench.leaderboard import claim_fields, leaderboard, load_records
 
 A, B = "r002_attention_cnn", "r002_resnet50_pretrained"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -91,7 +92,7 @@ def test_sorted_by_val_without_test_split(tmp_path):
     """Course data has no test split: rank on val instead."""
     for recipe, val in [("r000_se_resnet", 0.5), ("r001_se_resnet", 0.7)]:
         write_record(tmp_path, make_record(recipe, dataset_id="course-0a0b", val=val, test=None))
-    board = report.leaderboard(report.load_records(tmp_path))
+    board = leaderboard(load_records(tmp_path))
     assert list(board["recipe"]) == ["r001_se_resnet", "r000_se_resnet"]
     assert list(board["split"]) == ["val", "val"] and board["test_exact_mean"].isna().all()
 
@@ -101,7 +102,7 @@ def test_newest_code_version_only(tmp_path):
     write_record(tmp_path, make_record(A, 0, test=0.2, code_version="0.9.0"))
     write_record(tmp_path, make_record(A, 1, test=0.3, code_version="0.9.0"))
     write_record(tmp_path, make_record(A, 0, test=0.6, code_version="0.10.0"), name="seed0-new.json")
-    board = report.leaderboard(report.load_records(tmp_path))
+    board = leaderboard(load_records(tmp_path))
     assert len(board) == 1
     assert (board["code_version"][0], board["n_seeds"][0], board["test_exact_mean"][0]) == ("0.10.0", 1, 0.6)
 
@@ -137,14 +138,14 @@ def test_markdown_one_table_per_budget_with_ci_and_marks(built):
 def test_markdown_single_seed_says_untestable(tmp_path):
     write_record(tmp_path, make_record(A, 0, test=0.5))
     write_record(tmp_path, make_record(B, 0, test=0.4))
-    markdown = report._markdown(report.leaderboard(report.load_records(tmp_path)))
+    markdown = report.markdown(leaderboard(load_records(tmp_path)))
     second = [line for line in markdown.splitlines() if f"`{B}`" in line][0]
     assert "40.0 ± n/a" in second and "untestable" in second
 
 
 def test_pareto_front():
     points = pd.DataFrame({"cost": [1, 2, 3, 3, 5], "value": [50, 40, 70, 60, 70]})
-    front = report._pareto_front(points, "cost", "value")
+    front = plots.pareto_front(points, "cost", "value")
     assert list(zip(front["cost"], front["value"])) == [(1, 50), (3, 70)]
 
 
@@ -155,7 +156,7 @@ def test_all_plots_are_pngs(built):
     results, paths = built
     tables = {results / "leaderboard.csv", results / "leaderboard.md", results / "index.html"}
     expected = tables | {
-        results / "plots" / f"{name}_{budget}_{DATASET_ID}.png" for name in report.PLOTS for budget in ("full", "smoke")
+        results / "plots" / f"{name}_{budget}_{DATASET_ID}.png" for name in plots.PLOTS for budget in ("full", "smoke")
     }
     assert set(paths) == expected
     for path in expected - tables:
@@ -180,7 +181,7 @@ def test_record_missing_key_is_corrupt(tmp_path):
     del record["metrics"]["val"]["mae"]
     path = write_record(tmp_path, record)
     with pytest.raises(BenchError, match=re.escape(str(path)) + r": corrupt record \(missing key metrics.val.mae\)"):
-        report.load_records(tmp_path)
+        load_records(tmp_path)
 
 
 def test_failed_plot_writes_nothing(tmp_path, monkeypatch):
@@ -190,7 +191,7 @@ def test_failed_plot_writes_nothing(tmp_path, monkeypatch):
     def broken(*args):
         raise RuntimeError("plot failed")
 
-    monkeypatch.setitem(report.PLOTS, "confusion", broken)
+    monkeypatch.setitem(plots.PLOTS, "confusion", broken)
     with pytest.raises(RuntimeError):
         report.write_report(tmp_path, out=tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
@@ -198,14 +199,14 @@ def test_failed_plot_writes_nothing(tmp_path, monkeypatch):
 
 def test_no_records_says_how_to_make_some(tmp_path):
     with pytest.raises(BenchError, match=r"records: no records in it; make some with `digitsum-bench run"):
-        report.load_records(tmp_path)
+        load_records(tmp_path)
     folder = write_record(tmp_path, make_record(A, 0)).parent
     for path in folder.iterdir():  # only a lock and a failed run remain: still nothing to report
         path.unlink()
     (folder / "seed0.lock").write_text("")
     (folder / "seed0.failed.json").write_text(json.dumps({"recipe": A, "seed": 0, "error": "boom"}))
     with pytest.raises(BenchError, match="no records"):
-        report.load_records(tmp_path)
+        load_records(tmp_path)
 
 
 def test_duplicate_record_counted_once(tmp_path):
@@ -215,90 +216,24 @@ def test_duplicate_record_counted_once(tmp_path):
     later = make_record(A, 0, test=0.36, finished="2026-11-26T09:00:00")  # no zone: read as UTC
     write_record(tmp_path, later, name="seed0-from-gpu-box.json")
     with pytest.warns(UserWarning, match="duplicate records .*seed0-from-gpu-box.json, ignored .*seed0.json"):
-        records = report.load_records(tmp_path)
+        records = load_records(tmp_path)
     assert len(records) == 3
-    board = report.leaderboard(records)
+    board = leaderboard(records)
     assert board["n_seeds"][0] == 3 and board["test_exact_mean"][0] == pytest.approx((0.36 + 0.32 + 0.34) / 3)
-
-
-# ---------------------------------------------------------------------------- the gate
-
-
-@pytest.fixture()
-def ci_records(tmp_path):
-    """Budget ci: A seeds 0, 1 with test exact .40 and .36 (mean .38)."""
-    for seed, exact in [(0, 0.40), (1, 0.36)]:
-        write_record(tmp_path, make_record(A, seed, budget="ci", test=exact))
-    return report.load_records(tmp_path)
-
-
-def baseline(recipes: dict, tolerance: float = 0.03) -> dict:
-    return {"budget": "ci", "dataset_id": DATASET_ID, "tolerance": tolerance, "recipes": recipes}
-
-
-def test_gate_passes_within_tolerance(ci_records):
-    ok, text = report.check_gate(ci_records, baseline({A: {"seeds": [0, 1], "test_exact": 0.41}}))
-    assert ok, text  # .38 is exactly .41 - .03
-    assert "gate passed" in text and re.search(rf"{A}\s+0,1\s+41.00\s+38.00\s+-3.00", text)
-
-
-def test_gate_fails_below_tolerance(ci_records):
-    ok, text = report.check_gate(ci_records, baseline({A: {"seeds": [0, 1], "test_exact": 0.41}}, tolerance=0.02))
-    assert not ok
-    assert f"gate FAILED: {A} (more than 2.0 points below)" in text
-    assert re.search(rf"{A}\s+0,1\s+41.00\s+38.00\s+-3.00 .* FAIL: more than 2.0 points below", text)
-
-
-def test_gate_fails_when_the_training_loss_moves_either_way(ci_records):
-    """The same seeds' final training loss (1.0 in these records) must stay within loss_tolerance of the baseline's."""
-    def gate(loss):
-        return report.check_gate(ci_records, baseline({A: {"seeds": [0, 1], "test_exact": 0.38, "train_loss": loss}})
-                                 | {"loss_tolerance": 0.01})
-    assert gate(1.009)[0] and gate(0.991)[0]
-    for moved in (1.02, 0.98):  # augmentation off lowers it, a smaller learning rate raises it
-        ok, text = gate(moved)
-        assert not ok and f"gate FAILED: {A} (training loss moved by more than 0.01)" in text
-    ok, text = report.check_gate(ci_records, baseline({A: {"seeds": [0, 1], "test_exact": 0.38, "train_loss": 9.0}}))
-    assert ok and "train loss" not in text  # a baseline without loss_tolerance checks accuracy only
-
-
-def test_gate_fails_on_missing_seed_or_recipe(ci_records):
-    ok, text = report.check_gate(ci_records, baseline({A: {"seeds": [0, 1, 2], "test_exact": 0.30},
-                                                       B: {"seeds": [0], "test_exact": 0.30}}))  # fmt: skip
-    assert not ok
-    assert f"gate FAILED: {A} (no record for seed 2); {B} (no record for seed 0)" in text
-
-
-def test_gate_rejects_malformed_baseline(ci_records):
-    with pytest.raises(BenchError, match="gate baseline: missing key\\(s\\) tolerance"):
-        report.check_gate(ci_records, {"budget": "ci", "dataset_id": DATASET_ID, "recipes": {}})
-
-
-def test_make_baseline_round_trip(ci_records):
-    made = report.make_baseline(ci_records, [A], 0.03)
-    assert (made["budget"], made["dataset_id"], made["tolerance"]) == ("ci", DATASET_ID, 0.03)
-    assert made["recipes"][A]["seeds"] == [0, 1]
-    assert made["recipes"][A]["test_exact"] == pytest.approx(0.38)
-    assert made["recipes"][A]["train_loss"] == pytest.approx(1.0)  # the last epoch's, as the factory writes it
-    assert report.check_gate(ci_records, json.loads(json.dumps(made)))[0]
-    with pytest.raises(BenchError, match=f"recipe {B} has no ci record"):
-        report.make_baseline(ci_records, [A, B], 0.03)
 
 
 def test_out_folder_leaves_results_alone(tmp_path):
     """`out` receives the whole report; the results folder gets none of it."""
     write_record(tmp_path, make_record(A, 0))
     paths = report.write_report(tmp_path, out=tmp_path / "elsewhere")
-    assert len(paths) == 3 + len(report.PLOTS)  # csv, md, index.html and the plots
+    assert len(paths) == 3 + len(plots.PLOTS)  # csv, md, index.html and the plots
     assert all(p.is_relative_to(tmp_path / "elsewhere") and p.is_file() for p in paths)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "records"]
 
 
 def test_claim_given_in_words_only():
     """Report 003 says ResNet-18 was 'unable to learn' without a number: shown as words, no number invented."""
-    from digitsum_bench.report import _claims
-
-    c = _claims([{"metric": "exact", "value": None, "split": "test", "note": "'unable to learn'"}])
+    c = claim_fields([{"metric": "exact", "value": None, "split": "test", "note": "'unable to learn'"}])
     assert c["claimed"] == "test exact: 'unable to learn'"
     assert math.isnan(c["claimed_exact"]) and c["claimed_split"] == "test"
 
@@ -331,29 +266,8 @@ def test_other_schema_is_skipped_by_report_not_fatal(tmp_path):
     write_record(tmp_path, make_record(A, 0, test=0.5))
     future = write_record(tmp_path, make_record(A, 1, test=0.9, schema=2))
     with pytest.warns(UserWarning, match=re.escape(str(future)) + ".*schema 2"):
-        board = report.leaderboard(report.load_records(tmp_path))
+        board = leaderboard(load_records(tmp_path))
     assert board["n_seeds"].tolist() == [1] and board["test_exact_mean"].tolist() == [0.5]
-
-
-@pytest.mark.parametrize("content", ["5", "null", "[]"])
-def test_record_that_is_not_an_object_is_corrupt(tmp_path, content):
-    path = write_record(tmp_path, make_record(A, 0))
-    path.write_text(content)
-    with pytest.raises(BenchError, match=re.escape(str(path)) + r": corrupt record \(not a JSON object"):
-        report.load_records(tmp_path)
-
-
-def test_metrics_not_an_object_is_corrupt(tmp_path):
-    path = write_record(tmp_path, make_record(A, 0, metrics=5))
-    with pytest.raises(BenchError, match=re.escape(str(path)) + r": corrupt record \(metrics is int"):
-        report.load_records(tmp_path)
-
-
-def test_out_naming_a_file_is_a_one_line_error(tmp_path):
-    write_record(tmp_path, make_record(A, 0))
-    (tmp_path / "taken").write_text("a file")
-    with pytest.raises(BenchError, match="--out .*taken: is a file"):
-        report.write_report(tmp_path, out=tmp_path / "taken")
 
 
 def test_unwritable_results_folder_is_a_one_line_error(tmp_path, monkeypatch):
@@ -374,7 +288,7 @@ def test_empty_folder_hint_is_a_command_run_accepts(tmp_path):
     from digitsum_bench.cli import build_parser
 
     with pytest.raises(BenchError) as e:
-        report.load_records(tmp_path)
+        load_records(tmp_path)
     hint = re.search(r"`digitsum-bench (run [^`]*)`", str(e.value)).group(1)
     args = build_parser().parse_args(hint.replace("NAME", "r003_convnet4").split())
     assert args.recipe == ["r003_convnet4"] and args.results == tmp_path

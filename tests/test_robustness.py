@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from record_factory import make_record, write_record
 
-from digitsum_bench import data, launch, store, train
+from digitsum_bench import data, launch, runner, store
 from digitsum_bench.cli import main
+from digitsum_bench.runner import RunOptions
 from digitsum_bench.store import RunKey
 
 
@@ -25,11 +26,17 @@ def synth_key(name: str, seed: int = 0, budget: str = "smoke") -> RunKey:
     return RunKey(name, seed, budget, data.dataset_id("synth"))
 
 
-@pytest.mark.parametrize("content", ["5", "null", '{"schema": 1, "metrics": 5}'])
-def test_record_not_an_object_or_bad_metrics_status_and_run(tmp_path, capsys, content):
-    path = synth_key("r003_convnet4").record_path(tmp_path)
-    path.parent.mkdir(parents=True)
-    path.write_text(content)
+@pytest.mark.parametrize("content,problem", [("5", "not a JSON object"), ("null", "not a JSON object"),
+                                             ("[]", "not a JSON object"), (None, "metrics is int")])
+def test_record_not_an_object_or_bad_metrics_report_status_and_run(tmp_path, capsys, content, problem):
+    """One malformed record: `report` names it, `status` lists it as corrupt, `run` stops rather than overwrite it."""
+    path = write_record(tmp_path, make_record("r003_convnet4", 0, budget="smoke", dataset_id=data.dataset_id("synth"),
+                                              **({"metrics": 5} if content is None else {})))
+    if content is not None:
+        path.write_text(content)
+    content = path.read_text()
+    assert main(["report", "--results", str(tmp_path)]) == 2
+    one_line_error(capsys, f"seed0.json: corrupt record ({problem}")
     assert main(["status", "--results", str(tmp_path), "--budget", "smoke", "--recipe", "r003_convnet4"]) == 0
     out = capsys.readouterr().out
     assert "corrupt" in out and "seed0.json: corrupt record" in out
@@ -44,7 +51,7 @@ def test_record_of_another_schema_is_stale_and_redone(tiny_recipe, tmp_path):
     rows = launch.status_rows(tmp_path, ["tiny_test"], [0], "smoke")
     assert [r["state"] for r in rows] == ["stale"] and "schema 2" in rows[0]["detail"]
     assert store.finished_record(key, tmp_path) is None
-    record = train.run_one("tiny_test", 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+    record = runner.run_one("tiny_test", 0, RunOptions(budget="smoke", results=tmp_path, device="cpu", progress=False))
     assert record["schema"] == store.SCHEMA
     assert json.loads(key.record_path(tmp_path).read_text())["schema"] == store.SCHEMA
     assert [r["state"] for r in launch.status_rows(tmp_path, ["tiny_test"], [0], "smoke")] == ["finished"]
@@ -54,7 +61,7 @@ def test_read_only_results_folder_run_with_nothing_to_do(tiny_recipe, tmp_path, 
     """The tests may run as root, who writes anywhere: a read-only folder is simulated at the temp file."""
     import tempfile
 
-    train.run_one("tiny_test", 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+    runner.run_one("tiny_test", 0, RunOptions(budget="smoke", results=tmp_path, device="cpu", progress=False))
 
     def read_only(*a, **k):
         raise PermissionError(13, "Permission denied")
@@ -130,7 +137,7 @@ def test_status_data_selects_the_dataset(tmp_path, capsys):
 
 def test_repeated_flags_add_up(tmp_path, capsys, monkeypatch):
     asked = {}
-    monkeypatch.setattr(launch, "launch", lambda names, seeds, **kw: asked.update(names=names, seeds=seeds) or 0)
+    monkeypatch.setattr(launch, "launch", lambda names, seeds, *a, **kw: asked.update(names=names, seeds=seeds) or 0)
     assert main(["run", "--recipe", "r003_convnet4", "--recipe", "r002_attention_cnn", "--seeds", "0", "--seeds", "1",
                  "--results", str(tmp_path), "--no-report"]) == 0
     assert asked == {"names": ["r003_convnet4", "r002_attention_cnn"], "seeds": [0, 1]}
@@ -144,13 +151,13 @@ def test_repeated_flags_add_up(tmp_path, capsys, monkeypatch):
 def test_recipe_or_seed_named_twice_runs_and_reports_once(tmp_path, capsys, monkeypatch):
     calls = []
 
-    def fake_run_one(name, seed, **kw):
-        calls.append((name, seed, tuple(kw["seeds_requested"])))
+    def fake_run_one(name, seed, options, seeds_requested):
+        calls.append((name, seed, tuple(seeds_requested)))
         return {"recipe": name, "seed": seed, "budget": "smoke", "train_seconds": 1.0, "device": "cpu",
                 "metrics": {"val": {"exact": 0.5, "within_one": 0.5, "mse": 1.0}, "test": None}}
 
-    monkeypatch.setattr(train, "run_one", fake_run_one)
-    assert launch.launch(["r003_convnet4", "r003_convnet4"], [0, 0], "smoke", "synth", tmp_path, device="cpu") == 0
+    monkeypatch.setattr(runner, "run_one", fake_run_one)
+    assert launch.launch(["r003_convnet4", "r003_convnet4"], [0, 0], RunOptions(budget="smoke", data="synth", results=tmp_path, device="cpu")) == 0
     assert calls == [("r003_convnet4", 0, (0,))]
     assert "1 run(s) to do, 0 already finished" in capsys.readouterr().out
     assert len(launch.status_rows(tmp_path, ["r003_convnet4", "r003_convnet4"], [0, 0], "smoke")) == 1

@@ -1,14 +1,20 @@
-"""The runner: seeds, resume, --force, corrupt records, locks, evaluate."""
+"""The runner and its loop: records, seeds, resume, --force, corrupt records, locks, evaluate, EMA,
+augmentation, test-time shifts, labelled synthetic batches, ensembles."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import replace
 
 import pytest
+import torch
+import torch.nn as nn
 
-from digitsum_bench import train
+from digitsum_bench import budgets, checkpoints, data, devices, runner, store, train
 from digitsum_bench.errors import BenchError
+from digitsum_bench.recipes import get_recipe
+from digitsum_bench.runner import RunOptions
 from digitsum_bench.store import RunKey, run_lock
 
 
@@ -17,7 +23,7 @@ def _summary(record):
 
 
 def test_record_contents(tiny_recipe, tmp_path):
-    rec = train.run_one("tiny_test", 0, budget="full", results=tmp_path, device="cpu", progress=False)
+    rec = runner.run_one("tiny_test", 0, RunOptions(budget="full", results=tmp_path, device="cpu", progress=False))
     path = RunKey("tiny_test", 0, "full", rec["dataset_id"]).record_path(tmp_path)
     assert json.loads(path.read_text()) == rec
     for key in ("git_commit", "device", "versions", "params_m", "gflops", "train_seconds", "images_per_s",
@@ -26,23 +32,23 @@ def test_record_contents(tiny_recipe, tmp_path):
     assert rec["pretrained"] == "none"
     assert rec["config"]["model"] == "TinyNet" and rec["config"]["epochs"] == 3
     assert len(rec["history"]) == 3 and rec["epochs_run"] == 3
-    assert rec["metrics"]["test"]["n"] == train.BUDGETS["full"].test_size
+    assert rec["metrics"]["test"]["n"] == budgets.BUDGETS["full"].test_size
     assert rec["metrics"]["val"]["n"] == 64
     assert 1 <= rec["selected_epoch"] <= 3
     assert (path.parent.parent.parent.parent.parent / "checkpoints").exists()
 
 
 def test_same_seed_same_metrics_other_seed_differs(tiny_recipe, tmp_path):
-    a = train.run_one("tiny_test", 0, budget="full", results=tmp_path / "a", device="cpu", progress=False)
-    b = train.run_one("tiny_test", 0, budget="full", results=tmp_path / "b", device="cpu", progress=False)
-    c = train.run_one("tiny_test", 1, budget="full", results=tmp_path / "a", device="cpu", progress=False)
+    a = runner.run_one("tiny_test", 0, RunOptions(budget="full", results=tmp_path / "a", device="cpu", progress=False))
+    b = runner.run_one("tiny_test", 0, RunOptions(budget="full", results=tmp_path / "b", device="cpu", progress=False))
+    c = runner.run_one("tiny_test", 1, RunOptions(budget="full", results=tmp_path / "a", device="cpu", progress=False))
     assert _summary(a) == _summary(b)
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
     assert [h["train_loss"] for h in a["history"]] != [h["train_loss"] for h in c["history"]]
 
 
 def test_killed_run_resumes_and_matches(tiny_recipe, tmp_path, monkeypatch):
-    full = train.run_one("tiny_test", 0, budget="full", results=tmp_path / "full", device="cpu", progress=False)
+    full = runner.run_one("tiny_test", 0, RunOptions(budget="full", results=tmp_path / "full", device="cpu", progress=False))
 
     real = train.train_one_epoch
 
@@ -53,36 +59,36 @@ def test_killed_run_resumes_and_matches(tiny_recipe, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "train_one_epoch", dies_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        train.run_one("tiny_test", 0, budget="full", results=tmp_path / "cut", device="cpu", progress=False)
+        runner.run_one("tiny_test", 0, RunOptions(budget="full", results=tmp_path / "cut", device="cpu", progress=False))
     key = RunKey("tiny_test", 0, "full", full["dataset_id"])
     assert not key.record_path(tmp_path / "cut").exists()  # nothing half-written
     assert not key.lock_path(tmp_path / "cut").exists()  # lock released
     assert (key.checkpoint_dir(tmp_path / "cut") / "last.pt").exists()
 
     monkeypatch.setattr(train, "train_one_epoch", real)
-    resumed = train.run_one("tiny_test", 0, budget="full", results=tmp_path / "cut", device="cpu", progress=False)
+    resumed = runner.run_one("tiny_test", 0, RunOptions(budget="full", results=tmp_path / "cut", device="cpu", progress=False))
     assert _summary(resumed) == _summary(full)
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
 
 
 def test_finished_run_is_not_recomputed_unless_forced(tiny_recipe, tmp_path, monkeypatch):
-    first = train.run_one("tiny_test", 0, budget="full", results=tmp_path, device="cpu", progress=False)
+    first = runner.run_one("tiny_test", 0, RunOptions(budget="full", results=tmp_path, device="cpu", progress=False))
     calls = []
     real = train.fit
-    monkeypatch.setattr(train, "fit", lambda *a, **k: calls.append(1) or real(*a, **k))
-    again = train.run_one("tiny_test", 0, budget="full", results=tmp_path, device="cpu", progress=False)
+    monkeypatch.setattr(runner, "fit", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = runner.run_one("tiny_test", 0, RunOptions(budget="full", results=tmp_path, device="cpu", progress=False))
     assert calls == [] and again == first
-    forced = train.run_one("tiny_test", 0, budget="full", results=tmp_path, device="cpu", force=True, progress=False)
+    forced = runner.run_one("tiny_test", 0, RunOptions(budget="full", results=tmp_path, device="cpu", force=True, progress=False))
     assert calls == [1]
     assert forced["started"] >= first["started"] and _summary(forced) == _summary(first)
 
 
 def test_corrupt_record_is_reported_not_skipped(tiny_recipe, tmp_path):
-    rec = train.run_one("tiny_test", 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+    rec = runner.run_one("tiny_test", 0, RunOptions(budget="smoke", results=tmp_path, device="cpu", progress=False))
     path = RunKey("tiny_test", 0, "smoke", rec["dataset_id"]).record_path(tmp_path)
     path.write_text('{"recipe": "tiny_test", "seed": 0,')  # truncated
     with pytest.raises(BenchError, match=r"seed0\.json: corrupt record"):
-        train.run_one("tiny_test", 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+        runner.run_one("tiny_test", 0, RunOptions(budget="smoke", results=tmp_path, device="cpu", progress=False))
     assert path.read_text() == '{"recipe": "tiny_test", "seed": 0,'
 
 
@@ -94,7 +100,7 @@ def test_failure_leaves_marker_and_no_record(variant, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train.losses, "compute_loss", explode)
     with pytest.raises(RuntimeError):
-        train.run_one(name, 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+        runner.run_one(name, 0, RunOptions(budget="smoke", results=tmp_path, device="cpu", progress=False))
     failed = list(tmp_path.rglob("seed0.failed.json"))
     assert len(failed) == 1
     assert json.loads(failed[0].read_text())["error"] == "RuntimeError: second line names the real problem"
@@ -102,7 +108,7 @@ def test_failure_leaves_marker_and_no_record(variant, tmp_path, monkeypatch):
 
 
 def test_lock_held_by_live_process_skips(tiny_recipe, tmp_path):
-    splits = train.load_data(train.apply_budget(tiny_recipe, "smoke"), "smoke", "synth")
+    splits = runner.load_data(budgets.apply_budget(tiny_recipe, "smoke"), "smoke", "synth")
     key = RunKey("tiny_test", 0, "smoke", splits.dataset_id)
     with run_lock(key, tmp_path) as mine:
         assert mine
@@ -136,42 +142,31 @@ def test_lock_from_another_host_is_stale_once_nothing_changes(tiny_recipe, tmp_p
         assert mine
 
 
-def test_budgets_cap_the_recipe(tiny_recipe):
-    from digitsum_bench.recipes import get_recipe
-
-    r = train.apply_budget(get_recipe("r002_resnet50"), "smoke")
-    assert (r.epochs, r.train_size, r.val_size) == (1, 64, 32)
-    full = train.apply_budget(get_recipe("r002_resnet50"), "full")
-    assert full == get_recipe("r002_resnet50")
-    with pytest.raises(BenchError, match="unknown budget"):
-        train.apply_budget(tiny_recipe, "huge")
-
-
 def test_evaluate_checkpoint_on_npz(tiny_recipe, tmp_path):
     from digitsum_bench import data
 
-    rec = train.run_one("tiny_test", 0, budget="full", results=tmp_path, device="cpu", progress=False)
+    rec = runner.run_one("tiny_test", 0, RunOptions(budget="full", results=tmp_path, device="cpu", progress=False))
     ckpt = RunKey("tiny_test", 0, "full", rec["dataset_id"]).checkpoint_dir(tmp_path) / "final.pt"
-    test = data.load_synth("synth", "test", train.BUDGETS["full"].test_size, 0)
+    test = data.load_synth("synth", "test", budgets.BUDGETS["full"].test_size, 0)
     data.save_npz(test, tmp_path / "test.npz")
-    result = train.evaluate_file(ckpt, tmp_path / "test.npz", "cpu")
+    result = runner.evaluate_file(ckpt, tmp_path / "test.npz", "cpu")
     assert result["exact"] == pytest.approx(rec["metrics"]["test"]["exact"])
     assert result["mse"] == pytest.approx(rec["metrics"]["test"]["mse"])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(BenchError, match="junk.pt: not a digitsum-bench checkpoint"):
-        train.evaluate_file(tmp_path / "junk.pt", tmp_path / "test.npz", "cpu")
+        runner.evaluate_file(tmp_path / "junk.pt", tmp_path / "test.npz", "cpu")
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_cpu_precision_follows_the_hardware_and_is_recorded(native, monkeypatch):
     """bf16 autocast on a CPU only where it computes bf16 natively; the record's device says which."""
-    monkeypatch.setattr(train.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
-    cpu = train.torch.device("cpu")
-    conv = train.torch.nn.Conv2d(1, 2, 3)
-    with train.autocast(cpu):
-        out = conv(train.torch.zeros(1, 1, 5, 5))
-    assert out.dtype == (train.torch.bfloat16 if native else train.torch.float32)
-    assert train.provenance(cpu)["device"].endswith(", bf16)") == native
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    cpu = torch.device("cpu")
+    conv = torch.nn.Conv2d(1, 2, 3)
+    with devices.autocast(cpu):
+        out = conv(torch.zeros(1, 1, 5, 5))
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)
+    assert runner.provenance(cpu)["device"].endswith(", bf16)") == native
 
 
 def test_the_ema_weights_are_what_is_scored(variant, tmp_path):
@@ -179,22 +174,22 @@ def test_the_ema_weights_are_what_is_scored(variant, tmp_path):
     cannot show this after an annealed schedule (raw and EMA weights score alike there); the gate's re-scoring of
     its committed checkpoint does, and so does this test, in seconds."""
     name = variant("tiny_last", selection="last")
-    rec = train.run_one(name, 0, budget="full", results=tmp_path, device="cpu", progress=False)
+    rec = runner.run_one(name, 0, RunOptions(budget="full", results=tmp_path, device="cpu", progress=False))
     ckpt = RunKey(name, 0, "full", rec["dataset_id"]).checkpoint_dir(tmp_path)
-    final, last = train.load_pt(ckpt / "final.pt")["model"], train.load_pt(ckpt / "last.pt")
-    assert all(train.torch.equal(v, last["ema"][f"module.{k}"]) for k, v in final.items())
-    assert not all(train.torch.equal(v, last["model"][k]) for k, v in final.items())
+    final, last = checkpoints.load_pt(ckpt / "final.pt")["model"], checkpoints.load_pt(ckpt / "last.pt")
+    assert all(torch.equal(v, last["ema"][f"module.{k}"]) for k, v in final.items())
+    assert not all(torch.equal(v, last["model"][k]) for k, v in final.items())
 
 
 def test_training_batches_are_augmented(tiny_recipe):
     """With `augment`, the model trains on random resamples of the images, not on the images. At the ci budget
     turning it off moves test accuracy by less than the gate's noise; the gate's training-loss check catches it,
     and so does this test, in seconds."""
-    cpu = train.torch.device("cpu")
-    split = train.random_split(96, cpu)
+    cpu = torch.device("cpu")
+    split = data.random_split(96, cpu)
 
     def inputs(recipe):
-        train.torch.manual_seed(0)
+        torch.manual_seed(0)
         model = recipe.model()
         seen = []
         model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
@@ -204,6 +199,120 @@ def test_training_batches_are_augmented(tiny_recipe):
 
     plain, augmented = inputs(replace(tiny_recipe, augment=False)), inputs(replace(tiny_recipe, augment=True))
     assert len(plain) == len(augmented) == 3  # the same batches, in the same order
-    assert all(not train.torch.allclose(p, a) for p, a in zip(plain, augmented))
+    assert all(not torch.allclose(p, a) for p, a in zip(plain, augmented))
     assert sorted(train.to_input(split.images, train.CHANNELS_LAST).flatten(1).sum(1).tolist()) == \
-        pytest.approx(sorted(train.torch.cat(plain).flatten(1).sum(1).tolist()))  # without it: the images themselves
+        pytest.approx(sorted(torch.cat(plain).flatten(1).sum(1).tolist()))  # without it: the images themselves
+
+
+class Capture(nn.Module):
+    """Returns zeros and keeps every input it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return torch.zeros(x.shape[0]) + self.w
+
+
+def test_tta_shifts_fill_with_black_and_never_wrap_around():
+    images = torch.zeros(2, data.HEIGHT, data.WIDTH, dtype=torch.uint8)
+    images[:, :, -2:] = 255  # ink only in the two right-most columns
+    model = Capture()
+    train.predict(model, images, replace(get_recipe("ours_digitsum"), tta=True), torch.device("cpu"))
+    black = train.black("course")
+    assert len(model.seen) == len(train.TTA_SHIFTS) == 2
+    for view in model.seen:
+        assert torch.allclose(view[..., :2], torch.tensor(black))  # nothing wrapped around to the left edge
+    blank = [bool(torch.allclose(v, torch.tensor(black))) for v in model.seen]
+    assert sum(blank) == 1  # shifted right by 2, the ink left the canvas and did not come back
+    left = [v for v in model.seen if torch.allclose(v[..., -2:], torch.tensor(black)) and v.max() > black]
+    assert len(left) == 1 and left[0][..., -4:-2].min() > black  # shifted left by 2: the ink moved, black behind it
+
+
+def test_aux_images_enter_the_loss(monkeypatch):
+    recipe = replace(budgets.apply_budget(get_recipe("ours_digitsum"), "smoke"), aux_size=64, batch_size=8, aux_batch=4)
+    split = data.random_split(16, "cpu")
+    seen = []
+    real = train.to_input
+    monkeypatch.setattr(train, "to_input", lambda images, *a: seen.append(len(images)) or real(images, *a))
+
+    def one_epoch(aux):
+        torch.manual_seed(0)
+        model = recipe.model()
+        opt = train.make_optimizer(recipe, model, torch.device("cpu"))
+        return train.train_one_epoch(model, opt, None, None, split, recipe, 0, 1, torch.device("cpu"), aux=aux)
+
+    with_aux = one_epoch(runner.load_aux(recipe, torch.device("cpu")))
+    assert seen == [12, 12]  # 8 training images + 4 labelled synthetic ones per step
+    seen.clear()
+    without = one_epoch(None)
+    assert seen == [8, 8] and with_aux != without
+
+
+class TinyDigits(nn.Module):
+    """Four digit slots from a few hundred parameters: a digits4 head for ensemble runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.BatchNorm2d(8),
+                                      nn.AdaptiveAvgPool2d((1, 4)), nn.Flatten(1))
+        self.classify = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.classify(self.features(x).view(len(x), 8, 4).transpose(1, 2))
+
+
+def digit_variant(variant, name: str, members: int) -> str:
+    return variant(name, model=TinyDigits, head="digits4", loss="sum_nll", decode="most_likely_sum",
+                   members=members, selection="last")
+
+
+def test_an_ensemble_is_scored_as_the_mean_of_its_members_log_probabilities(variant, tmp_path):
+    ensemble, single = digit_variant(variant, "tiny_ensemble", 2), digit_variant(variant, "tiny_single", 1)
+    rec = runner.run_one(ensemble, 0, RunOptions(budget="full", results=tmp_path, device="cpu", progress=False))
+    one = runner.run_one(single, 0, RunOptions(budget="full", results=tmp_path, device="cpu", progress=False))
+    assert [m["seed"] for m in rec["members"]] == [0, runner.member_seed(0, 1)] and runner.member_seed(0, 1) != 0
+    member0 = rec["members"][0]["test"]
+    assert member0 == {k: one["metrics"]["test"][k] for k in member0}  # member 0 is the run of seed 0
+    assert rec["members"][0]["test"] != rec["members"][1]["test"]
+    assert rec["gflops"] == pytest.approx(2 * one["gflops"]) and rec["params_m"] == pytest.approx(2 * one["params_m"])
+
+    cpu = torch.device("cpu")
+    model, recipe = checkpoints.load_checkpoint(store.RunKey(ensemble, 0, "full", rec["dataset_id"]).checkpoint_dir(tmp_path)
+                                          / "final.pt", cpu)
+    assert len(model.members) == 2
+    x = torch.randn(3, 1, 40, 168)
+    model.eval()
+    assert torch.allclose(model(x), (model.members[0](x).log_softmax(-1) + model.members[1](x).log_softmax(-1)) / 2)
+    test = data.DeviceData.from_numpy(runner.load_data(recipe, "full", "synth").test, cpu)
+    assert train.evaluate(model, test, recipe, cpu)["exact"] == pytest.approx(rec["metrics"]["test"]["exact"], abs=2e-3)
+
+
+def test_an_interrupted_ensemble_resumes_at_the_member_it_reached(variant, tmp_path, monkeypatch):
+    name = digit_variant(variant, "tiny_ensemble", 2)
+    real_fit, real_epoch = runner.fit, train.train_one_epoch
+    fit_args, epoch_args = inspect.signature(real_fit), inspect.signature(real_epoch)
+
+    def stop_at_member_1(*a, **k):
+        if fit_args.bind(*a, **k).arguments["seed"] != 0:
+            raise KeyboardInterrupt
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(runner, "fit", stop_at_member_1)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_one(name, 0, RunOptions(budget="full", results=tmp_path, device="cpu", progress=False))
+    monkeypatch.setattr(runner, "fit", real_fit)
+    trained = []  # (seed, epoch) of every epoch the second attempt trains
+
+    def spy(*a, **k):
+        arguments = epoch_args.bind(*a, **k).arguments
+        trained.append((arguments["seed"], arguments["epoch"]))
+        return real_epoch(*a, **k)
+
+    monkeypatch.setattr(train, "train_one_epoch", spy)
+    rec = runner.run_one(name, 0, RunOptions(budget="full", results=tmp_path, device="cpu", progress=False))
+    assert trained == [(runner.member_seed(0, 1), epoch) for epoch in (1, 2, 3)]  # member 0 was finished: not retrained
+    assert len(rec["members"]) == 2

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from digitsum_bench import train
+from digitsum_bench import budgets, checkpoints, runner
 from digitsum_bench.cli import main
 from digitsum_bench.errors import BenchError
+from digitsum_bench.runner import RunOptions
 from digitsum_bench.store import RunKey
 
 
@@ -47,20 +48,20 @@ def test_best_pt_with_a_crafted_final_pt_beside_it_is_refused(tmp_path):
     torch.save({"model": {}}, tmp_path / "best.pt")
     crafted_checkpoint(tmp_path / "final.pt", marker)
     with pytest.raises(BenchError, match=r"final\.pt: not a digitsum-bench checkpoint, refused"):
-        train.load_checkpoint(tmp_path / "best.pt", torch.device("cpu"))
+        checkpoints.load_checkpoint(tmp_path / "best.pt", torch.device("cpu"))
     assert not marker.exists()
 
 
 def test_resume_refuses_a_crafted_last_pt(tiny_recipe, tmp_path):
     """A last.pt copied into a results folder is read on resume: it must not run code either."""
     marker = tmp_path / "pwned"
-    splits = train.load_data(train.apply_budget(tiny_recipe, "smoke"), "smoke", "synth")
+    splits = runner.load_data(budgets.apply_budget(tiny_recipe, "smoke"), "smoke", "synth")
     key = RunKey("tiny_test", 0, "smoke", splits.dataset_id)
     last = key.checkpoint_dir(tmp_path) / "last.pt"
     last.parent.mkdir(parents=True)
     crafted_checkpoint(last, marker, "tiny_test")
     with pytest.raises(BenchError, match=r"last\.pt: not a digitsum-bench checkpoint, refused") as e:
-        train.run_one("tiny_test", 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+        runner.run_one("tiny_test", 0, RunOptions(budget="smoke", results=tmp_path, device="cpu", progress=False))
     assert "\n" not in str(e.value)
     assert not marker.exists()
     assert not key.record_path(tmp_path).exists()
@@ -68,7 +69,7 @@ def test_resume_refuses_a_crafted_last_pt(tiny_recipe, tmp_path):
 
 def test_checkpoints_hold_only_plain_data(tiny_recipe, tmp_path):
     """final.pt stores the recipe's name and config as plain data: it loads with weights_only=True."""
-    rec = train.run_one("tiny_test", 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+    rec = runner.run_one("tiny_test", 0, RunOptions(budget="smoke", results=tmp_path, device="cpu", progress=False))
     folder = RunKey("tiny_test", 0, "smoke", rec["dataset_id"]).checkpoint_dir(tmp_path)
     final = torch.load(folder / "final.pt", weights_only=True)
     assert final["recipe"] == "tiny_test" and final["config"]["model"] == "TinyNet"

@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from digitsum_bench import stacked, train
+from digitsum_bench import checkpoints, devices, runner, stacked, train
 from digitsum_bench.launch import status_rows
 from digitsum_bench.recipes import get_recipe, list_recipes
+from digitsum_bench.runner import RunOptions
 from digitsum_bench.store import RunKey
 
 SEEDS = [0, 1, 2]
@@ -21,7 +22,7 @@ def same_layout(monkeypatch):
     """Separate runs in the stack's memory layout (vmap folds the seeds, so a stack cannot be channels_last),
     both in float32 (bf16 rounds the two differently): the comparison is of the training, not of last bits."""
     monkeypatch.setattr(train, "CHANNELS_LAST", False)
-    monkeypatch.setattr(train, "uses_bf16", lambda device: False)
+    monkeypatch.setattr(devices, "uses_bf16", lambda device: False)
 
 
 class TinySum37(nn.Module):
@@ -59,8 +60,8 @@ def _compare(sep: dict, stk: dict) -> None:
 
 
 def test_stacked_equals_separate_runs(tiny37, tmp_path):
-    sep = [train.run_one(tiny37, s, budget="full", results=tmp_path / "sep", device="cpu", progress=False) for s in SEEDS]
-    stk = stacked.run_stacked(tiny37, SEEDS, budget="full", results=tmp_path / "stk", device="cpu", progress=False)
+    sep = [runner.run_one(tiny37, s, RunOptions(budget="full", results=tmp_path / "sep", device="cpu", progress=False)) for s in SEEDS]
+    stk = stacked.run_stacked(tiny37, SEEDS, RunOptions(budget="full", results=tmp_path / "stk", device="cpu", progress=False))
     assert [r["seed"] for r in stk] == SEEDS and all(r["stacked_seeds"] == SEEDS for r in stk)
     predicted = [any(col) for col in zip(*sep[0]["metrics"]["test"]["confusion"])]
     assert sum(predicted) > 3  # it predicts several sums, so equal metrics mean something
@@ -77,12 +78,12 @@ def test_stacked_equals_separate_runs(tiny37, tmp_path):
     rows = status_rows(tmp_path / "stk", [tiny37], SEEDS, "full")
     assert [r["state"] for r in rows] == ["finished"] * 3
     # a finished stack is not trained again
-    again = stacked.run_stacked(tiny37, SEEDS, budget="full", results=tmp_path / "stk", device="cpu", progress=False)
+    again = stacked.run_stacked(tiny37, SEEDS, RunOptions(budget="full", results=tmp_path / "stk", device="cpu", progress=False))
     assert again == stk
 
 
 def test_interrupted_stack_resumes_stacked_or_seed_by_seed(tiny37, tmp_path, monkeypatch):
-    whole = stacked.run_stacked(tiny37, [0, 1], budget="full", results=tmp_path / "whole", device="cpu", progress=False)
+    whole = stacked.run_stacked(tiny37, [0, 1], RunOptions(budget="full", results=tmp_path / "whole", device="cpu", progress=False))
     real = stacked.train_stacked_epoch
 
     def dies_in_epoch_2(*args, **kw):
@@ -93,19 +94,19 @@ def test_interrupted_stack_resumes_stacked_or_seed_by_seed(tiny37, tmp_path, mon
     monkeypatch.setattr(stacked, "train_stacked_epoch", dies_in_epoch_2)
     for cut in ("a", "b"):
         with pytest.raises(KeyboardInterrupt):
-            stacked.run_stacked(tiny37, [0, 1], budget="full", results=tmp_path / cut, device="cpu", progress=False)
+            stacked.run_stacked(tiny37, [0, 1], RunOptions(budget="full", results=tmp_path / cut, device="cpu", progress=False))
     monkeypatch.setattr(stacked, "train_stacked_epoch", real)
     keys = [RunKey(tiny37, s, "full", whole[0]["dataset_id"]) for s in (0, 1)]
     for k in keys:
         assert not k.record_path(tmp_path / "a").exists() and not k.lock_path(tmp_path / "a").exists()
         assert not k.failed_path(tmp_path / "a").exists()  # an interruption is not a failure
-        assert stacked.checkpoint_epoch(k.checkpoint_dir(tmp_path / "a")) == 1
-    resumed = stacked.run_stacked(tiny37, [0, 1], budget="full", results=tmp_path / "a", device="cpu", progress=False)
+        assert checkpoints.checkpoint_epoch(k.checkpoint_dir(tmp_path / "a")) == 1
+    resumed = stacked.run_stacked(tiny37, [0, 1], RunOptions(budget="full", results=tmp_path / "a", device="cpu", progress=False))
     for a, b in zip(whole, resumed):
         assert [h["train_loss"] for h in b["history"]] == [h["train_loss"] for h in a["history"]]
         assert b["metrics"] == a["metrics"]
     # the same checkpoints also resume as ordinary, separate runs
-    alone = [train.run_one(tiny37, s, budget="full", results=tmp_path / "b", device="cpu", progress=False) for s in (0, 1)]
+    alone = [runner.run_one(tiny37, s, RunOptions(budget="full", results=tmp_path / "b", device="cpu", progress=False)) for s in (0, 1)]
     for a, b in zip(whole, alone):
         _compare(a, b)
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from digitsum_bench import data, metrics, submit
 from digitsum_bench.cli import main
-from digitsum_bench.train import run_one
+from digitsum_bench.runner import RunOptions, run_one
 
 SUMS = np.array([3, 10, 17, 36, 0, 22])  # the hand-made dataset's labels
 COMPARED = (*metrics.SUMMARY_KEYS, "per_sum")  # what evaluate --checkpoint reports too
@@ -162,7 +162,7 @@ def test_bad_model_files_are_one_line_errors(six, tmp_path, capsys):
 @pytest.mark.parametrize("name,head", [("r003_convnet4", "sum37"), ("ours_digitsum", "digits4")])
 def test_checkpoint_model_and_predictions_agree(name, head, tmp_path, capsys):
     """One smoke run scored as a checkpoint, as an exported program and as its predictions CSV."""
-    run_one(name, 0, budget="smoke", results=tmp_path, device="cpu", progress=False)
+    run_one(name, 0, RunOptions(budget="smoke", results=tmp_path, device="cpu", progress=False))
     checkpoint = str(next(tmp_path.glob(f"checkpoints/smoke/*/{name}/seed0/final.pt")))
     npz = str(tmp_path / "test.npz")
     assert main(["data", "make", "--split", "test", "--n", "64", "--out", npz]) == 0
@@ -185,12 +185,3 @@ def test_export_of_a_missing_checkpoint_is_one_line_error(tmp_path, capsys):
     err = error(capsys, "export", "--checkpoint", str(tmp_path / "final.pt"), "--out", str(tmp_path / "m.pt2"))
     assert "no such checkpoint" in err
     assert not (tmp_path / "m.pt2").exists()
-
-
-def test_expected_sums_per_head():
-    big = torch.full((1, 37), -30.0)
-    big[0, 20] = 30.0
-    assert metrics.expected_sums(big, "sum37").item() == pytest.approx(20.0)
-    assert metrics.expected_sums(torch.zeros(2, 4, 10), "digits4").tolist() == pytest.approx([18.0, 18.0])  # 4 x 4.5
-    assert metrics.expected_sums(torch.tensor([[3.7], [-0.2]]), "regression").tolist() == pytest.approx([3.7, -0.2])
-    assert "mse_raw" not in metrics.compute_metrics(np.array([1]), np.array([1]))

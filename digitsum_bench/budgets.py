@@ -1,0 +1,66 @@
+"""Budgets: how much of a recipe a run trains (`full`, `quick`, `ci`, `smoke`).
+
+No torch here: the reporting step reads the budget names and which of them are checks only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from .errors import BenchError
+
+if TYPE_CHECKING:
+    from .recipes import Recipe
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of a recipe to run. `None` keeps the recipe's own value."""
+
+    name: str
+    max_epochs: int | None  # cap on epochs (OneCycle then spans the capped epochs)
+    max_train: int | None  # cap on training images
+    max_val: int | None  # cap on validation images
+    test_size: int  # images of the shared test split (a prefix of the full 10,000)
+    max_members: int | None = None  # cap on an ensemble recipe's members (Recipe.members)
+
+
+BUDGETS = {
+    # each report's own epochs, batch size and data size, every ensemble member; the full 10,000-image test split
+    "full": Budget("full", None, None, None, 10_000),
+    # all of the data, at most 2 epochs, one model: minutes per small recipe on 2 CPU cores, and they learn
+    "quick": Budget("quick", 2, None, None, 10_000, max_members=1),
+    # the CI accuracy gate's budget: one epoch, 2,000 validation images, the full test split, one model
+    "ci": Budget("ci", 1, None, 2_000, 10_000, max_members=1),
+    # seconds per recipe on a CPU: checks that everything runs (ensembles too), measures nothing useful
+    "smoke": Budget("smoke", 1, 64, 32, 64),
+}
+BUDGET_NAMES = tuple(BUDGETS)  # in the order the leaderboard shows their tables
+# Budgets whose accuracies mean nothing: reported apart from the leaderboard, never ranked.
+CHECK_ONLY = ("smoke",)
+
+
+def get_budget(name: str) -> Budget:
+    """The budget called `name`; a BenchError naming the choices for any other name."""
+    if name not in BUDGETS:
+        raise BenchError(f"unknown budget {name!r}; choose from {', '.join(BUDGETS)}")
+    return BUDGETS[name]
+
+
+def apply_budget(recipe: Recipe, budget: str) -> Recipe:
+    """The recipe as run under `budget` (the record stores this version)."""
+    b = get_budget(budget)
+
+    def cap(value: int, limit: int | None) -> int:
+        return value if limit is None else min(value, limit)
+
+    return replace(
+        recipe,
+        epochs=cap(recipe.epochs, b.max_epochs),
+        train_size=cap(recipe.train_size, b.max_train),
+        val_size=cap(recipe.val_size, b.max_val),
+        aux_size=cap(recipe.aux_size, b.max_train),
+        members=cap(recipe.members, b.max_members),
+        pretrain=apply_budget(recipe.pretrain, budget) if recipe.pretrain else None,
+    )

@@ -1,0 +1,128 @@
+"""Checkpoints: the one safe loader, atomic saves, resuming a run, and loading a finished model.
+
+Every checkpoint is read with `torch.load(weights_only=True)` (`load_pt`): tensors and plain data
+only, so that a file copied from another machine can never run code. A run's folder holds
+`last.pt` (model, optimizer, schedule, EMA and bookkeeping after the last finished epoch: what a
+resumed run starts from), `best.pt` where the recipe selects an epoch on validation, `stage1.pt`
+for a pre-training stage, and `final.pt`, the scored model with its recipe's config.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from . import models
+from .errors import BenchError
+from .recipes import Recipe, get_recipe
+from .store import atomic_write
+
+
+def save_atomic(obj: dict, path: Path) -> None:
+    """torch.save through a temporary file: a reader never sees half a checkpoint."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
+
+
+def _load_error(e: Exception) -> str:
+    """torch.load's reason in one short line (its weights-only message is a paragraph of advice)."""
+    text = str(e).replace("\n", " ")
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return f"it would call {found.group(1)}; only tensors and plain data are loaded"
+    if "WeightsUnpickler error" in text or "Weights only load failed" in text:
+        return "not plain tensors and data"
+    return f"{type(e).__name__}: {text.strip()[:160]}"
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def load_pt(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint read with `weights_only=True`: tensors and plain data only, so that a crafted file
+    (results are copied between machines) can never run code. Anything else is a one-line BenchError."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for refused or damaged files
+        raise BenchError(f"{path}: not a digitsum-bench checkpoint, refused ({_load_error(e)})") from None
+    if not isinstance(ck, dict):
+        raise BenchError(f"{path}: not a digitsum-bench checkpoint (holds {type(ck).__name__}, not a dict)")
+    return ck
+
+
+def fresh_state() -> dict:
+    """A run's bookkeeping before its first epoch (saved in last.pt as "state")."""
+    return {"epoch": 0, "history": [], "best_score": None, "best_epoch": None, "train_seconds": 0.0,
+            "step_seconds": 0.0}
+
+
+def save_last(path: Path, model: nn.Module, opt, sched, ema, state: dict) -> None:
+    """The epoch checkpoint a resumed run starts from."""
+    save_atomic({"model": model.state_dict(), "opt": opt.state_dict(),
+                 "sched": sched.state_dict() if sched is not None else None,
+                 "ema": ema.state_dict() if ema is not None else None, "state": state}, path)
+
+
+def resume(last: Path, model: nn.Module, opt, sched, ema, device: torch.device) -> dict | None:
+    """Load an epoch checkpoint into model, optimizer, schedule and EMA; its state, or None when there is none."""
+    if not last.exists():
+        return None
+    ck = load_pt(last, device)
+    try:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        if sched is not None:
+            sched.load_state_dict(ck["sched"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
+        return ck["state"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise BenchError(f"{last}: does not resume this recipe ({type(e).__name__}: {_first_line(e)}); "
+                         f"delete it or use --force") from None
+
+
+def checkpoint_epoch(ckpt_dir: Path) -> int:
+    """The last finished epoch saved in `ckpt_dir/last.pt` (0 when there is none or it cannot be read)."""
+    last = Path(ckpt_dir) / "last.pt"
+    if not last.exists():
+        return 0
+    try:
+        return int(load_pt(last)["state"]["epoch"])
+    except (BenchError, KeyError, TypeError, ValueError):  # an unreadable checkpoint is retrained from the start
+        return 0
+
+
+def load_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Module, Recipe]:
+    """A model saved by the runner (final.pt, or best.pt with final.pt beside it) and the recipe that made it.
+
+    Read with `weights_only=True` (`load_pt`): a file from elsewhere can hold only tensors and
+    plain data, so it can never run code. Every problem is a one-line BenchError naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"{path}: no such checkpoint")
+    ck = load_pt(path, device)
+    name, named_by = ck.get("recipe"), path
+    if name is None:  # a best.pt of an older version: the recipe's name is in final.pt beside it
+        named_by = path.with_name("final.pt")
+        if not named_by.is_file():
+            raise BenchError(f"{path}: names no recipe and has no final.pt beside it")
+        name = load_pt(named_by, "cpu").get("recipe")
+    if not isinstance(name, str):
+        raise BenchError(f"{named_by}: not a digitsum-bench checkpoint (no recipe name in it)")
+    try:
+        recipe = get_recipe(name)
+    except BenchError as e:
+        raise BenchError(f"{named_by}: {e}") from None
+    try:
+        members = (ck.get("config") or {}).get("members", 1)  # an ensemble's final.pt (Recipe.members)
+        model = models.Ensemble([recipe.model() for _ in range(members)]) if members > 1 else recipe.model()
+        model.load_state_dict(ck["model"])
+    except Exception as e:  # noqa: BLE001 - any mismatch is reported the same way
+        raise BenchError(f"{path}: not a digitsum-bench checkpoint of {name} ({type(e).__name__}: {_first_line(e)})") from None
+    return model.to(device), recipe

@@ -1,0 +1,282 @@
+"""The leaderboard: run records read back, summarised over seeds, and the cells every view shows.
+
+Owns reading `<results>/records/<budget>/<dataset_id>/<recipe>/seed<seed>.json` into one frame
+(`load_records`), the leaderboard frame (`leaderboard`: one row per recipe, budget and dataset),
+and the formatters that the markdown (report.py), the web page (page.py) and the gate share:
+numbers, durations, the exact-accuracy interval, the test against the best row, and the one
+way a report's claim is written. No torch and no plotting here.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from packaging.version import Version
+from scipy import stats
+
+from .claims import PERCENT, claim_text, claim_value
+from .errors import BenchError
+from .store import N_SUMS, RECORD_KEYS, OtherSchema, read_record
+
+SPLITS = ("val", "test")
+METRICS = ("exact", "within_one", "mse", "mse_raw", "mae")  # summarised over seeds in the leaderboard
+SCALARS = ("n", "loss", "exact", "within_one", "mse", "mse_raw", "rmse", "mae")  # per split; mse_raw may be absent
+NUMBERS = ("params_m", "gflops", "train_seconds", "images_per_s")  # null in JSON -> NaN
+RUN = ["recipe", "seed", "budget", "dataset_id", "code_version"]  # a second record of one run is a duplicate
+GROUP = ["recipe", "budget", "dataset_id"]  # one leaderboard row
+TABLE = ["budget", "dataset_id"]  # one markdown table, one set of plots
+ALPHA = 0.05  # Welch test level for "not significantly worse than the best row"
+SAME = "≈"  # the mark for such a row
+# The metrics a claim can be of, in table order, each with its measured column's header and its name in claims.
+METRIC_COLUMNS = {"exact": "exact % (95% CI)", "within_one": "within-one %", "mse_raw": "MSE raw",
+                  "mse": "MSE (rounded)", "mae": "MAE"}  # fmt: skip
+CLAIM_METRICS = tuple(METRIC_COLUMNS)
+
+
+# ----------------------------------------------------------------------------------------
+# Reading records
+# ----------------------------------------------------------------------------------------
+
+
+def load_records(results: Path) -> pd.DataFrame:
+    """All records under `results/records`, one row each, duplicates of a run removed.
+
+    Scalars become flat columns (`test_exact`, `version_torch`, ...); `*_per_sum` and
+    `*_confusion` are numpy arrays; `history`, `claimed` and `config` stay as parsed JSON.
+    Lock files and the `*.failed.json` records of failed runs are skipped, and so, with a
+    warning, are records of another schema (`run` redoes them).
+    """
+    folder = Path(results) / "records"
+    paths = sorted(p for p in folder.rglob("*.json") if not p.name.endswith(".failed.json"))
+    rows = []
+    for path in paths:
+        try:
+            rows.append(_read_record(path))
+        except OtherSchema as e:
+            warnings.warn(f"skipped {e}", stacklevel=2)
+    if not rows:
+        raise BenchError(f"{folder}: no records in it; make some with "
+                         f"`digitsum-bench run --recipe NAME --results {results}`")
+    return _drop_duplicates(pd.DataFrame(rows))
+
+
+def _read_record(path: Path) -> dict:
+    """One record file, checked (store.read_record) and flattened; a BenchError names the file otherwise."""
+    raw = read_record(path)
+    try:
+        return {"path": str(path), **_flatten(raw)}
+    except (KeyError, AttributeError, TypeError, ValueError) as e:
+        raise BenchError(f"{path}: corrupt record ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+
+
+def _flatten(raw: dict) -> dict:
+    """The record (already checked by store.read_record) as flat columns; ValueError/TypeError for bad values."""
+    row = {k: raw[k] for k in RECORD_KEYS if k not in ("schema", "versions", "metrics")}
+    row.update({k: _number(raw[k]) for k in NUMBERS})
+    row["seeds_requested"] = tuple(int(s) for s in raw["seeds_requested"])  # hashable and countable
+    row["seed"] = int(raw["seed"])
+    row["finished"] = _utc(raw["finished"])
+    Version(raw["code_version"])  # picking the newest code version needs a parsable one
+    row["claimed"] = [{"metric": c["metric"], "value": None if c["value"] is None else float(c["value"]), "split": c["split"], "note": c.get("note", "")}
+                      for c in raw["claimed"]]  # fmt: skip
+    row.update({f"version_{lib}": v for lib, v in raw["versions"].items()})
+    for split in SPLITS:
+        row.update(_flatten_split(raw["metrics"], split))
+    return row
+
+
+def _flatten_split(metrics: dict, split: str) -> dict:
+    """`val_exact`, `val_per_sum`, ...; NaN/None for a split the run did not have (test on course data)
+    and for `mse_raw` in records made before it was measured."""
+    values = metrics.get(split)
+    if values is None:
+        return {f"{split}_{k}": math.nan for k in SCALARS} | {f"{split}_per_sum": None, f"{split}_confusion": None}
+    row = {f"{split}_{k}": _number(values.get(k)) for k in SCALARS}
+    row[f"{split}_per_sum"] = _array(values["per_sum"], (N_SUMS,), f"metrics.{split}.per_sum")  # null -> NaN
+    row[f"{split}_confusion"] = _array(values["confusion"], (N_SUMS, N_SUMS), f"metrics.{split}.confusion")
+    return row
+
+
+def _utc(text: str) -> pd.Timestamp:
+    """A time in UTC, so that records written with and without a time zone sort together."""
+    time = pd.Timestamp(text)  # ValueError if it is not a time
+    return time.tz_localize("UTC") if time.tzinfo is None else time.tz_convert("UTC")
+
+
+def _number(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _array(value, shape: tuple[int, ...], where: str) -> np.ndarray:
+    array = np.asarray(value, dtype=float)
+    if array.shape != shape:
+        raise ValueError(f"{where} has shape {array.shape}, expected {shape}")
+    return array
+
+
+def _drop_duplicates(records: pd.DataFrame) -> pd.DataFrame:
+    """One record per run, the latest `finished`: a file copied in under another name is not counted twice."""
+    records = records.sort_values(["finished", "path"], kind="stable")
+    for key, group in records[records.duplicated(RUN, keep=False)].groupby(RUN):
+        ignored = ", ".join(group["path"].iloc[:-1])
+        warnings.warn(f"duplicate records of run {key}: kept {group['path'].iloc[-1]}, ignored {ignored}", stacklevel=3)
+    return records.drop_duplicates(RUN, keep="last").reset_index(drop=True)
+
+
+def current(records: pd.DataFrame) -> pd.DataFrame:
+    """Only the records made by the newest code version of each (recipe, budget, dataset)."""
+    newest = records.groupby(GROUP)["code_version"].transform(lambda v: str(max(v, key=Version)))
+    return records[records["code_version"] == newest]
+
+
+def latest(runs: pd.DataFrame) -> pd.Series:
+    """The run that finished last: names, config and claims as the newest run states them."""
+    return runs.sort_values("finished").iloc[-1]
+
+
+# ----------------------------------------------------------------------------------------
+# The leaderboard
+# ----------------------------------------------------------------------------------------
+
+
+def leaderboard(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per (recipe, budget, dataset_id): means and sample stds over seeds, cost, claims.
+
+    Uses the newest code version present for each row. Sorted by test exact accuracy, or val
+    where a row has no test split (course data), best first. The `split` column says which.
+    """
+    board = pd.DataFrame([_summarise(runs) for _, runs in current(records).groupby(GROUP, sort=False)])
+    score = board["test_exact_mean"].fillna(board["val_exact_mean"])
+    board = board.assign(_score=score).sort_values(["_score", "recipe"], ascending=[False, True], kind="stable")
+    return board.drop(columns="_score").reset_index(drop=True)
+
+
+def _summarise(runs: pd.DataFrame) -> dict:
+    """One leaderboard row from the seeds of one recipe on one budget and dataset."""
+    last = latest(runs)
+    asked = set().union(*runs["seeds_requested"])
+    row = {k: last[k] for k in ("recipe", "report", "method", "budget", "dataset_id", "dataset")}
+    row["device"] = joined(runs["device"])
+    row["n_seeds"] = runs["seed"].nunique()
+    row["seeds_requested"] = len(asked)
+    row["complete"] = asked <= set(runs["seed"])
+    for split in SPLITS:
+        for metric in METRICS:
+            row[f"{split}_{metric}_mean"] = runs[f"{split}_{metric}"].mean()
+            row[f"{split}_{metric}_std"] = runs[f"{split}_{metric}"].std()  # ddof=1; NaN for one seed
+    row.update({k: runs[k].mean() for k in NUMBERS})
+    row.update(claim_fields(last["claimed"]))
+    row["pretrained"] = joined(runs["pretrained"])
+    row["code_version"] = last["code_version"]
+    row["git_commit"] = joined(runs["git_commit"])
+    row["git_dirty"] = bool(runs["git_dirty"].any())
+    row["split"] = "test" if runs["test_exact"].notna().any() else "val"  # the split the row is ranked on
+    return row
+
+
+def claim_fields(claimed: list[dict]) -> dict:
+    """A row's claim fields: all claims as text ("val exact 94.92%, val MSE raw 0.264"), each
+    claimed number (`claimed_exact`, `claimed_mse_raw`, ...; NaN where none), the exact claim's
+    split, and the claims themselves (`claims`, for the tables' cells; not written to the CSV)."""
+    by_metric = {c["metric"]: c for c in claimed}
+    exact = by_metric.get("exact")
+    values = {f"claimed_{m}": by_metric[m]["value"] if m in by_metric and by_metric[m]["value"] is not None
+              else math.nan for m in CLAIM_METRICS}  # fmt: skip
+    return {
+        "claimed": ", ".join(claim_text(c) for c in claimed),
+        **values,
+        "claimed_split": exact["split"] if exact else "",
+        "claims": claimed,
+    }
+
+
+def claims_of(claims: list[dict], metric: str) -> list[dict]:
+    """The claims of `metric`, in the report's order."""
+    return [c for c in claims if c["metric"] == metric]
+
+
+def claim_cell(claims: list[dict], metric: str) -> str:
+    """The report's claims of `metric`, e.g. 'val 94.92%', or '—' where it claims none."""
+    return "; ".join(f"{c['split']}{'' if c['value'] is None else ' '}{claim_value(c)}"
+                     for c in claims_of(claims, metric)) or "—"  # fmt: skip
+
+
+def metric_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """The metric columns of one table, in order, as (kind, metric): each measured metric, then
+    its claim (exact's always, the others where a row claims them), and `vs best` after exact."""
+    claimed = {c["metric"] for claims in table["claims"] for c in claims}
+    columns = []
+    for metric in CLAIM_METRICS:
+        columns.append(("measured", metric))
+        if metric == "exact" or metric in claimed:
+            columns.append(("claim", metric))
+        if metric == "exact":
+            columns.append(("vs best", metric))
+    return columns
+
+
+# ----------------------------------------------------------------------------------------
+# Cells
+# ----------------------------------------------------------------------------------------
+
+
+def score(row: pd.Series) -> tuple[float, float, int]:
+    """(mean, std, seeds) of the row's exact accuracy on the split it is ranked on."""
+    split = row["split"]
+    return row[f"{split}_exact_mean"], row[f"{split}_exact_std"], int(row["n_seeds"])
+
+
+def measured(row: pd.Series, metric: str) -> float:
+    """The row's mean of `metric` over seeds on the split it is ranked on."""
+    return row[f"{row['split']}_{metric}_mean"]
+
+
+def measured_cell(row: pd.Series, metric: str) -> str:
+    """The measured `metric` as shown: exact with its interval, within-one in %, errors to 3 decimals."""
+    if metric == "exact":
+        return exact_cell(row)
+    value = measured(row, metric)
+    return fmt(value * 100, ".1f") if metric in PERCENT else fmt(value, ".3f")
+
+
+def exact_cell(row: pd.Series) -> str:
+    """'32.0 ± 5.0': mean exact accuracy ± the half-width of its 95% t-interval over seeds."""
+    mean, std, n = score(row)
+    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n >= 2 else math.nan
+    return f"{fmt(mean * 100, '.1f')} ± {fmt(half * 100, '.1f', 'n/a')}"
+
+
+def vs_best(row: pd.Series, best: pd.Series) -> str:
+    """Welch t-test of this row's exact accuracy over seeds against the best row's."""
+    (m1, s1, n1), (m2, s2, n2) = score(row), score(best)
+    if n1 < 2 or n2 < 2:
+        return "untestable (<2 seeds)"
+    p = stats.ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False).pvalue
+    if math.isnan(p):  # no spread on either side: equal means are the same result, unequal ones are not
+        p = 1.0 if m1 == m2 else 0.0
+    if p >= ALPHA:
+        return f"{SAME} (p={p:.2f})"
+    return f"p={p:.3f}" if p >= 0.001 else "p<0.001"
+
+
+def fmt(value: float, spec: str, missing: str = "—") -> str:
+    """`value` formatted by `spec`; `missing` for None or NaN."""
+    return missing if value is None or math.isnan(value) else format(value, spec)
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '3.5 min', '2.1 h'; '—' for NaN."""
+    if math.isnan(seconds):
+        return "—"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def joined(values: pd.Series) -> str:
+    """The distinct values, sorted, as one comma-separated string."""
+    return ", ".join(sorted({str(v) for v in values}))
