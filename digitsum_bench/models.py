@@ -402,7 +402,7 @@ def create(build: Callable[[], nn.Module], pretrained: str = "none", conv1: str 
     path = imagenet_file(weights)
     if path is None:
         warnings.warn(f"recipe {name}: no ImageNet weights on this machine (pass a file or set "
-                      f"DIGITSUM_IMAGENET_WEIGHTS); training from scratch", stacklevel=2)
+                      f"DIGITSUM_IMAGENET_WEIGHTS); training from scratch", stacklevel=3)
         return model, "unavailable"
     load_imagenet(model, path, conv1)
     return model, "imagenet"
