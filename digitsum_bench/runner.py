@@ -250,6 +250,7 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, optio
         "pretrained": status, "params_m": params_m, "gflops": gflops,
         "train_seconds": summary["train_seconds"], "images_per_s": summary["images_per_s"],
         "epochs_run": recipe.epochs, "selected_epoch": summary["selected_epoch"],
+        "engine": summary.get("engine", "eager"),  # optional key: what trained it (eager, graph, stacked)
         "started": started, "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": recipe_config(recipe),
         "claimed": [asdict(c) for c in recipe.claimed],

@@ -275,5 +275,6 @@ def _mark_stacked(path: Path, started: str, seeds: list[int]) -> dict:
     record = read_record(path)
     record["started"] = started
     record["stacked_seeds"] = sorted(seeds)
+    record["engine"] = "stacked"
     write_json_atomic(path, record)
     return record

@@ -275,7 +275,7 @@ def end_epoch(recipe: Recipe, epoch: int, train_loss: float, step_seconds: float
     v = evaluate(scored, history_split(val, recipe), replace(recipe, tta=False), device)  # one view is enough
     state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": v["loss"],
                              "val_exact": v.get("exact"), "val_within_one": v.get("within_one"),
-                             "lr": opt.param_groups[0]["lr"], "seconds": step_seconds + time.perf_counter() - t0})
+                             "lr": float(opt.param_groups[0]["lr"]), "seconds": step_seconds + time.perf_counter() - t0})
     state["epoch"] = epoch
     state["train_seconds"] += state["history"][-1]["seconds"]
     state["step_seconds"] += step_seconds

@@ -30,6 +30,7 @@ def test_record_contents(tiny_recipe, tmp_path):
                 "started", "finished", "pretrained", "code_version", "dataset"):
         assert key in rec
     assert rec["pretrained"] == "none"
+    assert rec["engine"] == "eager"  # a CPU run trains eagerly; the record says which engine trained it
     assert rec["config"]["model"] == "TinyNet" and rec["config"]["epochs"] == 3
     assert len(rec["history"]) == 3 and rec["epochs_run"] == 3
     assert rec["metrics"]["test"]["n"] == budgets.BUDGETS["full"].test_size

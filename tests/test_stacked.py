@@ -62,7 +62,7 @@ def _compare(sep: dict, stk: dict) -> None:
 def test_stacked_equals_separate_runs(tiny37, tmp_path):
     sep = [runner.run_one(tiny37, s, RunOptions(budget="full", results=tmp_path / "sep", device="cpu", progress=False)) for s in SEEDS]
     stk = stacked.run_stacked(tiny37, SEEDS, RunOptions(budget="full", results=tmp_path / "stk", device="cpu", progress=False))
-    assert [r["seed"] for r in stk] == SEEDS and all(r["stacked_seeds"] == SEEDS for r in stk)
+    assert [r["seed"] for r in stk] == SEEDS and all(r["stacked_seeds"] == SEEDS and r["engine"] == "stacked" for r in stk)
     predicted = [any(col) for col in zip(*sep[0]["metrics"]["test"]["confusion"])]
     assert sum(predicted) > 3  # it predicts several sums, so equal metrics mean something
     assert len({r["metrics"]["test"]["exact"] for r in sep}) > 1  # and the seeds really differ
