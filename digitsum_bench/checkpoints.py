@@ -55,6 +55,12 @@ def load_pt(path: Path, device: torch.device | str = "cpu") -> dict:
     return ck
 
 
+def clear(ckpt_dir: Path) -> None:
+    """Delete a run's checkpoints (`--force`: the run starts again from scratch)."""
+    for f in Path(ckpt_dir).rglob("*.pt"):
+        f.unlink()
+
+
 def fresh_state() -> dict:
     """A run's bookkeeping before its first epoch (saved in last.pt as "state")."""
     return {"epoch": 0, "history": [], "best_score": None, "best_epoch": None, "train_seconds": 0.0,

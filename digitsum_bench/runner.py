@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import __version__, metrics, models
 from . import data as datamod
 from .budgets import apply_budget, get_budget
-from .checkpoints import load_checkpoint, load_pt, save_atomic
+from .checkpoints import clear, load_checkpoint, load_pt, save_atomic
 from .data import DeviceData
 from .devices import device_name, resolve_device, set_deterministic
 from .errors import BenchError
@@ -229,9 +229,8 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, optio
     set_deterministic(options.deterministic or device.type == "cpu")
     results = Path(options.results)
     ckpt_dir = key.checkpoint_dir(results)
-    if options.force and ckpt_dir.exists():
-        for f in ckpt_dir.rglob("*.pt"):
-            f.unlink()
+    if options.force:
+        clear(ckpt_dir)
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     train, val = device_splits(recipe, splits, device)
     test = DeviceData.from_numpy(splits.test, device) if splits.test is not None else None

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from . import runner
 from .budgets import apply_budget
-from .checkpoints import checkpoint_epoch, fresh_state, resume
+from .checkpoints import checkpoint_epoch, clear, fresh_state, resume
 from .data import DeviceData
 from .devices import autocast, resolve_device, set_deterministic, synchronize
 from .errors import BenchError, TimeLimitReached
@@ -243,8 +243,7 @@ def run_stacked(name: str, seeds: list[int], options: runner.RunOptions = runner
         set_deterministic(options.deterministic or dev.type == "cpu")
         if options.force:
             for key in mine:
-                for f in key.checkpoint_dir(results).rglob("*.pt"):
-                    f.unlink()
+                clear(key.checkpoint_dir(results))
         by_epoch: dict[int, list[RunKey]] = {}
         for key in mine:
             by_epoch.setdefault(checkpoint_epoch(key.checkpoint_dir(results)), []).append(key)
