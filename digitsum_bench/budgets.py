@@ -64,3 +64,15 @@ def apply_budget(recipe: Recipe, budget: str) -> Recipe:
         members=cap(recipe.members, b.max_members),
         pretrain=apply_budget(recipe.pretrain, budget) if recipe.pretrain else None,
     )
+
+
+def budget_cap(budget: str) -> str:
+    """What a budget cuts from each recipe, for a table's heading: '2 of each recipe's epochs, one model;
+    no claims beside it'; '' for `full` (each report's own budget) and unknown budgets."""
+    b = BUDGETS.get(budget)
+    if b is None or budget == "full":
+        return ""
+    cuts = [f"{b.max_epochs} of each recipe's epochs" if b.max_epochs else "",
+            f"at most {b.max_train:,} training images" if b.max_train else "",
+            f"{b.max_val:,} validation images" if b.max_val else "", "one model" if b.max_members == 1 else ""]
+    return "capped: " + ", ".join(c for c in cuts if c) + "; the reports' claims are not shown beside it"

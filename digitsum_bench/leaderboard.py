@@ -18,7 +18,7 @@ import pandas as pd
 from packaging.version import Version
 from scipy import stats
 
-from .claims import PERCENT, claim_text, claim_value
+from .claims import CLAIM_NAMES, PERCENT, claim_text, claim_value
 from .errors import BenchError
 from .store import N_SUMS, RECORD_KEYS, OtherSchema, read_record
 
@@ -84,6 +84,8 @@ def _flatten(raw: dict) -> dict:
     row["claimed"] = [{"metric": c["metric"], "value": None if c["value"] is None else float(c["value"]), "split": c["split"], "note": c.get("note", "")}
                       for c in raw["claimed"]]  # fmt: skip
     row.update({f"version_{lib}": v for lib, v in raw["versions"].items()})
+    row["members"] = raw.get("members")  # an ensemble's members alone (runner.fit_members); absent otherwise
+    row["wall_seconds"] = (row["finished"] - _utc(raw["started"])).total_seconds()  # the run, start to record
     for split in SPLITS:
         row.update(_flatten_split(raw["metrics"], split))
     return row
@@ -143,19 +145,26 @@ def latest(runs: pd.DataFrame) -> pd.Series:
 # ----------------------------------------------------------------------------------------
 
 
-def leaderboard(records: pd.DataFrame) -> pd.DataFrame:
+def leaderboard(records: pd.DataFrame, registry: dict[str, dict] | None = None) -> pd.DataFrame:
     """One row per (recipe, budget, dataset_id): means and sample stds over seeds, cost, claims.
 
     Uses the newest code version present for each row. Sorted by test exact accuracy, or val
     where a row has no test split (course data), best first. The `split` column says which.
+    `registry` (report.registry_facts) gives each recipe's own epochs, members and training
+    size, so that a row knows whether it trained its report's own budget (`own_budget`): only
+    such a row stands beside the report's claims. Every recipe of the registry that has no run
+    in a `full` table gets a row there too, saying what it would cost (`not_run`).
     """
-    board = pd.DataFrame([_summarise(runs) for _, runs in current(records).groupby(GROUP, sort=False)])
+    registry = registry or {}
+    board = pd.DataFrame([_summarise(runs, registry.get(name))
+                          for (name, *_), runs in current(records).groupby(GROUP, sort=False)])  # fmt: skip
+    board = pd.concat([board, _not_run_rows(board, records, registry)], ignore_index=True)
     score = board["test_exact_mean"].fillna(board["val_exact_mean"])
     board = board.assign(_score=score).sort_values(["_score", "recipe"], ascending=[False, True], kind="stable")
     return board.drop(columns="_score").reset_index(drop=True)
 
 
-def _summarise(runs: pd.DataFrame) -> dict:
+def _summarise(runs: pd.DataFrame, facts: dict | None) -> dict:
     """One leaderboard row from the seeds of one recipe on one budget and dataset."""
     last = latest(runs)
     asked = set().union(*runs["seeds_requested"])
@@ -169,13 +178,104 @@ def _summarise(runs: pd.DataFrame) -> dict:
             row[f"{split}_{metric}_mean"] = runs[f"{split}_{metric}"].mean()
             row[f"{split}_{metric}_std"] = runs[f"{split}_{metric}"].std()  # ddof=1; NaN for one seed
     row.update({k: runs[k].mean() for k in NUMBERS})
+    row["train_time"] = "; ".join(f"{duration(group['train_seconds'].mean())}"
+                                  + (f" ({device})" if runs["device"].nunique() > 1 else "")
+                                  for device, group in runs.groupby("device"))  # fmt: skip
+    row["epochs"] = int(runs["epochs_run"].max())
+    row["own_epochs"] = facts["epochs"] if facts else (row["epochs"] if last["budget"] == "full" else math.nan)
+    row["own_budget"] = bool(last["budget"] == "full" or facts is not None and _trained_as_reported(last, facts))
+    row.update(time_to_accuracy(runs["history"]))
     row.update(claim_fields(last["claimed"]))
+    if not row["own_budget"]:
+        row["claims"] = []  # a capped run stands beside no claim: the report's numbers came from its own budget
     row["pretrained"] = joined(runs["pretrained"])
     row["code_version"] = last["code_version"]
     row["git_commit"] = joined(runs["git_commit"])
     row["git_dirty"] = bool(runs["git_dirty"].any())
     row["split"] = "test" if runs["test_exact"].notna().any() else "val"  # the split the row is ranked on
+    row["not_run"] = ""
     return row
+
+
+def _trained_as_reported(run: pd.Series, facts: dict) -> bool:
+    """Whether a run trained its recipe's own epochs, members and training images (a budget that capped nothing)."""
+    config = run["config"]
+    return (int(run["epochs_run"]) == facts["epochs"] and config.get("members", 1) == facts["members"]
+            and config.get("train_size") == facts["train_size"])  # fmt: skip
+
+
+LEVELS = (0.5, 0.9)  # validation exact accuracies whose first epoch and training time the leaderboard gives
+
+
+def time_to_accuracy(histories: pd.Series) -> dict:
+    """For each of LEVELS: the mean epochs and training seconds until validation exact first reached it,
+    over the seeds that reached it (`epochs_to_50`, `seconds_to_50`), and how many did (`reached_50`)."""
+    row = {}
+    for level in LEVELS:
+        hits = [hit for hit in (first_reached(h, level) for h in histories) if hit is not None]
+        tag = f"{level * 100:.0f}"
+        row[f"epochs_to_{tag}"] = float(np.mean([e for e, _ in hits])) if hits else math.nan
+        row[f"seconds_to_{tag}"] = float(np.mean([t for _, t in hits])) if hits else math.nan
+        row[f"reached_{tag}"] = len(hits)
+    return row
+
+
+def first_reached(history: list[dict], level: float) -> tuple[int, float] | None:
+    """(epoch, training seconds up to the end of it) where validation exact first reached `level`; None if never."""
+    seconds = 0.0
+    for entry in history:
+        seconds += entry["seconds"] or 0.0
+        if entry["val_exact"] is not None and entry["val_exact"] >= level:
+            return int(entry["epoch"]), seconds
+    return None
+
+
+def time_to_cell(row: pd.Series, level: float) -> str:
+    """'3 ep · 12 s', with '(2 of 3 seeds)' where some seeds never reached `level`; 'never' where none did."""
+    tag = f"{level * 100:.0f}"
+    if row["n_seeds"] == 0:
+        return "—"
+    if row[f"reached_{tag}"] == 0:
+        return "never"
+    cell = f"{row[f'epochs_to_{tag}']:.3g} ep · {duration(row[f'seconds_to_{tag}'])}"
+    return cell + (f" ({row[f'reached_{tag}']} of {row['n_seeds']} seeds)" if row[f"reached_{tag}"] < row["n_seeds"] else "")
+
+
+def _not_run_rows(board: pd.DataFrame, records: pd.DataFrame, registry: dict[str, dict]) -> pd.DataFrame:
+    """A row for each registry recipe with no run in a `full` table: its claims and what a seed would cost."""
+    rows = []
+    full = board[board["budget"] == "full"] if len(board) else board
+    devices = sorted(set(records.loc[records["budget"] != "smoke", "device"]))
+    for (dataset_id, dataset), table in full.groupby(["dataset_id", "dataset"]):
+        for name, facts in registry.items():
+            if name in set(table["recipe"]):
+                continue
+            row = {"recipe": name, "report": facts["report"], "method": facts["method"], "budget": "full",
+                   "dataset_id": dataset_id, "dataset": dataset, "device": "—", "n_seeds": 0,
+                   "seeds_requested": 0, "complete": False, "own_budget": True, "epochs": math.nan,
+                   "own_epochs": facts["epochs"], "train_time": "—", "pretrained": "—", "code_version": "",
+                   "git_commit": "", "git_dirty": False, "split": table["split"].iloc[0]}  # fmt: skip
+            row.update(claim_fields(facts["claimed"]))
+            row.update(time_to_accuracy(pd.Series([], dtype=object)))
+            row["not_run"] = not_run_text(records, name, facts, devices)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def not_run_text(records: pd.DataFrame, name: str, facts: dict, devices: list[str]) -> str:
+    """'not run: about 12 min a seed on NVIDIA H200 / about 3.1 h on cpu (...)': per device, the training
+    time per epoch measured in this recipe's records there (any budget but smoke), times its own epochs
+    and members; 'no run measured' on a device where it has none."""
+    runs = records[(records["recipe"] == name) & (records["budget"] != "smoke")]
+    parts = []
+    for device in devices:
+        there = runs[runs["device"] == device]
+        if there.empty:
+            parts.append(f"no run measured on {device}")
+            continue
+        per_epoch = (there["train_seconds"] / (there["epochs_run"] * there["config"].map(lambda c: c.get("members", 1))))
+        parts.append(f"about {duration(per_epoch.mean() * facts['epochs'] * facts['members'])} a seed on {device}")
+    return "not run: " + (" / ".join(parts) if parts else "no run of any recipe measured yet")
 
 
 def claim_fields(claimed: list[dict]) -> dict:
@@ -194,29 +294,44 @@ def claim_fields(claimed: list[dict]) -> dict:
     }
 
 
-def claims_of(claims: list[dict], metric: str) -> list[dict]:
-    """The claims of `metric`, in the report's order."""
-    return [c for c in claims if c["metric"] == metric]
+def claims_of(claims: list[dict], metric: str, split: str | None = None) -> list[dict]:
+    """The claims of `metric` (on `split`, where given), in the report's order."""
+    return [c for c in claims if c["metric"] == metric and split in (None, c["split"])]
 
 
-def claim_cell(claims: list[dict], metric: str) -> str:
-    """The report's claims of `metric`, e.g. 'val 94.92%', or '—' where it claims none."""
+def claim_cell(claims: list[dict], metric: str, split: str | None = None) -> str:
+    """The report's claims of `metric` on `split`, e.g. 'val 94.92%', or '—' where it claims none."""
     return "; ".join(f"{c['split']}{'' if c['value'] is None else ' '}{claim_value(c)}"
-                     for c in claims_of(claims, metric)) or "—"  # fmt: skip
+                     for c in claims_of(claims, metric, split)) or "—"  # fmt: skip
 
 
-def metric_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
-    """The metric columns of one table, in order, as (kind, metric): each measured metric, then
-    its claim (exact's always, the others where a row claims them), and `vs best` after exact."""
-    claimed = {c["metric"] for claims in table["claims"] for c in claims}
+def metric_columns(table: pd.DataFrame) -> list[tuple[str, str, str | None]]:
+    """The metric columns of one table, in order, as (kind, metric, split): each measured metric on
+    the split the rows are ranked on (split None), `vs best` after exact, then for each split the
+    reports claim it on, the measured metric on that split (unless it is the ranked one) and the
+    claims beside it. Only rows that trained their report's own budget hold claims, so a table of
+    a capped budget has no claim column."""
+    claimed = {(c["metric"], c["split"]) for claims in table["claims"] for c in claims}
+    ranked = set(table["split"])
     columns = []
     for metric in CLAIM_METRICS:
-        columns.append(("measured", metric))
-        if metric == "exact" or metric in claimed:
-            columns.append(("claim", metric))
+        splits = [split for split in SPLITS if (metric, split) in claimed]
+        columns.append(("measured", metric, None))
+        columns += [("claim", metric, split) for split in splits if ranked == {split}]
         if metric == "exact":
-            columns.append(("vs best", metric))
+            columns.append(("vs best", metric, None))
+        for split in (split for split in splits if ranked != {split}):
+            columns += [("measured", metric, split), ("claim", metric, split)]
     return columns
+
+
+def metric_header(kind: str, metric: str, split: str | None) -> str:
+    """A metric column's header: 'exact % (95% CI)', 'val exact % (95% CI)', 'claim: val exact'."""
+    if kind == "claim":
+        return f"claim: {split} {CLAIM_NAMES[metric]}"
+    if kind == "vs best":
+        return "vs best"
+    return METRIC_COLUMNS[metric] if split is None else f"{split} {METRIC_COLUMNS[metric]}"
 
 
 # ----------------------------------------------------------------------------------------
@@ -224,35 +339,46 @@ def metric_columns(table: pd.DataFrame) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------------------
 
 
-def score(row: pd.Series) -> tuple[float, float, int]:
-    """(mean, std, seeds) of the row's exact accuracy on the split it is ranked on."""
-    split = row["split"]
+def score(row: pd.Series, split: str | None = None) -> tuple[float, float, int]:
+    """(mean, std, seeds) of the row's exact accuracy on `split` (default: the split it is ranked on)."""
+    split = split or row["split"]
     return row[f"{split}_exact_mean"], row[f"{split}_exact_std"], int(row["n_seeds"])
 
 
-def measured(row: pd.Series, metric: str) -> float:
-    """The row's mean of `metric` over seeds on the split it is ranked on."""
-    return row[f"{row['split']}_{metric}_mean"]
+def measured(row: pd.Series, metric: str, split: str | None = None) -> float:
+    """The row's mean of `metric` over seeds on `split` (default: the split it is ranked on)."""
+    return row[f"{split or row['split']}_{metric}_mean"]
 
 
-def measured_cell(row: pd.Series, metric: str) -> str:
-    """The measured `metric` as shown: exact with its interval, within-one in %, errors to 3 decimals."""
+def measured_cell(row: pd.Series, metric: str, split: str | None = None) -> str:
+    """The measured `metric` as shown: exact with its interval, within-one in %, errors to 3 decimals;
+    a row not run says so in its exact cell."""
+    if row["not_run"]:
+        return row["not_run"] if metric == "exact" and split is None else "—"
     if metric == "exact":
-        return exact_cell(row)
-    value = measured(row, metric)
+        return exact_cell(row, split)
+    value = measured(row, metric, split)
     return fmt(value * 100, ".1f") if metric in PERCENT else fmt(value, ".3f")
 
 
-def exact_cell(row: pd.Series) -> str:
+def exact_cell(row: pd.Series, split: str | None = None) -> str:
     """'32.0 ± 5.0': mean exact accuracy ± the half-width of its 95% t-interval over seeds."""
-    mean, std, n = score(row)
+    mean, std, n = score(row, split)
     half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n >= 2 else math.nan
     return f"{fmt(mean * 100, '.1f')} ± {fmt(half * 100, '.1f', 'n/a')}"
+
+
+def epochs_cell(row: pd.Series) -> str:
+    """'2/50': the epochs the run trained of its report's own; '?' where the report's are unknown."""
+    run = "—" if math.isnan(row["epochs"]) else f"{row['epochs']:.0f}"
+    return f"{run}/{fmt(row['own_epochs'], '.0f', '?')}"
 
 
 def vs_best(row: pd.Series, best: pd.Series) -> str:
     """Welch t-test of this row's exact accuracy over seeds against the best row's."""
     (m1, s1, n1), (m2, s2, n2) = score(row), score(best)
+    if row["not_run"]:
+        return "—"
     if n1 < 2 or n2 < 2:
         return "untestable (<2 seeds)"
     p = stats.ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False).pvalue

@@ -6,7 +6,7 @@ network at all: styles and script are inline, the accuracy-vs-GFLOPs plots are e
 PNG data, the detail charts are inline SVG, and the other plots are linked relatively
 (`plots/...`), so the page works from a checkout, a copied folder or any static host.
 
-One table per (budget, dataset, device), sortable by any column (a click on its header);
+One table per (budget, dataset), with the device as a column, sortable by any column (a click on its header);
 claims sit beside the measured metric of the same definition and are labelled as claims.
 Each recipe has a detail view: method, assumptions, config, training curves, per-sum
 accuracy and provenance.
@@ -15,6 +15,7 @@ accuracy and provenance.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import math
@@ -23,24 +24,28 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .claims import CLAIM_NAMES, claim_number
+from .budgets import budget_cap
+from .claims import claim_number
 from .leaderboard import (
-    METRIC_COLUMNS,
+    LEVELS,
+    TABLE,
     claims_of,
     current,
     duration,
+    epochs_cell,
     fmt,
     joined,
     latest,
     measured,
     measured_cell,
     metric_columns,
+    metric_header,
+    time_to_cell,
     vs_best,
 )
 from .plots import PLOTS, plot_file
 from .store import N_SUMS
 
-GROUP = ["budget", "dataset_id", "device"]  # one table
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 HIDDEN_CONFIG = ("name", "method", "report", "assumptions", "claimed")  # shown elsewhere in the detail view
 
@@ -49,8 +54,8 @@ def render_page(records: pd.DataFrame, board: pd.DataFrame, plots: dict[str, byt
     """The whole page as HTML text; `plots` are the report's PNGs by file name (under `plots/`)."""
     runs_now = current(records)
     sections = []
-    for number, (key, rows) in enumerate(board.groupby(GROUP, sort=True)):
-        budget, dataset_id, device = key
+    for number, (key, rows) in enumerate(board.groupby(TABLE, sort=True)):
+        budget, dataset_id = key
         runs = runs_now[(runs_now["budget"] == budget) & (runs_now["dataset_id"] == dataset_id)
                         & runs_now["recipe"].isin(rows["recipe"])]  # fmt: skip
         sections.append(_section(f"t{number}", rows.reset_index(drop=True), runs, plots))
@@ -72,17 +77,21 @@ def render_page(records: pd.DataFrame, board: pd.DataFrame, plots: dict[str, byt
 def _section(gid: str, rows: pd.DataFrame, runs: pd.DataFrame, plots: dict[str, bytes]) -> str:
     first = rows.iloc[0]
     budget, dataset_id = first["budget"], first["dataset_id"]
-    title = (f"budget <code>{_e(budget)}</code> · {_e(first['dataset'])} (<code>{_e(dataset_id)}</code>) · "
-             f"device {_e(first['device'])}")  # fmt: skip
+    cap = budget_cap(budget)
+    title = (f"budget <code>{_e(budget)}</code>{f' ({_e(cap)})' if cap else ''} · {_e(first['dataset'])} "
+             f"(<code>{_e(dataset_id)}</code>)")  # fmt: skip
     splits = sorted(set(rows["split"]))
     note = (f"Ranked on the {splits[0]} split" if len(splits) == 1 else "Ranked on test where measured, else val")
-    note += f"; code version {_e(joined(rows['code_version']))}. Click a column header to sort, a recipe to see its details."
+    versions = joined(rows["code_version"].replace("", pd.NA).dropna())
+    note += f"; code version {_e(versions)}. Click a column header to sort, a recipe to see its details."
+    measured_rows = rows[rows["n_seeds"] > 0]
     metrics = metric_columns(rows)
     header = "".join(f'<th data-type="{kind}" title="{_e(tip)}">{_e(name)}</th>'
                      for name, kind, tip in _columns(metrics))  # fmt: skip
     body = "\n".join(_row(gid, rank, row, rows.iloc[0], metrics)
                      for rank, (_, row) in enumerate(rows.iterrows(), start=1))  # fmt: skip
-    details = "\n".join(_detail(gid, row, runs[runs["recipe"] == row["recipe"]]) for _, row in rows.iterrows())
+    details = "\n".join(_detail(gid, row, runs[runs["recipe"] == row["recipe"]])
+                        for _, row in measured_rows.iterrows())  # fmt: skip
     return f"""<section class="board" id="{gid}">
 <h2>{title}</h2>
 <p class="note">{note}</p>
@@ -92,6 +101,8 @@ def _section(gid: str, rows: pd.DataFrame, runs: pd.DataFrame, plots: dict[str, 
 {body}
 </tbody></table></div>
 {_plots_block(budget, dataset_id, plots)}
+<h3>Training curves of this table, against training time</h3>
+{_table_curves_svg(measured_rows, runs)}
 <h3>Recipes in this table</h3>
 {details}
 </section>"""
@@ -104,9 +115,13 @@ FIRST_COLUMNS = [
     ("report", "text", "the course report the method comes from"),
 ]
 LAST_COLUMNS = [
+    ("epochs", "text", "epochs the run trained / its report's own"),
+    *[(f"to {level:.0%}", "num", f"epochs and training time until validation exact first reached {level:.0%} "
+       "(mean over the seeds that did)") for level in LEVELS],
     ("GFLOPs", "num", "forward GFLOPs per image"),
     ("params (M)", "num", "parameters, millions"),
-    ("train time", "num", "seconds per run, mean over seeds"),
+    ("device", "text", "where the seeds trained"),
+    ("train time", "num", "seconds per run, mean over seeds (per device where several)"),
     ("seeds done/asked", "num", "finished seeds of the seeds asked for"),
     ("pretrained", "text", "imagenet: ImageNet weights loaded; unavailable: asked for but not found"),
 ]
@@ -120,41 +135,47 @@ MEASURED_TIPS = {
 CLAIM_TIP = "the report's own claim, on the course data: not measured here"
 
 
-def _columns(metrics: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+def _columns(metrics: list[tuple[str, str, str | None]]) -> list[tuple[str, str, str]]:
     """The table's columns as (header, sort type, tooltip); `metrics` from leaderboard.metric_columns."""
-    return FIRST_COLUMNS + [_metric_column(kind, metric) for kind, metric in metrics] + LAST_COLUMNS
+    return FIRST_COLUMNS + [_metric_column(*m) for m in metrics] + LAST_COLUMNS
 
 
-def _metric_column(kind: str, metric: str) -> tuple[str, str, str]:
+def _metric_column(kind: str, metric: str, split: str | None) -> tuple[str, str, str]:
+    header = metric_header(kind, metric, split)
     if kind == "measured":
-        return METRIC_COLUMNS[metric], "num", MEASURED_TIPS[metric]
+        return header, "num", MEASURED_TIPS[metric] + (f", on the {split} split" if split else "")
     if kind == "claim":
-        return f"claimed {CLAIM_NAMES[metric]}", "num", CLAIM_TIP
-    return "vs best", "text", "Welch t-test over seeds against the top row"
+        return header, "num", CLAIM_TIP
+    return header, "text", "Welch t-test over seeds against the top row"
 
 
-def _row(gid: str, rank: int, row: pd.Series, best: pd.Series, metrics: list[tuple[str, str]]) -> str:
-    mixed_split = f" ({row['split']})" if row["split"] != best["split"] else ""
+def _row(gid: str, rank: int, row: pd.Series, best: pd.Series, metrics: list[tuple[str, str, str | None]]) -> str:
+    mixed_split = f" ({row['split']})" if row["split"] != best["split"] and not row["not_run"] else ""
+    name = (f'<button class="open" data-detail="{_id(gid, row["recipe"])}">{_e(row["recipe"])}</button>'
+            if row["n_seeds"] > 0 else f"<code>{_e(row['recipe'])}</code>")  # fmt: skip
     cells = [
-        _cell(rank, str(rank)),
-        _cell(row["recipe"], f'<button class="open" data-detail="{_id(gid, row["recipe"])}">{_e(row["recipe"])}</button>',
-              raw=True),
+        _cell(rank, str(rank) if not row["not_run"] else ""),
+        _cell(row["recipe"], name, raw=True),
         _cell(row["report"], _e(row["report"]), raw=True),
     ]
-    for kind, metric in metrics:
+    for kind, metric, split in metrics:
         if kind == "measured":
-            marked = mixed_split if metric == "exact" else ""
-            cells.append(_cell(measured(row, metric), measured_cell(row, metric) + marked))
+            marked = mixed_split if metric == "exact" and split is None else ""
+            cells.append(_cell(measured(row, metric, split), measured_cell(row, metric, split) + marked))
         elif kind == "claim":
-            cells.append(_claim_cell(claims_of(row["claims"], metric)))
+            cells.append(_claim_cell(claims_of(row["claims"], metric, split)))
         else:
             cells.append(_cell(rank, "best" if rank == 1 else vs_best(row, best)))
     cells += [
+        _cell(row["epochs"], epochs_cell(row)),
+        *[_cell(row[f"seconds_to_{level * 100:.0f}"], time_to_cell(row, level)) for level in LEVELS],
         _cell(row["gflops"], fmt(row["gflops"], ".3g")),
         _cell(row["params_m"], fmt(row["params_m"], ".3g")),
-        _cell(row["train_seconds"], duration(row["train_seconds"])),
-        _cell(row["n_seeds"] / max(row["seeds_requested"], 1), f"{row['n_seeds']}/{row['seeds_requested']}"
-              + ("" if row["complete"] else ' <span class="warn">incomplete</span>'), raw=True),
+        _cell(row["device"], row["device"]),
+        _cell(row["train_seconds"], row["train_time"]),
+        _cell(row["n_seeds"] / max(row["seeds_requested"], 1),
+              ("0" if row["not_run"] else f"{row['n_seeds']}/{row['seeds_requested']}")
+              + ("" if row["complete"] or row["not_run"] else ' <span class="warn">incomplete</span>'), raw=True),
         _cell(row["pretrained"], _e(row["pretrained"]), raw=True),
     ]
     return f'<tr data-recipe="{_e(row["recipe"])}">' + "".join(cells) + "</tr>"
@@ -192,7 +213,7 @@ def _plots_block(budget: str, dataset_id: str, plots: dict[str, bytes]) -> str:
         parts.append(f'<figure><img class="plot" alt="accuracy vs GFLOPs" src="data:image/png;base64,{data}">'
                      f"<figcaption>Exact accuracy vs GFLOPs per image (mean ± sd over seeds).</figcaption></figure>")
     links = [f'<a href="plots/{_e(plot_file(name, budget, dataset_id))}">{_e(name.replace("_", " "))}</a>'
-             for name in PLOTS if name != "accuracy_vs_gflops"]  # fmt: skip
+             for name in PLOTS if name != "accuracy_vs_gflops" and plot_file(name, budget, dataset_id) in plots]
     parts.append(f'<p class="note">More plots of this table: {" · ".join(links)}</p>')
     return "\n".join(parts)
 
@@ -208,6 +229,8 @@ def _detail(gid: str, row: pd.Series, runs: pd.DataFrame) -> str:
 <div>
 <h4>Method</h4><p>{_e(row['method'])} (report {_e(row['report'])})</p>
 <h4>Claimed by the report (course data, not measured here)</h4><p>{_e(claims)}</p>
+<h4>Time to accuracy (validation exact, from the per-epoch history)</h4>
+<p>{' · '.join(f"to {level:.0%}: {_e(time_to_cell(row, level))}" for level in LEVELS)}</p>
 <h4>Assumptions (where the report was silent)</h4>
 <ul>{''.join(f'<li>{_e(a)}</li>' for a in assumptions) or '<li>none stated</li>'}</ul>
 <h4>Config</h4>{_config_table(config)}
@@ -298,6 +321,41 @@ def _curves_svg(runs: pd.DataFrame) -> str:
     return _svg(parts, "validation exact accuracy per epoch") + f'<p class="legend">{" ".join(legend)}</p>'
 
 
+def _table_curves_svg(rows: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """Validation exact accuracy of every recipe of a table (seed 0, or its lowest seed) against training time."""
+    series = []
+    for name in rows["recipe"]:
+        mine = runs[runs["recipe"] == name].sort_values("seed")
+        if mine.empty:
+            continue
+        run, elapsed, points = mine.iloc[0], 0.0, []
+        for h in run["history"]:
+            elapsed += h["seconds"] or 0.0
+            if h["val_exact"] is not None:
+                points.append((elapsed / 60, h["val_exact"]))
+        if points:
+            series.append((name, int(run["seed"]), points))
+    if not series:
+        return '<p class="note">no training history recorded</p>'
+    last = max(t for _, _, points in series for t, _ in points)
+    step = _nice_step(last / 6)
+    parts = _axes(last, [step * i for i in range(int(last / step) + 1)], "training time (min)", "val exact %")
+    legend = []
+    for i, (name, seed, points) in enumerate(series):
+        color = COLORS[i % len(COLORS)]
+        xy = " ".join(f"{_x(t, last):.1f},{_y(v * 100):.1f}" for t, v in points)
+        parts.append(f'<polyline points="{xy}" fill="none" stroke="{color}" stroke-width="1.6"><title>{_e(name)}'
+                     f"</title></polyline>")
+        legend.append(f'<span style="color:{color}">■</span> {_e(name)} (seed {seed})')
+    return _svg(parts, "validation exact accuracy against training time") + f'<p class="legend">{" ".join(legend)}</p>'
+
+
+def _nice_step(raw: float) -> float:
+    """1, 2 or 5 times a power of ten, at least `raw`: tick spacing."""
+    power = 10 ** math.floor(math.log10(max(raw, 1e-9)))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
 def _per_sum_svg(runs: pd.DataFrame, split: str) -> str:
     """One bar per true sum 0..36; a sum absent from the split has no bar and a grey mark."""
     found = [p for p in runs[f"{split}_per_sum"] if p is not None]
@@ -331,7 +389,8 @@ def _svg(parts: list[str], label: str) -> str:
 
 
 def _id(gid: str, recipe: str) -> str:
-    return f"{gid}-{recipe}"
+    """An element id derived from the recipe's name (a hash): a name can hold any character, an id may not."""
+    return f"{gid}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
 
 
 def _e(value) -> str:

@@ -10,26 +10,29 @@ were measured on the course data, not by this benchmark.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 
-from .budgets import BUDGET_NAMES, CHECK_ONLY
-from .claims import CLAIM_NAMES
+from .budgets import BUDGET_NAMES, CHECK_ONLY, budget_cap
 from .errors import BenchError
 from .leaderboard import (
     ALPHA,
-    METRIC_COLUMNS,
+    LEVELS,
     SAME,
     TABLE,
     claim_cell,
     duration,
+    epochs_cell,
     fmt,
     joined,
     leaderboard,
     load_records,
     measured_cell,
     metric_columns,
+    metric_header,
+    time_to_cell,
     vs_best,
 )
 from .page import render_page
@@ -52,13 +55,36 @@ tables list multiply-adds: their 4.09 "GFLOPS" for ResNet-50 at 224x224 is 8.18 
 *pretrained*: `imagenet` loaded ImageNet weights; `unavailable` means the report used them but
 none were found, so the run trained from scratch.
 *claim* columns: the reports' own numbers, each beside the measured metric of the same
-definition, with the split they were quoted on; measured on the course data (not public) -
-claims, not measurements of this benchmark, and not on the dataset of the table."""
+definition on the same kind of split (a `val` claim beside this benchmark's val number: images
+from the training pool; a `test` claim beside test: digits never seen in training); measured on
+the course data (not public) - claims, not measurements of this benchmark, and not on the
+dataset of the table. Only rows that trained their report's own budget (`epochs` run/report's,
+members and data uncut) stand beside claims: a table of a capped budget shows none.
+*to 50% / to 90%*: epochs and training time until validation exact first reached 50% / 90%
+(mean over the seeds that reached it), from each run's per-epoch history; `never` if none did.
+*not run*: a recipe of the registry with no run in a `full` table, with its time per seed
+estimated on each device from the training time per epoch measured in its own records there
+(any budget but smoke), times its own epochs and members; `no run measured` where it has none."""
 
 
 # ----------------------------------------------------------------------------------------
 # Markdown
 # ----------------------------------------------------------------------------------------
+
+
+def registry_facts() -> dict[str, dict]:
+    """What the leaderboard needs of each registered recipe: its own epochs, members and training
+    size (to tell a capped run from one of the report's budget), report, method and claims."""
+    from dataclasses import asdict
+
+    from .recipes import get_recipe, list_recipes
+
+    facts = {}
+    for name in list_recipes():
+        r = get_recipe(name)
+        facts[name] = {"epochs": r.epochs, "members": r.members, "train_size": r.train_size, "report": r.report,
+                       "method": r.method, "claimed": [asdict(c) for c in r.claimed]}
+    return facts
 
 
 def markdown(board: pd.DataFrame, notes: list[dict] = ()) -> str:
@@ -98,33 +124,39 @@ def _table_header(table: pd.DataFrame) -> str:
     first = table.iloc[0]
     splits = set(table["split"])
     ranked = f"{splits.pop()} split" if len(splits) == 1 else "test split where measured, else val (marked)"
+    cap = budget_cap(first["budget"])
     return (
-        f"## budget `{first['budget']}` · dataset {first['dataset']} (`{first['dataset_id']}`) · "
-        f"device {joined(table['device'])} · code version {joined(table['code_version'])} · ranked on {ranked}"
+        f"## budget `{first['budget']}`{f' ({cap})' if cap else ''} · dataset {first['dataset']} "
+        f"(`{first['dataset_id']}`) · code version {joined(table['code_version'].replace('', pd.NA).dropna())} · "
+        f"ranked on {ranked}"
     )
 
 
 def _table_cells(table: pd.DataFrame) -> pd.DataFrame:
-    """Formatted cells, one row per recipe, in leaderboard order; each claim beside its metric."""
+    """Formatted cells, one row per recipe, in leaderboard order; each claim beside its metric and split."""
     best = table.iloc[0]
     mixed = table["split"].nunique() > 1
     columns = metric_columns(table)
     rows = []
     for rank, (_, row) in enumerate(table.iterrows(), start=1):
-        cells = {"#": rank, "recipe": f"`{row['recipe']}`", "report": row["report"]}
-        for kind, metric in columns:
+        cells = {"#": rank if not row["not_run"] else "", "recipe": f"`{row['recipe']}`", "report": row["report"]}
+        for kind, metric, split in columns:
+            header = metric_header(kind, metric, split)
             if kind == "measured":
-                marked = mixed and metric == "exact"
-                cells[METRIC_COLUMNS[metric]] = measured_cell(row, metric) + (f" ({row['split']})" if marked else "")
+                marked = mixed and metric == "exact" and split is None and not row["not_run"]
+                cells[header] = measured_cell(row, metric, split) + (f" ({row['split']})" if marked else "")
             elif kind == "claim":
-                cells[f"claim: {CLAIM_NAMES[metric]}"] = claim_cell(row["claims"], metric)
+                cells[header] = claim_cell(row["claims"], metric, split)
             else:
-                cells["vs best"] = "best" if rank == 1 else vs_best(row, best)
+                cells[header] = "best" if rank == 1 else vs_best(row, best)
         cells |= {
+            "epochs": epochs_cell(row),
+            **{f"to {level:.0%}": time_to_cell(row, level) for level in LEVELS},
             "GFLOPs (2/MAC)": fmt(row["gflops"], ".3g"),
             "params (M)": fmt(row["params_m"], ".3g"),
-            "train time": duration(row["train_seconds"]),
-            "seeds done/asked": f"{row['n_seeds']}/{row['seeds_requested']}",
+            "device": row["device"],
+            "train time": row["train_time"],
+            "seeds done/asked": f"{row['n_seeds']}/{row['seeds_requested']}" if not row["not_run"] else "0",
             "pretrained": row["pretrained"],
         }
         rows.append(cells)
@@ -148,7 +180,7 @@ def comparison_table(results: Path, committed: Path, budget: str) -> str:
     Printed at the end of a `run` into a folder of one's own, so that a new user sees at once
     how their numbers compare with the ones shipped with the code.
     """
-    mine = leaderboard(load_records(results))
+    mine = leaderboard(load_records(results))  # a user's own rows only: no registry rows
     mine = mine[mine["budget"] == budget].assign(where="this run")
     csv = Path(committed) / "leaderboard.csv"
     try:
@@ -176,9 +208,10 @@ def comparison_table(results: Path, committed: Path, budget: str) -> str:
 # ----------------------------------------------------------------------------------------
 
 
-def write_report(results: Path, out: Path | None = None) -> list[Path]:
+def write_report(results: Path, out: Path | None = None, readme: Path | None = None) -> list[Path]:
     """Write `leaderboard.csv`, `leaderboard.md`, `plots/*.png` and the web page `index.html` (page.py)
-    from the records under `results`.
+    from the records under `results`, and the result tables of `readme` between its markers
+    (`readme_text`; by default the repository's README.md when `results` is its `results/` folder).
 
     Everything is rendered in memory first and each file is replaced atomically, so an error
     (a corrupt record, a failing plot) leaves the previous report as it was. Returns the paths.
@@ -188,15 +221,92 @@ def write_report(results: Path, out: Path | None = None) -> list[Path]:
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out}: is a file; name a folder for the leaderboard and plots")
     records = load_records(results)
-    board = leaderboard(records)
+    board = leaderboard(records, registry_facts())
     csv = board.drop(columns="claims").to_csv(index=False).encode()
     files = {out / "leaderboard.csv": csv, out / "leaderboard.md": markdown(board, read_estimates(results)).encode()}
     plots = render_plots(records, board)
     files.update({out / "plots" / name: png for name, png in plots.items()})
     files[out / "index.html"] = render_page(records, board, plots).encode()
+    readme = readme or (REPO_README if results.resolve() == REPO_README.parent / "results" else None)
+    if readme is not None and readme.exists():
+        files[readme] = readme_text(readme.read_text(encoding="utf-8"), records, board).encode()
     for path, data in files.items():
         _write_atomic(path, data)
     return list(files)
+
+
+# ----------------------------------------------------------------------------------------
+# The README's result tables
+# ----------------------------------------------------------------------------------------
+
+REPO_README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _seed_list(seeds) -> str:
+    """'0-4' for a run of seeds, '0, 2' otherwise."""
+    seeds = sorted(int(s) for s in seeds)
+    contiguous = seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2
+    return f"{seeds[0]}-{seeds[-1]}" if contiguous else ", ".join(map(str, seeds))
+
+
+def _quick_table(records: pd.DataFrame, board: pd.DataFrame) -> str:
+    """The `quick` table: test exact mean and sd over seeds, the seeds and the device, per recipe."""
+    rows = board[(board["budget"] == "quick") & (board["n_seeds"] > 0)]
+    lines = ["| recipe | test exact % (mean over seeds) | sd | seeds | device |", "|---|---|---|---|---|"]
+    for _, r in rows.iterrows():
+        seeds = records.loc[(records["recipe"] == r["recipe"]) & (records["budget"] == "quick"), "seed"]
+        lines.append(f"| `{r['recipe']}` | {fmt(r['test_exact_mean'] * 100, '.1f')} | "
+                     f"{fmt(r['test_exact_std'] * 100, '.1f')} | {_seed_list(seeds)} | {r['device']} |")
+    return "\n".join(lines)
+
+
+def _seed_table(records: pd.DataFrame, recipe: str, budget: str, lines: dict) -> str:
+    """One column per seed of `recipe` at `budget`; `lines` maps a row's label to a cell function of a record."""
+    runs = records[(records["recipe"] == recipe) & (records["budget"] == budget)].sort_values("seed")
+    out = ["| seed | " + " | ".join(str(s) for s in runs["seed"]) + " |", "|---|" + "---|" * len(runs)]
+    out += [f"| {label} | " + " | ".join(cell(r) for _, r in runs.iterrows()) + " |" for label, cell in lines.items()]
+    return "\n".join(out)
+
+
+def _members_mean(run: pd.Series) -> str:
+    members = run["members"] if isinstance(run["members"], list) else []
+    exact = [m["test"]["exact"] for m in members if m.get("test")]
+    return fmt(sum(exact) / len(exact) * 100, ".2f") if exact else "—"
+
+
+def _ours_quick(records: pd.DataFrame, board: pd.DataFrame) -> str:
+    """`ours_digitsum` at the quick budget, seed by seed: test exact, training time, the run's time."""
+    return _seed_table(records, "ours_digitsum", "quick", {
+        "test exact %": lambda r: fmt(r["test_exact"] * 100, ".2f"),
+        "train time": lambda r: duration(r["train_seconds"]),
+        "run time (start to record)": lambda r: duration(r["wall_seconds"]),
+    })  # fmt: skip
+
+
+def _ours_full(records: pd.DataFrame, board: pd.DataFrame) -> str:
+    """`ours_digitsum` at the full budget, seed by seed: the ensemble's test exact and its members' mean."""
+    return _seed_table(records, "ours_digitsum", "full", {
+        "test exact %, ensemble": lambda r: fmt(r["test_exact"] * 100, ".2f"),
+        "its members alone, mean": _members_mean,
+        "train time": lambda r: duration(r["train_seconds"]),
+    })  # fmt: skip
+
+
+# The README's generated sections: `<!-- report:NAME -->` ... `<!-- /report:NAME -->` hold
+# README_SECTIONS[NAME](records, board). A new section is one function and one entry here.
+README_SECTIONS = {"quick": _quick_table, "ours-quick": _ours_quick, "ours-full": _ours_full}
+
+
+def readme_text(text: str, records: pd.DataFrame, board: pd.DataFrame) -> str:
+    """`text` with every marked section rewritten from the records; a marker with no section is an error."""
+
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in README_SECTIONS:
+            raise BenchError(f"README marker report:{name}: no such section; known: {', '.join(README_SECTIONS)}")
+        return f"<!-- report:{name} -->\n{README_SECTIONS[name](records, board)}\n<!-- /report:{name} -->"
+
+    return re.sub(r"<!-- report:([\w-]+) -->\n.*?<!-- /report:\1 -->", fill, text, flags=re.S)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
