@@ -108,3 +108,19 @@ def test_full_table_lists_every_registry_recipe_with_its_measured_cost(tmp_path)
     full = board[board["budget"] == "full"]
     assert set(full["recipe"]) == set(list_recipes())
     assert (full.loc[full["not_run"] != "", "n_seeds"] == 0).all()
+
+
+def test_committed_readme_tables_are_what_report_writes():
+    """The README's result tables are written from the committed records, never typed in."""
+    readme = report.REPO_README
+    text = readme.read_text(encoding="utf-8")
+    records = load_records(readme.parent / "results")
+    assert report.readme_text(text, records, leaderboard(records, report.registry_facts())) == text
+    for name in report.README_SECTIONS:
+        assert f"<!-- report:{name} -->\n|" in text, name  # every section is in the README, and filled
+
+
+def test_readme_marker_of_no_section_is_a_one_line_error():
+    records = pd.DataFrame()
+    with pytest.raises(report.BenchError, match="report:nope: no such section"):
+        report.readme_text("<!-- report:nope -->\nold\n<!-- /report:nope -->\n", records, records)
