@@ -726,7 +726,7 @@ def labelled_set(size: int, distort: int = 0) -> DigitSumData:
 
 @lru_cache(maxsize=1)
 def _distorted_set(size: int, distort: int) -> DigitSumData:
-    """`labelled_set` with `distort` copies: about 5 s on a CPU, so made once per process and shared by
+    """`labelled_set` with `distort` copies: seconds on a CPU, so made once per process and shared by
     every seed of a run (the same on 1 and 2 threads: nothing in it depends on the seed)."""
     digits, labels, index = pool_digits("train")
     generator = torch.Generator().manual_seed(1)

@@ -33,7 +33,7 @@ def set_deterministic(on: bool) -> None:
 
 def uses_bf16(device: torch.device) -> bool:
     """Whether the forward pass runs under bf16 autocast: on a GPU, and on a CPU that computes bf16
-    natively (AVX512-BF16 or AMX; 1.5x faster training steps on our 2-core EPYC). Recorded in the
+    natively (AVX512-BF16 or AMX: faster training steps than float32). Recorded in the
     record's device string, since it changes the arithmetic."""
     return device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
