@@ -6,6 +6,7 @@ them all to PNG bytes (`render_plots`). pyplot-free: no global figure state, ren
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import re
@@ -158,6 +159,8 @@ def _no_data(fig: Figure, ax, message: str) -> Figure:
 def plot_file(name: str, budget: str, dataset_id: str) -> str:
     """The file name (under `plots/`) of plot `name` for one (budget, dataset)."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{budget}_{dataset_id}")
+    if len(slug) > 80:  # a name of any length still makes a file name the file system takes
+        slug = f"{slug[:40]}-{hashlib.sha256(f'{budget}/{dataset_id}'.encode()).hexdigest()[:12]}"
     return f"{name}_{slug}.png"
 
 

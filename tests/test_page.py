@@ -187,3 +187,54 @@ def test_page_in_a_browser(page, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape[0] > 900 and pixels.std() > 10  # not blank: text, tables and plots drawn
     assert len(np.unique(pixels)) > 50
+
+
+# A string that breaks out of an attribute (either quote), opens a tag, and runs script on focus or error;
+# no slash, so that it can be a folder name too (recipe, budget and dataset id are).
+HOSTILE = """x" onfocus="window.__pwned=1" autofocus tabindex="1' onmouseover='window.__pwned=1' \
+<img src=x onerror="window.__pwned=1"><svg onload=window.__pwned=1>"""
+HOSTILE_TEXT = HOSTILE + "</script><script>window.__pwned=1</script><!--"  # for fields that are not folder names
+
+
+def _hostile_record(seed: int) -> dict:
+    """A record whose every string field is hostile (the ones that must parse as what they are excepted)."""
+    record = make_record(HOSTILE, seed, budget=HOSTILE, dataset_id=HOSTILE, seeds_requested=(0, 1))
+    record.update(report=HOSTILE_TEXT, method=HOSTILE_TEXT, dataset=HOSTILE_TEXT, device=HOSTILE_TEXT,
+                  git_commit=HOSTILE_TEXT, pretrained=HOSTILE_TEXT,
+                  versions={"torch": HOSTILE_TEXT, HOSTILE_TEXT: HOSTILE_TEXT},
+                  claimed=[{"metric": "exact", "value": 0.5, "split": "val", "note": HOSTILE_TEXT},
+                           {"metric": HOSTILE_TEXT, "value": None, "split": HOSTILE_TEXT, "note": HOSTILE_TEXT}],
+                  config={"name": HOSTILE_TEXT, "epochs": 3, HOSTILE_TEXT: HOSTILE_TEXT,
+                          "assumptions": [HOSTILE_TEXT], "lr": HOSTILE_TEXT})  # fmt: skip
+    return record
+
+
+def test_hostile_strings_run_no_script_in_a_browser(tmp_path):
+    """Every string of a record reaches the page escaped, attributes included: opening the page, focusing,
+    hovering and clicking everything runs none of the records' script."""
+    sync_playwright = _browser_or_skip()
+    for seed in (0, 1):
+        write_record(tmp_path, _hostile_record(seed))
+    write_record(tmp_path, make_record("r002_attention_cnn", 0, claimed=CLAIMS))
+    report.write_report(tmp_path)
+    text = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "window.__pwned" in text  # the strings are on the page (escaped), not dropped
+    assert 'id="t' in text and f'id="t0-{HOSTILE}' not in text  # ids are derived, never the raw name
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=BROWSER_ARGS)
+        try:
+            tab = browser.new_page(viewport={"width": 1400, "height": 900})
+            dialogs = []
+            tab.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            tab.goto((tmp_path / "index.html").as_uri())
+            for button in tab.locator("button.open").all():
+                button.click()
+            for _ in range(30):
+                tab.keyboard.press("Tab")
+            for cell in tab.locator("td, th, summary, li, code").all()[:400]:
+                cell.hover(timeout=2000, force=True)
+            tab.goto((tmp_path / "index.html").as_uri() + "#" + HOSTILE)  # a hash naming the raw recipe
+            assert tab.evaluate("() => window.__pwned") is None
+            assert not dialogs
+        finally:
+            browser.close()
