@@ -228,6 +228,9 @@ def test_full_mnist_folder(tmp_path):
     d = data.make_synth("test", 100, source=tmp_path)
     assert (d.instances >= 160).all()  # per class the last 4 of 20, which all lie in rows 16..19
     assert np.array_equal(labels[pick][d.instances], d.digits) and "MNIST 200 from" in d.name
+    d003 = data.make_synth003(20, source=tmp_path)  # report 003's generator takes the folder too
+    assert (d003.instances < 160).all() and "MNIST 200 from" in d003.name  # the train/val pool: rows 0..15
+    assert np.array_equal(labels[pick][d003.instances], d003.digits)
     with pytest.raises(BenchError, match=r"nowhere: MNIST folder not found"):
         data.mnist_digits(tmp_path / "nowhere")
     with pytest.raises(BenchError, match="no MNIST training files"):

@@ -133,3 +133,63 @@ def test_list_says_how_flops_are_counted(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "multiply-add" in out and "8.18" in out
+
+
+# ---------------------------------------------------------------------------- issue 20: the unlisted ordinary choices
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_ordinary_choices_are_listed_where_the_fields_make_them(name):
+    """What a recipe's fields do that its report did not say is in its assumptions (read from the fields)."""
+    from digitsum_bench import recipes
+
+    r = get_recipe(name)
+    said = " | ".join(r.assumptions)
+    if r.head == "regression":
+        assert recipes.CLAMP_0_36 in said
+    if r.ema_decay:
+        assert recipes.EMA_BUFFERS in said
+    if r.schedule == "onecycle":
+        assert recipes.ONECYCLE in said
+    if r.schedule == "constant" and r.report != "ours":
+        assert recipes.CONSTANT_LR in said
+
+
+def test_the_listed_choices_are_what_the_code_does():
+    """The stated OneCycle settings, EMA of BatchNorm buffers and clamping are the training code's own."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    recipe = get_recipe("r000_seresnet")
+    opt = train.make_optimizer(recipe, model, torch.device("cpu"))
+    sched = train.make_scheduler(recipe, opt, steps_per_epoch=10)
+    assert (sched._anneal_func_type, sched.cycle_momentum) == ("cos", True)
+    group = opt.param_groups[0]
+    assert group["lr"] == pytest.approx(recipe.lr / 25) and group["betas"][0] == pytest.approx(0.95)
+    assert sched._schedule_phases[0]["end_step"] == pytest.approx(0.3 * 10 * recipe.epochs - 1)
+    assert group["min_lr"] == pytest.approx(recipe.lr / 25 / 1e4)
+    ema = train.make_ema(get_recipe("r003_resnet50_ema"), model)
+    assert ema.use_buffers
+    from digitsum_bench.metrics import predict_sums
+
+    assert predict_sums(torch.tensor([-2.6, 40.2, 7.4]), "regression").tolist() == [0, 36, 7]
+    assert get_recipe("r003_convnet4").model()(torch.zeros(1, 1, 40, 168)).shape == (1, 37)
+
+
+def test_r003_claims_are_filed_under_their_evidence():
+    """ResNet-18's only evidence is section 5.1 and Figure 3, which plots validation accuracy; the quote is whole."""
+    (claim,) = get_recipe("r003_resnet18_scratch").claimed
+    assert (claim.split, claim.value) == ("val", None)
+    assert "unable to learn effectively, achieving very low accuracy" in claim.note
+
+
+def test_r003_synth_digits_states_its_source_and_generator():
+    """The digit source (the training pool: how many digits, how often each is used) and the generator's
+    magnitudes, checked against data.py's own numbers."""
+    import math
+
+    r = get_recipe("r003_resnet50_synth_digits")
+    said = " | ".join(r.assumptions)
+    pool = len(data.pool_digits("train")[0])
+    assert f"{pool:,} training-pool digits" in said and f"about {r.train_size * 4 // pool} times" in said
+    assert f"+-{math.degrees(2 * math.atan(data.ROTATION_TAN)):.0f} deg" in said
+    assert f"{data.SCALE_003[0]}-{data.SCALE_003[1]}" in said and f"std {data.NOISE_003 / 255:g} x 255" in said
+    assert f"{data.HEIGHT}x{data.CELL_W} cell" in said and "--source DIR" in said
