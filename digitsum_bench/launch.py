@@ -26,6 +26,7 @@ from .leaderboard import duration
 from .recipes import get_recipe, list_recipes, load_recipes_from, loaded_files
 from .runner import RunOptions, check_seeds, load_data
 from .store import RunKey, finished_record, remove_estimate, run_states, write_estimate
+from .train import progress_bar
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def _inline(todo: list[tuple[str, int]], job: tuple) -> int:
         total = sum(run_seconds(n, options.budget, device) for n, _ in todo)
         print(f"estimated time on {device}: {duration(total)} (from a few timed training steps)")
     failures = 0
-    for name, seed in tqdm(todo, desc="runs", unit="run"):
+    for name, seed in progress_bar(todo, True, desc="runs", unit="run"):
         try:
             tqdm.write(_job(name, seed, *job))
         except KeyboardInterrupt:
@@ -180,7 +181,7 @@ def _local(todo: list[tuple[str, int]], job: tuple, n_workers: int) -> int:
     failures = 0
     with cf.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker, initargs=(ids, n_workers)) as pool:
         futures = {pool.submit(_job, name, seed, *job): (name, seed) for name, seed in todo}
-        for fut in tqdm(cf.as_completed(futures), total=len(futures), desc="runs", unit="run"):
+        for fut in progress_bar(cf.as_completed(futures), True, total=len(futures), desc="runs", unit="run"):
             name, seed = futures[fut]
             try:
                 tqdm.write(fut.result())

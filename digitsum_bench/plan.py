@@ -39,6 +39,7 @@ from .leaderboard import duration
 from .recipes import get_recipe
 from .runner import RunOptions
 from .store import RunKey
+from .train import progress_bar
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def run_planned(names: list[str], seeds: list[int], options: RunOptions, stack: 
     failures, started, finished = 0, 0, 0
     try:
         with _alarm(deadline):
-            for job in tqdm(jobs, desc="jobs", unit="job", disable=not options.progress):
+            for job in progress_bar(jobs, options.progress, desc="jobs", unit="job"):
                 if deadline is not None and time.monotonic() + job.seconds > deadline:
                     continue  # does not fit in the time left: the next run does it
                 started += 1

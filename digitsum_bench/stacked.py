@@ -42,7 +42,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from torch.func import functional_call, stack_module_state, vmap
-from tqdm.auto import tqdm
 
 from . import runner
 from .budgets import apply_budget
@@ -57,10 +56,12 @@ from .train import (
     batch_loss,
     end_epoch,
     epoch_seed,
+    log_epoch,
     make_ema,
     make_optimizer,
     make_scheduler,
     optimizer_step,
+    progress_bar,
     steps_per_epoch,
 )
 
@@ -153,7 +154,7 @@ def train_stacked_epoch(base: nn.Module, stack: Stack, opt, sched, ema, split: D
     perms = torch.stack([st.perm for st in streams])
     total, count = torch.zeros(len(seeds), device=device), 0
     batches = range(0, len(split), recipe.batch_size)
-    for step, start in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")):
+    for step, start in enumerate(progress_bar(batches, progress, desc=f"epoch {epoch}", leave=False, unit="batch")):
         idx = perms[:, start:start + recipe.batch_size]
         xs = torch.stack([st.inputs(split, recipe, idx[i], step, False) for i, st in enumerate(streams)])
         with autocast(device):
@@ -194,8 +195,8 @@ def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: DeviceData
             ema.n_averaged.copy_(emas[0].n_averaged)
     base = copy.deepcopy(models[0]).to("meta")  # code and mode only: the stack holds the tensors
 
-    bar = tqdm(range(states[0]["epoch"] + 1, recipe.epochs + 1), desc=f"{recipe.name} seeds {seeds}", unit="epoch",
-               initial=states[0]["epoch"], total=recipe.epochs, disable=not progress, leave=False)
+    bar = progress_bar(range(states[0]["epoch"] + 1, recipe.epochs + 1), progress, desc=f"{recipe.name} seeds {seeds}",
+                       unit="epoch", initial=states[0]["epoch"], total=recipe.epochs, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
         train_losses = train_stacked_epoch(base, stack, opt, sched, ema, train_split, recipe, seeds, epoch, device,
@@ -206,6 +207,8 @@ def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: DeviceData
             _end_epoch(recipe, i, epoch, train_losses[i], share, stack, opt, sched, ema, models[i], opts[i], emas[i],
                        states[i], val, device, ckpt_dirs[i])
         epoch_seconds = time.perf_counter() - t0
+        log_epoch(f"{recipe.name} seeds {seeds}", epoch, recipe.epochs, sum(train_losses) / len(train_losses),
+                  states[0]["history"][-1]["val_exact"], epoch_seconds, progress)
         if deadline is not None and epoch < recipe.epochs and time.monotonic() + epoch_seconds > deadline:
             raise TimeLimitReached(f"{recipe.name} seeds {seeds}: stopped after epoch {epoch} at the time limit")
 

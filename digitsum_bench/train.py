@@ -15,6 +15,7 @@ checkpoint takes exactly the steps an uninterrupted run takes.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -196,6 +197,21 @@ def optimizer_step(loss: torch.Tensor, opt, sched, ema, model: nn.Module) -> Non
 # ---------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------
+def progress_bar(iterable, progress: bool, **kw) -> tqdm:
+    """tqdm's bar where stderr is a terminal; none elsewhere (a file, a SLURM log), where each redraw would
+    be a line: there `log_epoch` writes one line per epoch instead."""
+    return tqdm(iterable, disable=not (progress and sys.stderr.isatty()), **kw)
+
+
+def log_epoch(what: str, epoch: int, epochs: int, train_loss: float, val_exact: float | None, seconds: float,
+              progress: bool) -> None:
+    """One line on stderr per epoch where no bar is drawn (stderr not a terminal)."""
+    if progress and not sys.stderr.isatty():
+        exact = "—" if val_exact is None else f"{val_exact:.3f}"
+        print(f"{what} epoch {epoch}/{epochs}: train loss {train_loss:.3f}, val exact {exact}, {seconds:.0f} s",
+              file=sys.stderr, flush=True)
+
+
 def train_one_epoch(model, opt, sched, ema, split: DeviceData, recipe: Recipe, seed: int, epoch: int,
                     device: torch.device, progress: bool = False, aux: DeviceData | None = None) -> float:
     """One pass over the training split; returns the mean training loss.
@@ -208,7 +224,7 @@ def train_one_epoch(model, opt, sched, ema, split: DeviceData, recipe: Recipe, s
     torch.manual_seed(epoch_seed(seed, epoch, 2))  # dropout
     total, count = torch.zeros((), device=device), 0
     batches = range(0, len(split), recipe.batch_size)
-    for step, start in enumerate(tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")):
+    for step, start in enumerate(progress_bar(batches, progress, desc=f"epoch {epoch}", leave=False, unit="batch")):
         idx = streams.perm[start:start + recipe.batch_size]
         x = streams.inputs(split, recipe, idx, step, CHANNELS_LAST)
         with autocast(device):
@@ -299,8 +315,8 @@ def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, se
     ema = make_ema(recipe, model)
     state = resume(ckpt_dir / "last.pt", model, opt, sched, ema, device) or fresh_state()
     scored = ema.module if ema is not None else model
-    bar = tqdm(range(state["epoch"] + 1, recipe.epochs + 1), desc=recipe.name, unit="epoch",
-               initial=state["epoch"], total=recipe.epochs, disable=not progress, leave=False)
+    bar = progress_bar(range(state["epoch"] + 1, recipe.epochs + 1), progress, desc=recipe.name, unit="epoch",
+                       initial=state["epoch"], total=recipe.epochs, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
         train_loss = train_one_epoch(model, opt, sched, ema, train, recipe, seed, epoch, device, progress, aux)
@@ -308,6 +324,7 @@ def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, se
         v = end_epoch(recipe, epoch, train_loss, time.perf_counter() - t0, scored, model, opt, sched, ema, state,
                       val, device, ckpt_dir)
         bar.set_postfix(loss=f"{train_loss:.3f}", val_exact=f"{v.get('exact', float('nan')):.3f}")
+        log_epoch(recipe.name, epoch, recipe.epochs, train_loss, v.get("exact"), state["history"][-1]["seconds"], progress)
     return select(scored, state, ckpt_dir, device), summarise(state, recipe, len(train))
 
 
