@@ -145,7 +145,7 @@ def latest(runs: pd.DataFrame) -> pd.Series:
 # ----------------------------------------------------------------------------------------
 
 
-def leaderboard(records: pd.DataFrame, registry: dict[str, dict] | None = None) -> pd.DataFrame:
+def leaderboard(records: pd.DataFrame, registry: dict[str, dict] | None = None, notes: list[dict] = ()) -> pd.DataFrame:
     """One row per (recipe, budget, dataset_id): means and sample stds over seeds, cost, claims.
 
     Uses the newest code version present for each row. Sorted by test exact accuracy, or val
@@ -153,12 +153,13 @@ def leaderboard(records: pd.DataFrame, registry: dict[str, dict] | None = None) 
     `registry` (report.registry_facts) gives each recipe's own epochs, members and training
     size, so that a row knows whether it trained its report's own budget (`own_budget`): only
     such a row stands beside the report's claims. Every recipe of the registry that has no run
-    in a `full` table gets a row there too, saying what it would cost (`not_run`).
+    in a `full` table gets a row there too, saying what it would cost (`not_run`), from its records
+    on each device or else from the notes of a CPU run that left it out (store.read_estimates).
     """
     registry = registry or {}
     board = pd.DataFrame([_summarise(runs, registry.get(name))
                           for (name, *_), runs in current(records).groupby(GROUP, sort=False)])  # fmt: skip
-    board = pd.concat([board, _not_run_rows(board, records, registry)], ignore_index=True)
+    board = pd.concat([board, _not_run_rows(board, records, registry, notes)], ignore_index=True)
     score = board["test_exact_mean"].fillna(board["val_exact_mean"])
     board = board.assign(_score=score).sort_values(["_score", "recipe"], ascending=[False, True], kind="stable")
     return board.drop(columns="_score").reset_index(drop=True)
@@ -241,7 +242,7 @@ def time_to_cell(row: pd.Series, level: float) -> str:
     return cell + (f" ({row[f'reached_{tag}']} of {row['n_seeds']} seeds)" if row[f"reached_{tag}"] < row["n_seeds"] else "")
 
 
-def _not_run_rows(board: pd.DataFrame, records: pd.DataFrame, registry: dict[str, dict]) -> pd.DataFrame:
+def _not_run_rows(board: pd.DataFrame, records: pd.DataFrame, registry: dict[str, dict], notes: list[dict]) -> pd.DataFrame:
     """A row for each registry recipe with no run in a `full` table: its claims and what a seed would cost."""
     rows = []
     full = board[board["budget"] == "full"] if len(board) else board
@@ -257,25 +258,32 @@ def _not_run_rows(board: pd.DataFrame, records: pd.DataFrame, registry: dict[str
                    "git_commit": "", "git_dirty": False, "split": table["split"].iloc[0]}  # fmt: skip
             row.update(claim_fields(facts["claimed"]))
             row.update(time_to_accuracy(pd.Series([], dtype=object)))
-            row["not_run"] = not_run_text(records, name, facts, devices)
+            noted = [n for n in notes if (n["recipe"], n["budget"], n["dataset_id"]) == (name, "full", dataset_id)]
+            row["not_run"] = not_run_text(records, name, facts, devices, noted)
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def not_run_text(records: pd.DataFrame, name: str, facts: dict, devices: list[str]) -> str:
+def not_run_text(records: pd.DataFrame, name: str, facts: dict, devices: list[str], notes: list[dict] = ()) -> str:
     """'not run: about 12 min a seed on NVIDIA H200 / about 3.1 h on cpu (...)': per device, the training
     time per epoch measured in this recipe's records there (any budget but smoke), times its own epochs
-    and members; 'no run measured' on a device where it has none."""
+    and members; else a CPU run's note of its full-budget estimate (a few timed training steps); the
+    devices with neither are named as not measured."""
     runs = records[(records["recipe"] == name) & (records["budget"] != "smoke")]
-    parts = []
-    for device in devices:
+    noted = {n.get("device", "a CPU"): float(n["estimated_seconds"]) for n in notes}
+    parts, unmeasured = [], []
+    for device in sorted(set(devices) | set(noted)):
         there = runs[runs["device"] == device]
-        if there.empty:
-            parts.append(f"no run measured on {device}")
-            continue
-        per_epoch = (there["train_seconds"] / (there["epochs_run"] * there["config"].map(lambda c: c.get("members", 1))))
-        parts.append(f"about {duration(per_epoch.mean() * facts['epochs'] * facts['members'])} a seed on {device}")
-    return "not run: " + (" / ".join(parts) if parts else "no run of any recipe measured yet")
+        if not there.empty:
+            per_epoch = there["train_seconds"] / (there["epochs_run"] * there["config"].map(lambda c: c.get("members", 1)))
+            parts.append(f"about {duration(per_epoch.mean() * facts['epochs'] * facts['members'])} a seed on {device}")
+        elif device in noted:
+            parts.append(f"about {duration(noted[device])} a seed on {device} (from a few timed steps)")
+        else:
+            unmeasured.append(device)
+    if unmeasured:
+        parts.append(f"time not measured on {' or '.join(unmeasured)}")
+    return "not run: " + (" / ".join(parts) if parts else "time not measured on any device yet")
 
 
 def claim_fields(claimed: list[dict]) -> dict:

@@ -59,7 +59,7 @@ def render_page(records: pd.DataFrame, board: pd.DataFrame, plots: dict[str, byt
         runs = runs_now[(runs_now["budget"] == budget) & (runs_now["dataset_id"] == dataset_id)
                         & runs_now["recipe"].isin(rows["recipe"])]  # fmt: skip
         sections.append(_section(f"t{number}", rows.reset_index(drop=True), runs, plots))
-    versions = ", ".join(sorted(set(board["code_version"])))
+    versions = ", ".join(sorted(set(board["code_version"]) - {""}))
     return PAGE.format(
         versions=html.escape(versions),
         n_tables=len(sections),
@@ -334,19 +334,19 @@ def _table_curves_svg(rows: pd.DataFrame, runs: pd.DataFrame) -> str:
             if h["val_exact"] is not None:
                 points.append((elapsed / 60, h["val_exact"]))
         if points:
-            series.append((name, int(run["seed"]), points))
+            series.append((name, int(run["seed"]), run["device"], points))
     if not series:
         return '<p class="note">no training history recorded</p>'
-    last = max(t for _, _, points in series for t, _ in points)
+    last = max(t for *_, points in series for t, _ in points)
     step = _nice_step(last / 6)
     parts = _axes(last, [step * i for i in range(int(last / step) + 1)], "training time (min)", "val exact %")
     legend = []
-    for i, (name, seed, points) in enumerate(series):
+    for i, (name, seed, device, points) in enumerate(series):
         color = COLORS[i % len(COLORS)]
         xy = " ".join(f"{_x(t, last):.1f},{_y(v * 100):.1f}" for t, v in points)
         parts.append(f'<polyline points="{xy}" fill="none" stroke="{color}" stroke-width="1.6"><title>{_e(name)}'
                      f"</title></polyline>")
-        legend.append(f'<span style="color:{color}">■</span> {_e(name)} (seed {seed})')
+        legend.append(f'<span style="color:{color}">■</span> {_e(name)} (seed {seed}, {_e(device)})')
     return _svg(parts, "validation exact accuracy against training time") + f'<p class="legend">{" ".join(legend)}</p>'
 
 
@@ -479,7 +479,7 @@ PAGE = """<!DOCTYPE html>
 <body>
 <h1>digitsum-bench leaderboard</h1>
 <p>Methods of five course reports for one task - predict the sum (0..36) of four handwritten digits in a 40x168
-image - retrained by this benchmark with fixed seeds. {n_tables} table(s), one per budget, dataset and device;
+image - retrained by this benchmark with fixed seeds. {n_tables} table(s), one per budget and dataset;
 code version(s) {versions}. Also as <a href="leaderboard.md">markdown</a> and <a href="leaderboard.csv">CSV</a>.</p>
 <p class="note">Exact accuracy is the mean over seeds ± the half-width of its 95% confidence interval (n/a with one
 seed); other numbers are means over seeds. <em>vs best</em>: a Welch t-test over seeds against the top row (≈: not

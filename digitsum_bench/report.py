@@ -64,7 +64,9 @@ members and data uncut) stand beside claims: a table of a capped budget shows no
 (mean over the seeds that reached it), from each run's per-epoch history; `never` if none did.
 *not run*: a recipe of the registry with no run in a `full` table, with its time per seed
 estimated on each device from the training time per epoch measured in its own records there
-(any budget but smoke), times its own epochs and members; `no run measured` where it has none."""
+(any budget but smoke), times its own epochs and members, or else from a CPU run's note of its
+estimate (a few timed training steps, when `run` left it out at that budget); `time not
+measured` names the devices with neither."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -221,9 +223,10 @@ def write_report(results: Path, out: Path | None = None, readme: Path | None = N
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out}: is a file; name a folder for the leaderboard and plots")
     records = load_records(results)
-    board = leaderboard(records, registry_facts())
+    notes = read_estimates(results)
+    board = leaderboard(records, registry_facts(), notes)
     csv = board.drop(columns="claims").to_csv(index=False).encode()
-    files = {out / "leaderboard.csv": csv, out / "leaderboard.md": markdown(board, read_estimates(results)).encode()}
+    files = {out / "leaderboard.csv": csv, out / "leaderboard.md": markdown(board, notes).encode()}
     plots = render_plots(records, board)
     files.update({out / "plots" / name: png for name, png in plots.items()})
     files[out / "index.html"] = render_page(records, board, plots).encode()

@@ -8,11 +8,12 @@ from dataclasses import asdict
 
 import pandas as pd
 import pytest
-from record_factory import make_record, write_record
+from record_factory import DATASET_ID, make_record, write_record
 
 from digitsum_bench import report
 from digitsum_bench.leaderboard import first_reached, leaderboard, load_records
 from digitsum_bench.recipes import get_recipe, list_recipes
+from digitsum_bench.store import write_estimate
 
 A = "r002_attention_cnn"  # its report claims val exact, within-one, MSE raw and MAE
 
@@ -97,12 +98,15 @@ def test_full_table_lists_every_registry_recipe_with_its_measured_cost(tmp_path)
     # r003_convnet4 measured at the quick budget only: 2 epochs in 20 s -> its own 50 epochs in 500 s
     write_record(tmp_path, make_record("r003_convnet4", 0, budget="quick", epochs_run=2, train_seconds=20.0,
                                        config={"name": "r003_convnet4", "epochs": 2, "members": 1}))  # fmt: skip
+    # r000_seresnet: a CPU run at the full budget left it out, noting its estimate (a few timed steps)
+    write_estimate(tmp_path, "full", DATASET_ID, "r000_seresnet", 7200.0, "cpu")
     report.write_report(tmp_path)
     for text in ((tmp_path / "leaderboard.md").read_text(), (tmp_path / "index.html").read_text()):
         full = _section(text, "full")
+        assert "about 2.0 h a seed on cpu (from a few timed steps)" in full
         for name in list_recipes():
             assert name in full, name
-        assert "about 8.3 min a seed on cpu" in full and "no run measured on NVIDIA H200" in full
+        assert "about 8.3 min a seed on cpu" in full and "time not measured on NVIDIA H200" in full
         assert "NVIDIA H200" in full and f"{A}" in full  # both devices' rows in the one table
     board = leaderboard(load_records(tmp_path), report.registry_facts())
     full = board[board["budget"] == "full"]
