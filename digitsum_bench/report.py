@@ -187,7 +187,7 @@ def comparison_table(results: Path, committed: Path, budget: str) -> str:
     csv = Path(committed) / "leaderboard.csv"
     try:
         theirs = pd.read_csv(csv)
-        theirs = theirs[theirs["budget"] == budget].assign(where="committed")
+        theirs = theirs[(theirs["budget"] == budget) & (theirs["n_seeds"] > 0)].assign(where="committed")  # run rows only
     except (OSError, ValueError, KeyError):
         theirs = pd.DataFrame()
     rows = pd.concat([mine, theirs], ignore_index=True)
