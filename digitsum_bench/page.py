@@ -485,7 +485,11 @@ code version(s) {versions}. Also as <a href="leaderboard.md">markdown</a> and <a
 seed); other numbers are means over seeds. <em>vs best</em>: a Welch t-test over seeds against the top row (≈: not
 significantly different). Cells in <span class="claim-key">italics on yellow</span> are the reports' own
 <strong>claims</strong>, measured on the course data (not public) by their authors: not measurements of this
-benchmark, and not on the dataset of the table. <em>seeds done/asked</em> counts finished runs.</p>
+benchmark, and not on the dataset of the table. They stand only beside runs of the report's own budget (a capped
+budget's table has none), each beside the measured number of its own split. <em>epochs</em>: the run's of its
+report's; <em>to 50% / to 90%</em>: epochs and training time until validation exact first reached it.
+<em>seeds done/asked</em> counts finished runs; in the <code>full</code> table a recipe not run yet says what a seed
+would cost where that was measured.</p>
 {sections}
 <script>{script}</script>
 </body>

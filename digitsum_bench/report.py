@@ -1,7 +1,7 @@
 """The report: `leaderboard.csv`, `leaderboard.md`, the plots and the web page, written from the records.
 
 Owns the markdown tables (one per budget and dataset, never mixed), the CSV, the comparison a
-`run` prints, and writing all of it (`write_report`). Run writes records; report only reads
+`run` prints, the README's result tables (`README_SECTIONS`), and writing all of it (`write_report`). Run writes records; report only reads
 them (no training, no GPU), so everything here can be regenerated from `<results>/records/`.
 The rows, cells and claims come from leaderboard.py, the plots from plots.py, the page from
 page.py. The reports' claimed numbers are shown beside ours, always labelled as claims: they
