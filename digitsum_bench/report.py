@@ -213,7 +213,7 @@ def comparison_table(results: Path, committed: Path, budget: str) -> str:
 def write_report(results: Path, out: Path | None = None, readme: Path | None = None) -> list[Path]:
     """Write `leaderboard.csv`, `leaderboard.md`, `plots/*.png` and the web page `index.html` (page.py)
     from the records under `results`, and the result tables of `readme` between its markers
-    (`readme_text`; by default the repository's README.md when `results` is its `results/` folder).
+    (`readme_text`; by default the repository's README.md when `results` and `out` are its `results/`).
 
     Everything is rendered in memory first and each file is replaced atomically, so an error
     (a corrupt record, a failing plot) leaves the previous report as it was. Returns the paths.
@@ -230,7 +230,8 @@ def write_report(results: Path, out: Path | None = None, readme: Path | None = N
     plots = render_plots(records, board)
     files.update({out / "plots" / name: png for name, png in plots.items()})
     files[out / "index.html"] = render_page(records, board, plots).encode()
-    readme = readme or (REPO_README if results.resolve() == REPO_README.parent / "results" else None)
+    committed = out.resolve() == results.resolve() == REPO_README.parent / "results"
+    readme = readme or (REPO_README if committed else None)  # the README quotes the committed board only
     if readme is not None and readme.exists():
         files[readme] = readme_text(readme.read_text(encoding="utf-8"), records, board).encode()
     for path, data in files.items():
