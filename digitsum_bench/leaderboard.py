@@ -267,16 +267,17 @@ def _not_run_rows(board: pd.DataFrame, records: pd.DataFrame, registry: dict[str
 def not_run_text(records: pd.DataFrame, name: str, facts: dict, devices: list[str], notes: list[dict] = ()) -> str:
     """'not run: about 12 min a seed on NVIDIA H200 / about 3.1 h on cpu (...)': per device, the training
     time per epoch measured in this recipe's records there (any budget but smoke), times its own epochs
-    and members; else a CPU run's note of its full-budget estimate (a few timed training steps); the
+    (a pre-training stage's epochs counted at the same cost: records time the final stage only) and members; else a CPU run's note of its full-budget estimate (a few timed training steps); the
     devices with neither are named as not measured."""
     runs = records[(records["recipe"] == name) & (records["budget"] != "smoke")]
     noted = {n.get("device", "a CPU"): float(n["estimated_seconds"]) for n in notes}
     parts, unmeasured = [], []
+    epochs = facts["epochs"] + facts.get("pretrain_epochs", 0)
     for device in sorted(set(devices) | set(noted)):
         there = runs[runs["device"] == device]
         if not there.empty:
             per_epoch = there["train_seconds"] / (there["epochs_run"] * there["config"].map(lambda c: c.get("members", 1)))
-            parts.append(f"about {duration(per_epoch.mean() * facts['epochs'] * facts['members'])} a seed on {device}")
+            parts.append(f"about {duration(per_epoch.mean() * epochs * facts['members'])} a seed on {device}")
         elif device in noted:
             parts.append(f"about {duration(noted[device])} a seed on {device} (from a few timed steps)")
         else:

@@ -76,7 +76,8 @@ measured` names the devices with neither."""
 
 def registry_facts() -> dict[str, dict]:
     """What the leaderboard needs of each registered recipe: its own epochs, members and training
-    size (to tell a capped run from one of the report's budget), report, method and claims."""
+    size (to tell a capped run from one of the report's budget), the epochs of a pre-training stage
+    (they cost time too), report, method and claims."""
     from dataclasses import asdict
 
     from .recipes import get_recipe, list_recipes
@@ -84,7 +85,8 @@ def registry_facts() -> dict[str, dict]:
     facts = {}
     for name in list_recipes():
         r = get_recipe(name)
-        facts[name] = {"epochs": r.epochs, "members": r.members, "train_size": r.train_size, "report": r.report,
+        facts[name] = {"epochs": r.epochs, "members": r.members, "train_size": r.train_size,
+                       "pretrain_epochs": r.pretrain.epochs if r.pretrain else 0, "report": r.report,
                        "method": r.method, "claimed": [asdict(c) for c in r.claimed]}
     return facts
 

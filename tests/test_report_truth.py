@@ -98,6 +98,9 @@ def test_full_table_lists_every_registry_recipe_with_its_measured_cost(tmp_path)
     # r003_convnet4 measured at the quick budget only: 2 epochs in 20 s -> its own 50 epochs in 500 s
     write_record(tmp_path, make_record("r003_convnet4", 0, budget="quick", epochs_run=2, train_seconds=20.0,
                                        config={"name": "r003_convnet4", "epochs": 2, "members": 1}))  # fmt: skip
+    # r004_multilabel_transfer: its 50-epoch pre-training stage costs time too -> 100 epochs in 1,000 s
+    write_record(tmp_path, make_record("r004_multilabel_transfer", 0, budget="quick", epochs_run=2, train_seconds=20.0,
+                                       config={"name": "r004_multilabel_transfer", "epochs": 2, "members": 1}))  # fmt: skip
     # r000_seresnet: a CPU run at the full budget left it out, noting its estimate (a few timed steps)
     write_estimate(tmp_path, "full", DATASET_ID, "r000_seresnet", 7200.0, "cpu")
     report.write_report(tmp_path)
@@ -106,6 +109,7 @@ def test_full_table_lists_every_registry_recipe_with_its_measured_cost(tmp_path)
         assert "about 2.0 h a seed on cpu (from a few timed steps)" in full
         for name in list_recipes():
             assert name in full, name
+        assert "about 16.7 min a seed on cpu" in full  # r004: pre-training epochs counted
         assert "about 8.3 min a seed on cpu" in full and "time not measured on NVIDIA H200" in full
         assert "NVIDIA H200" in full and f"{A}" in full  # both devices' rows in the one table
     board = leaderboard(load_records(tmp_path), report.registry_facts())
