@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -342,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `digitsum-bench ... | head` stopped reading: nothing to say, and no one to say it to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit flush stays quiet
+        return 141  # as a process killed by SIGPIPE
     return 0
 
 

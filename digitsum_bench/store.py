@@ -86,6 +86,24 @@ def atomic_write(path: Path) -> Iterator[IO[bytes]]:
         raise
 
 
+def read_capped(path: Path, limit: int, what: str) -> bytes:
+    """A regular file's bytes, refused past `limit` bytes before more is read (files from elsewhere: a symlink
+    to /dev/zero, a FIFO, a file with no end of line). OSError becomes a one-line BenchError naming the file."""
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise BenchError(f"{path}: {what} (not a regular file)")
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise BenchError(f"{path}: no such file") from None
+    except OSError as e:
+        raise BenchError(f"{path}: {what} ({e.strerror or e})") from None
+    if len(data) > limit:
+        raise BenchError(f"{path}: {what} (over {limit:,} bytes)")
+    return data
+
+
 def write_json_atomic(path: Path, obj: object) -> None:
     """Write JSON atomically (see `atomic_write`)."""
     with atomic_write(path) as f:
@@ -123,13 +141,8 @@ def read_record(path: Path) -> dict:
     Raises `OtherSchema` for a record of another schema version, and a BenchError naming the
     file for anything else that is not a valid record.
     """
+    text = read_capped(path, MAX_RECORD_BYTES, "corrupt record")
     try:
-        if not stat.S_ISREG(Path(path).stat().st_mode):
-            raise BenchError(f"{path}: corrupt record (not a regular file)")
-        with open(path, "rb") as f:
-            text = f.read(MAX_RECORD_BYTES + 1)
-        if len(text) > MAX_RECORD_BYTES:
-            raise BenchError(f"{path}: corrupt record (over {MAX_RECORD_BYTES >> 20} MiB)")
         record = json.loads(text.decode("utf-8"))
     except json.JSONDecodeError as e:
         raise BenchError(f"{path}: corrupt record (bad JSON: {e.msg}, line {e.lineno})") from None

@@ -42,12 +42,14 @@ import torch.nn as nn
 from . import data as datamod
 from . import metrics
 from .errors import BenchError
-from .store import atomic_write
+from .store import atomic_write, read_capped
 
 META_FILE = "digitsum.json"  # the metadata file inside an exported model's archive
 META_FORMAT = "digitsum-bench model 1"
 PROB_COLUMNS = tuple(f"p{s}" for s in range(metrics.N_SUMS))
 BATCH = 512  # the batch `train.predict` uses: the same batches give the same floating-point sums
+CSV_HEADER_BYTES, CSV_ROW_BYTES = 4096, 2048  # a predictions CSV's size limit: 37 probabilities fit a row
+NUMBER = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")  # no 1_0, nan, inf, 0x1p3
 MAX_MODEL_BYTES = 2**31  # an ONNX file is read whole (protobuf's own limit); larger is refused first
 FORMATS = ("onnx", "export", "torchscript")  # what `export_checkpoint` writes
 TRUST_HINT = ("it is a program that runs with your rights: load it only if you trust its author (--trust-model), "
@@ -70,12 +72,12 @@ def read_predictions(path: str | Path, n: int) -> tuple[np.ndarray, np.ndarray |
     Every problem is a BenchError naming the file and, where there is one, the line.
     """
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            lines = list(csv.reader(f))
-    except FileNotFoundError:
-        raise BenchError(f"{path}: no such predictions file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    if not path.exists():
+        raise BenchError(f"{path}: no such predictions file")
+    raw = read_capped(path, CSV_HEADER_BYTES + n * CSV_ROW_BYTES, "too large for predictions of the data's images")
+    try:  # utf-8-sig: spreadsheet programs start a CSV with a byte-order mark
+        lines = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+    except (UnicodeDecodeError, csv.Error) as e:
         raise BenchError(f"{path}: cannot read predictions ({_first_line(e)})") from None
     while lines and not any(cell.strip() for cell in lines[-1]):  # trailing blank lines are harmless
         lines.pop()
@@ -138,25 +140,22 @@ def _check_header(path: Path, header: list[str]) -> None:
 
 
 def _integer(path: Path, lineno: int, what: str, text: str, low: int, high: int) -> int:
-    """An integer cell; '7' and '7.0' are 7, '7.5' and 'x' are errors."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()!r} is not an integer") from None
+    """An integer cell; '7' and '7.0' are 7, '7.5', '1_0' and 'x' are errors."""
+    value = float(text) if NUMBER.fullmatch(text) else math.nan
     if not value.is_integer():
-        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()!r} is not an integer")
+        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()[:40]!r} is not an integer")
     if not low <= value <= high:
         raise BenchError(f"{path}: line {lineno}: {what} {int(value)} is outside {low}..{high}")
     return int(value)
 
 
 def _real(path: Path, lineno: int, what: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()!r} is not a number") from None
+    """A decimal number cell (Python's own spellings 'nan', 'inf' and '1_0' are not numbers in a CSV)."""
+    if not NUMBER.fullmatch(text):
+        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()[:40]!r} is not a number")
+    value = float(text)
     if not math.isfinite(value):
-        raise BenchError(f"{path}: line {lineno}: {what} is {text.strip()}")
+        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()[:40]} is too large")
     return value
 
 
@@ -182,11 +181,16 @@ def evaluate_predictions(predictions: str | Path, data_path: str | Path) -> dict
     data = datamod.load_path(data_path)
     pred, raw = read_predictions(predictions, len(data))
     result = metrics.compute_metrics(pred, data.sums, raw=raw)
-    return {"predictions": str(predictions), "data": str(data_path), **_summary(result)}
+    return {"predictions": str(predictions), "data": str(data_path), **_summary(result, predictions)}
 
 
-def _summary(result: dict) -> dict:
-    return {k: result[k] for k in (*metrics.SUMMARY_KEYS, "mse_raw", "per_sum") if k in result}
+def _summary(result: dict, source: str | Path) -> dict:
+    """The metrics `evaluate` prints, all finite: JSON has no Infinity."""
+    summary = {k: result[k] for k in (*metrics.SUMMARY_KEYS, "mse_raw", "per_sum") if k in result}
+    overflow = [k for k, v in summary.items() if isinstance(v, float) and not math.isfinite(v)]
+    if overflow:
+        raise BenchError(f"{source}: {overflow[0]} overflows: unrounded predictions too far outside 0..36")
+    return summary
 
 
 # ----------------------------------------------------------------------------------------
@@ -400,7 +404,7 @@ def evaluate_model(model_path: str | Path, data_path: str | Path, save_predictio
         write_predictions(save_predictions, pred, raw)
     result = metrics.compute_metrics(pred, data.sums, raw=raw)
     return {"recipe": str(meta.get("recipe", "-"))[:100], "model": str(model_path), "head": head, "data": str(data_path),
-            **_summary(result)}
+            **_summary(result, model_path)}
 
 
 class Predictor(nn.Module):
