@@ -435,6 +435,8 @@ def load_path(path: str | Path) -> DigitSumData:
         raise BenchError(f"{path}: no such file or folder")
     if path.suffix != ".npz":
         raise BenchError(f"{path}: expected a folder of data*.npy/lab*.npy pairs or an .npz file")
+    if not path.is_file():  # a device or a FIFO: zipfile would read it without end
+        raise BenchError(f"{path}: not a regular file")
     images, sums, digits = _read_npz(path)
     images, sums, digits, seen = _checked(images, sums, digits, path, path)
     return DigitSumData(images, sums, digits, f"{path} ({seen})")
@@ -453,6 +455,8 @@ def _pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise BenchError(f"{path}: not a regular file")
     _check_npy_size(path)
     try:
         return np.load(path, allow_pickle=False)

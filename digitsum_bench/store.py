@@ -15,6 +15,7 @@ off the same run.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -26,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
+
+from packaging.version import InvalidVersion, Version
 
 from . import __version__
 from .errors import BenchError
@@ -193,6 +196,15 @@ def _record_problem(record: dict) -> str:
     for key in ("epochs_run", "selected_epoch"):
         if not (record[key] is None or _is_int(record[key], 0)):
             return f"{key} is not a whole number"
+    for key in ("started", "finished"):
+        try:
+            dt.datetime.fromisoformat(record[key])
+        except ValueError:
+            return f"{key} is not an ISO time"
+    try:
+        Version(record["code_version"])  # the leaderboard picks the newest code version
+    except InvalidVersion:
+        return f"code_version {record['code_version'][:20]!r} is not a version"
     assumptions = record["config"].get("assumptions", [])
     if not (isinstance(assumptions, list) and all(isinstance(a, str) for a in assumptions)):
         return "config.assumptions is not a list of strings"

@@ -180,12 +180,13 @@ def evaluate_predictions(predictions: str | Path, data_path: str | Path) -> dict
     """Score a predictions CSV on a dataset file or folder."""
     data = datamod.load_path(data_path)
     pred, raw = read_predictions(predictions, len(data))
-    result = metrics.compute_metrics(pred, data.sums, raw=raw)
-    return {"predictions": str(predictions), "data": str(data_path), **_summary(result, predictions)}
+    return {"predictions": str(predictions), "data": str(data_path), **_score(pred, data.sums, raw, predictions)}
 
 
-def _summary(result: dict, source: str | Path) -> dict:
+def _score(pred: np.ndarray, sums: np.ndarray, raw: np.ndarray | None, source: str | Path) -> dict:
     """The metrics `evaluate` prints, all finite: JSON has no Infinity."""
+    with np.errstate(over="ignore"):  # refused below, in one line
+        result = metrics.compute_metrics(pred, sums, raw=raw)
     summary = {k: result[k] for k in (*metrics.SUMMARY_KEYS, "mse_raw", "per_sum") if k in result}
     overflow = [k for k, v in summary.items() if isinstance(v, float) and not math.isfinite(v)]
     if overflow:
@@ -310,9 +311,9 @@ def _check_pt2(path: Path) -> None:
             elif entry.startswith("data/sample_inputs/"):
                 try:
                     torch.load(io.BytesIO(z.read(name)), weights_only=True)
-                except Exception as e:  # noqa: BLE001 - torch would retry it with full pickle
-                    raise BenchError(f"{path}: archive entry {entry} needs full pickle ({_first_line(e)}); "
-                                     "refused even with --trust-model") from None
+                except Exception:  # noqa: BLE001 - torch would retry it with full pickle
+                    raise BenchError(f"{path}: archive entry {entry} needs full pickle; refused even with "
+                                     "--trust-model") from None
 
 
 def _archive_kind(path: Path) -> str:
@@ -402,9 +403,8 @@ def evaluate_model(model_path: str | Path, data_path: str | Path, save_predictio
     raw = metrics.expected_sums(out, head).numpy()
     if save_predictions is not None:
         write_predictions(save_predictions, pred, raw)
-    result = metrics.compute_metrics(pred, data.sums, raw=raw)
     return {"recipe": str(meta.get("recipe", "-"))[:100], "model": str(model_path), "head": head, "data": str(data_path),
-            **_summary(result, model_path)}
+            **_score(pred, data.sums, raw, model_path)}
 
 
 class Predictor(nn.Module):
