@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 import zipfile
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -106,10 +107,11 @@ def test_hostile_predictions(case, work, capsys):
     refused(capsys, ["evaluate", "--predictions", csv, "--data", npz], (str(csv), *words), inputs, out)
 
 
-def test_predictions_from_dev_zero(work, capsys):
+@pytest.mark.parametrize("what", ["--predictions", "--model"])
+def test_predictions_or_model_from_dev_zero(what, work, capsys):
     inputs, out, npz = work
-    (inputs / "p.csv").symlink_to("/dev/zero")
-    refused(capsys, ["evaluate", "--predictions", inputs / "p.csv", "--data", npz], ("not a regular file",), out)
+    (inputs / "file").symlink_to("/dev/zero")
+    refused(capsys, ["evaluate", what, inputs / "file", "--data", npz], ("not a regular file",), out)
 
 
 def test_predictions_with_a_byte_order_mark(work, capsys):
@@ -197,16 +199,9 @@ def test_model_files_that_are_not_models(content, work, capsys):
     refused(capsys, ["evaluate", "--model", inputs / "m.onnx", "--data", npz], ("not an ONNX model",), inputs, out)
 
 
-def test_model_from_dev_zero(work, capsys):
-    inputs, out, npz = work
-    (inputs / "m.onnx").symlink_to("/dev/zero")
-    refused(capsys, ["evaluate", "--model", inputs / "m.onnx", "--data", npz], ("not a regular file",), out)
-
-
 def test_programs_are_refused_without_trust(work, capsys):
     inputs, out, npz = work
-    program = torch.export.export(Linear37().eval(), (torch.zeros(2, 1, 40, 168),), dynamic_shapes=BATCH)
-    torch.export.save(program, inputs / "m.pt2", extra_files={submit.META_FILE: json.dumps(META)})
+    save_pt2(inputs / "m.pt2")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.trace(Linear37().eval(), torch.zeros(2, 1, 40, 168)), inputs / "m.ts",
@@ -215,6 +210,11 @@ def test_programs_are_refused_without_trust(work, capsys):
                                                                               "--trust-model"), inputs, out)
     refused(capsys, ["evaluate", "--model", inputs / "m.ts", "--data", npz], ("TorchScript file is refused",), inputs, out)
     assert main(["evaluate", "--model", str(inputs / "m.ts"), "--data", str(npz), "--trust-model"]) == 0  # trusted
+
+
+def save_pt2(path) -> None:
+    program = torch.export.export(Linear37().eval(), (torch.zeros(2, 1, 40, 168),), dynamic_shapes=BATCH)
+    torch.export.save(program, path, extra_files={submit.META_FILE: json.dumps(META)})
 
 
 def rewrite_pt2(source, target, change) -> None:
@@ -254,8 +254,7 @@ PT2_ATTACKS = {"use_pickle weight": (use_pickle_weight, "needs full pickle for")
 def test_pt2_entries_needing_pickle_are_refused_even_when_trusted(attack, work, capsys):
     inputs, out, npz = work
     make, words = PT2_ATTACKS[attack]
-    program = torch.export.export(Linear37().eval(), (torch.zeros(2, 1, 40, 168),), dynamic_shapes=BATCH)
-    torch.export.save(program, inputs / "clean.pt2", extra_files={submit.META_FILE: json.dumps(META)})
+    save_pt2(inputs / "clean.pt2")
     # torch's own loader runs the crafted archive's code: the attack is real
     naive = inputs / "ran-under-torch.export.load"
     rewrite_pt2(inputs / "clean.pt2", inputs / "naive.pt2", make(naive))
@@ -278,8 +277,7 @@ def test_pt2_entries_needing_pickle_are_refused_even_when_trusted(attack, work, 
 def test_pt2_with_unexpected_entries_is_refused_even_when_trusted(work, capsys):
     """Legacy weight files, custom or opaque objects and compiled AOTInductor code are not plain tensors."""
     inputs, out, npz = work
-    program = torch.export.export(Linear37().eval(), (torch.zeros(2, 1, 40, 168),), dynamic_shapes=BATCH)
-    torch.export.save(program, inputs / "clean.pt2", extra_files={submit.META_FILE: json.dumps(META)})
+    save_pt2(inputs / "clean.pt2")
     with zipfile.ZipFile(inputs / "clean.pt2") as z:
         root = z.namelist()[0].split("/")[0]
     for entry in ("data/constants/custom_obj_0", "data/weights/model.pt", "data/aotinductor/model/model.so"):
@@ -350,16 +348,6 @@ RAW_RECORDS = {
 }
 
 
-def stderr_warnings():
-    """Warnings as the CLI prints them (pytest would otherwise collect them): on stderr, one line each."""
-    context = warnings.catch_warnings()
-    context.__enter__()
-    warnings.simplefilter("always")
-    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
-        warnings.formatwarning(message, category, filename, lineno))
-    return context
-
-
 RECORD_CASES = [*RECORDS, *RAW_RECORDS, "symlink to /dev/zero"]
 
 
@@ -401,24 +389,21 @@ def test_hostile_record_is_corrupt_in_status(case, tmp_path, capsys):
     assert (path.read_bytes()[:100] if path.is_file() else None) == before
 
 
+@contextmanager
 def stderr_warnings():
     """Warnings as the CLI prints them (pytest would otherwise collect them): on stderr, one line each."""
-    context = warnings.catch_warnings()
-    context.__enter__()
-    warnings.simplefilter("always")
-    warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
-        warnings.formatwarning(message, category, filename, lineno))
-    return context
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: sys.stderr.write(
+            warnings.formatwarning(message, category, filename, lineno))
+        yield
 
 
 def test_report_skips_every_hostile_record_with_one_line_each(tmp_path, capsys):
     good_record(tmp_path)
     paths = [hostile_record(tmp_path, case, seed) for seed, case in enumerate(RECORD_CASES, start=1)]
-    context = stderr_warnings()
-    try:
+    with stderr_warnings():
         assert main(["report", "--results", str(tmp_path)]) == 0
-    finally:
-        context.__exit__(None, None, None)
     lines = capsys.readouterr().err.splitlines()
     assert sorted(lines) == sorted(f"warning: skipped {p}: corrupt record (" + line.split(f"{p}: corrupt record (")[1]
                                    for p in paths for line in lines if f"{p}: " in line)
@@ -434,11 +419,8 @@ def test_run_with_nothing_to_do_past_a_corrupt_record(tmp_path, capsys, monkeypa
     bad = write_record(tmp_path, make_record("r003_convnet4", 1, budget="smoke", dataset_id=synth), name="seed1.json")
     bad.write_text("[" * 100_000)
     monkeypatch.setattr(launch, "load_data", lambda *a: type("Splits", (), {"dataset_id": synth})())
-    context = stderr_warnings()
-    try:
+    with stderr_warnings():
         assert main(["run", "--recipe", "r003_convnet4", "--budget", "smoke", "--results", str(tmp_path)]) == 0
-    finally:
-        context.__exit__(None, None, None)
     captured = capsys.readouterr()
     assert "0 run(s) to do, 1 already finished" in captured.out and "leaderboard:" in captured.out
     assert f"warning: skipped {bad}: corrupt record (nested too deeply)" in captured.err
@@ -521,7 +503,7 @@ ARGUMENTS = {
     "data make --n huge": (["data", "make", "--split", "test", "--n", "1000000000000"], "--n 1000000000000: a generated set"),
     "data make --n 0": (["data", "make", "--split", "test", "--n", "0"], "--n 0: a generated set holds 1.."),
     "data make --n -3": (["data", "make", "--split", "test", "--n", "-3"], "--n -3"),
-    "data make --seed -1": (["data", "make", "--split", "test", "--n", "4", "--seed", "-1"], "--seed -1"),
+    "data make --seed -1": (["data", "make", "--split", "test", "--n", "4", "--seed", "-1"], "must be non-negative"),
     "data show --n 0": (["data", "show", "{npz}", "--n", "0"], "--n 0: show at least 1 image"),
     "data show --n -3": (["data", "show", "{npz}", "--n", "-3"], "--n -3"),
     "data show --seed -3": (["data", "show", "{npz}", "--seed", "-3"], "--seed -3"),
