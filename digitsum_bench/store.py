@@ -131,6 +131,7 @@ _TYPES = {"recipe": str, "report": str, "method": str, "budget": str, "dataset_i
 MAX_RECORD_BYTES = 4 << 20  # a record is tens of kB: more is not one (a copied-in /dev/zero, a huge file)
 MAX_RECORD_DEPTH = 16  # a record nests about 6 deep; far deeper JSON is built to exhaust a recursive reader
 MAX_SEED = 2**31 - 1  # runner.check_seeds' range
+MAX_PID = 2**22  # Linux's largest pid_max: a lock naming a larger pid was not written by a live process
 
 
 class OtherSchema(BenchError):
@@ -305,6 +306,15 @@ def finished_record(key: RunKey, results: Path) -> dict | None:
     return record if record["code_version"] == __version__ else None
 
 
+def _small_json(path: Path) -> object:
+    """A lock, failure marker or estimate note (files this code writes, a few hundred bytes), parsed;
+    None where it cannot be read: they are bookkeeping, and a bad one must not stop `run` or `status`."""
+    try:
+        return json.loads(read_capped(path, 1 << 16, "unreadable").decode("utf-8"))
+    except (BenchError, ValueError, RecursionError):
+        return None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -318,15 +328,12 @@ def _pid_alive(pid: int) -> bool:
 def lock_owner(key: RunKey, results: Path) -> dict | None:
     """Who holds the run's lock ({pid, host, since}), None if nobody (stale locks count as none)."""
     path = key.lock_path(results)
-    try:
-        owner = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    owner = _small_json(path)
     if not isinstance(owner, dict):
         return None  # not a lock this code wrote
     if owner.get("host") == socket.gethostname():
         pid = owner.get("pid")
-        return owner if isinstance(pid, int) and _pid_alive(pid) else None  # died on this host: stale
+        return owner if _is_int(pid, 1, MAX_PID) and _pid_alive(pid) else None  # died on this host: stale
     # Another host (e.g. a pre-empted SLURM task): alive while its lock or checkpoints keep changing.
     files = [path, *key.checkpoint_dir(results).rglob("*.pt")]
     last_sign = max(f.stat().st_mtime for f in files if f.exists())
@@ -394,10 +401,9 @@ def run_states(keys: list[RunKey], results: Path) -> list[dict]:
             row["state"], row["detail"] = "running", f"pid {owner.get('pid')} on {owner.get('host')}"
         elif failed.exists():
             row["state"] = "failed"
-            try:
-                row["detail"] = json.loads(failed.read_text()).get("error", "")
-            except (OSError, ValueError):
-                row["detail"] = f"{failed}: unreadable failure marker"
+            marker = _small_json(failed)
+            error = marker.get("error") if isinstance(marker, dict) else None
+            row["detail"] = error[:300] if isinstance(error, str) else f"{failed}: unreadable failure marker"
         else:
             row["state"] = "stale" if stale else "corrupt" if row["detail"] else "missing"
         rows.append(row)
@@ -425,10 +431,8 @@ def read_estimates(results: Path) -> list[dict]:
     """Every note of a recipe left out on a CPU; unreadable notes are skipped (they are advice, not results)."""
     notes = []
     for path in sorted((Path(results) / "estimates").rglob("*.json")):
-        try:
-            note = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(note, dict) and {"recipe", "budget", "dataset_id", "estimated_seconds"} <= set(note):
+        note = _small_json(path)
+        if (isinstance(note, dict) and all(isinstance(note.get(k), str) for k in ("recipe", "budget", "dataset_id"))
+                and _is_number(note.get("estimated_seconds"), 0)):
             notes.append(note)
     return notes

@@ -427,6 +427,42 @@ def test_run_with_nothing_to_do_past_a_corrupt_record(tmp_path, capsys, monkeypa
     assert "Traceback" not in captured.err
 
 
+BOOKKEEPING = {
+    "failure marker a list": ("seed1.failed.json", "[1, 2]", "failed", "unreadable failure marker"),
+    "failure marker from /dev/zero": ("seed1.failed.json", None, "failed", "unreadable failure marker"),
+    "lock naming pid 10**30": ("seed1.lock", '{"pid": ' + str(10**30) + ', "host": "%s"}', "missing", ""),
+    "lock from /dev/zero": ("seed1.lock", None, "missing", ""),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BOOKKEEPING))
+def test_hostile_locks_and_failure_markers(case, tmp_path, capsys):
+    """Files beside the records that `status` and `run` read: a bad one is shown as such, never a traceback."""
+    import socket
+
+    name, content, state, detail = BOOKKEEPING[case]
+    good_record(tmp_path)
+    path = tmp_path / "records" / "smoke" / data.dataset_id("synth") / "r003_convnet4" / name
+    if content is None:
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_text(content.replace("%s", socket.gethostname()))
+    assert main(["status", "--results", str(tmp_path), "--budget", "smoke", "--recipe", "r003_convnet4"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("r003_convnet4") and " 1 " in line]
+    assert row[0].split()[3] == state and detail in row[0]
+
+
+def test_hostile_estimate_notes_are_ignored(tmp_path, capsys):
+    good_record(tmp_path)
+    notes = tmp_path / "estimates" / "smoke" / data.dataset_id("synth")
+    notes.mkdir(parents=True)
+    (notes / "a.json").write_text('{"recipe": "r002_attention_cnn", "budget": "smoke", "dataset_id": "x", '
+                                  '"estimated_seconds": "forever"}')
+    (notes / "b.json").symlink_to("/dev/zero")
+    assert main(["report", "--results", str(tmp_path)]) == 0
+    assert "r002_attention_cnn" not in (tmp_path / "leaderboard.md").read_text()
+
+
 # ------------------------------------------------------------------------ recipe files
 
 RECIPE_FILES = {
