@@ -58,7 +58,8 @@ TRUST_HINT = ("it is a program that runs with your rights: load it only if you t
 # anything else (legacy weight files, pickled or custom objects, AOTInductor's compiled code) is refused.
 PT2_ENTRY = re.compile(r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
                        r"|models/\w+\.json|data/weights/(weight_\d+|\w+_weights_config\.json)"
-                       r"|data/constants/(tensor_\d+|\w+_constants_config\.json)|data/sample_inputs/\w+\.pt|extra/[^/]+)")
+                       r"|data/constants/(tensor_\d+|\w+_constants_config\.json)|data/sample_inputs/\w+\.pt|extra/[^/]+)",
+                       re.ASCII)
 
 
 # ----------------------------------------------------------------------------------------
@@ -293,7 +294,9 @@ def _check_pt2(path: Path) -> None:
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
         root = names[0].split("/")[0] + "/" if names else ""
-        strange = [n for n in names if not (n.startswith(root) and PT2_ENTRY.fullmatch(n[len(root):]))]
+        # a name twice: torch's zip reader and Python's may each read another of the two
+        strange = [n for n in names if not (n.startswith(root) and PT2_ENTRY.fullmatch(n[len(root):]))
+                   or names.count(n) > 1]
         if strange:
             raise BenchError(f"{path}: archive entry {strange[0]!r} is not plain tensors and data; refused even "
                              "with --trust-model")
@@ -303,7 +306,7 @@ def _check_pt2(path: Path) -> None:
                 try:
                     config = json.loads(z.read(name))["config"]
                     pickled = [k for k, v in config.items() if v.get("use_pickle")]
-                except (ValueError, KeyError, TypeError, AttributeError) as e:
+                except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
                     raise BenchError(f"{path}: bad archive entry {entry} ({_first_line(e)})") from None
                 if pickled:
                     raise BenchError(f"{path}: archive entry {entry} needs full pickle for {pickled[0]!r}; "
