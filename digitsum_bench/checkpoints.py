@@ -125,10 +125,16 @@ def load_checkpoint(path: str | Path, device: torch.device) -> tuple[nn.Module, 
         recipe = get_recipe(name)
     except BenchError as e:
         raise BenchError(f"{named_by}: {e}") from None
+    config = ck.get("config") or {}
+    members = config.get("members", 1) if isinstance(config, dict) else 1  # an ensemble's final.pt (Recipe.members)
+    if not (isinstance(members, int) and 1 <= members <= max(recipe.members, 1)):  # models are built before loading
+        raise BenchError(f"{path}: config members {str(members)[:20]} is not 1..{max(recipe.members, 1)}, "
+                         f"the ensemble size of recipe {name}")
     try:
-        members = (ck.get("config") or {}).get("members", 1)  # an ensemble's final.pt (Recipe.members)
         model = models.Ensemble([recipe.model() for _ in range(members)]) if members > 1 else recipe.model()
         model.load_state_dict(ck["model"])
     except Exception as e:  # noqa: BLE001 - any mismatch is reported the same way
         raise BenchError(f"{path}: not a digitsum-bench checkpoint of {name} ({type(e).__name__}: {_first_line(e)})") from None
+    if not all(t.isfinite().all() for t in model.state_dict().values() if t.is_floating_point()):
+        raise BenchError(f"{path}: its weights hold NaN or inf; such a model's scores mean nothing")
     return model.to(device), recipe

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from .budgets import BUDGET_NAMES
@@ -13,6 +15,7 @@ from .errors import BenchError
 DEFAULT_RESULTS = Path("results")
 DEFAULT_BASELINE = Path("results/baselines/ci.json")
 CHECKPOINT_HELP = "final.pt (or best.pt) from results/checkpoints/"
+DEFAULT_CPU_LIMIT = 30.0  # minutes per run: `run --all` on a CPU leaves out recipes estimated over it
 # The leaderboard committed with the code, which a run into another folder is compared with.
 COMMITTED_RESULTS = Path(__file__).resolve().parent.parent / "results"
 GFLOPS_NOTE = ("GFLOPs: forward FLOPs per 40x168 image, 2 FLOPs per multiply-add. torchvision's tables list "
@@ -72,7 +75,9 @@ def _cmd_run(a: argparse.Namespace) -> None:
     else:
         slurm = slurm_settings(a.slurm_config, partition=a.partition, time=a.time, gpus=a.gpus, cpus=a.cpus,
                                mem_gb=a.mem_gb, parallel=a.parallel, wait=a.wait, cluster=a.cluster)
-        failures = launch(names, seeds, options, launcher=a.launcher, jobs=a.jobs, slurm=slurm, cpu_limit=a.cpu_limit)
+        # the CPU limit keeps --all inside the time; a recipe the user names is run whatever its estimate
+        cpu_limit = a.cpu_limit if a.cpu_limit is not None else DEFAULT_CPU_LIMIT if a.all else 0
+        failures = launch(names, seeds, options, launcher=a.launcher, jobs=a.jobs, slurm=slurm, cpu_limit=cpu_limit)
     if not a.no_report:
         from .report import comparison_table, write_report
 
@@ -104,13 +109,15 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
 
     if a.save_predictions and not a.model:
         raise BenchError("evaluate: --save-predictions goes with --model")
+    if a.trust_model and not a.model:
+        raise BenchError("evaluate: --trust-model goes with --model")
     if a.checkpoint:
         from .runner import evaluate_file
 
         result = evaluate_file(a.checkpoint, a.data, a.device)
         print(f"{result['recipe']} on {a.data}")
     elif a.model:
-        result = submit.evaluate_model(a.model, a.data, a.save_predictions)
+        result = submit.evaluate_model(a.model, a.data, a.save_predictions, trust=a.trust_model)
         print(f"{a.model} ({result['head']} head) on {a.data}")
     else:
         result = submit.evaluate_predictions(a.predictions, a.data)
@@ -123,8 +130,9 @@ def _cmd_export(a: argparse.Namespace) -> None:
     from .submit import export_checkpoint
 
     meta = export_checkpoint(a.checkpoint, a.out, a.format)
+    trust = "" if a.format == "onnx" else " --trust-model"
     print(f"wrote {a.out}: {meta['recipe']} ({meta['head']} head, {a.format}); score it with "
-          f"`digitsum-bench evaluate --model {a.out} --data PATH`")
+          f"`digitsum-bench evaluate --model {a.out} --data PATH{trust}`")
 
 
 def _cmd_report(a: argparse.Namespace) -> None:
@@ -249,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=["inline", "local", "slurm"], default="inline",
                    help="inline: this process; local: --jobs worker processes; slurm: a SLURM job array (submitit)")
     p.add_argument("--jobs", type=int, default=2, help="local launcher: worker processes (default: 2)")
-    p.add_argument("--cpu-limit", type=float, default=30, metavar="MINUTES",
+    p.add_argument("--cpu-limit", type=float, default=None, metavar="MINUTES",
                    help="on a CPU, leave out recipes estimated over this many minutes per run, noted as 'needs a "
-                        "GPU at this budget' in the leaderboard (default: 30; 0 runs everything)")
+                        f"GPU at this budget' in the leaderboard (default: {DEFAULT_CPU_LIMIT:g} with --all, none for "
+                        "recipes named with --recipe; 0 runs everything)")
     _add_recipes_from(p)
     p.add_argument("--plan", action="store_true",
                    help="print the runs still to do, in order, with estimates on this device; train nothing")
@@ -268,19 +277,25 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--predictions", type=Path,
                       help="CSV: index,sum per image (optional expected_sum, or p0..p36, for mse_raw)")
     what.add_argument("--model", type=Path,
-                      help="a torch.export program (.pt2) or TorchScript file with digitsum.json metadata")
+                      help="an ONNX file with digitsum.json metadata (or, with --trust-model, a torch.export program "
+                           "(.pt2) or TorchScript file)")
     p.add_argument("--data", required=True, help="a folder of course files or an .npz")
     p.add_argument("--save-predictions", type=Path, default=None, metavar="CSV",
                    help="with --model: also write its predictions in the --predictions format")
+    p.add_argument("--trust-model", action="store_true",
+                   help="with --model: allow a torch.export program or TorchScript file, programs that run with your "
+                        "rights (never needed for ONNX)")
     _add_device(p, "for --checkpoint")
     _add_recipes_from(p)
     p.set_defaults(fn=_cmd_evaluate)
 
-    p = verbs.add_parser("export", help="write a checkpoint as a torch.export program (or TorchScript) for evaluate --model")
+    p = verbs.add_parser("export", help="write a checkpoint as an ONNX model (or a torch.export program, TorchScript) "
+                                        "for evaluate --model")
     p.add_argument("--checkpoint", type=Path, required=True, help=CHECKPOINT_HELP)
-    p.add_argument("--out", type=Path, required=True, help="output file, e.g. model.pt2")
-    p.add_argument("--format", choices=["export", "torchscript"], default="export",
-                   help="export: torch.export program (default); torchscript: a traced TorchScript file")
+    p.add_argument("--out", type=Path, required=True, help="output file, e.g. model.onnx")
+    p.add_argument("--format", choices=["onnx", "export", "torchscript"], default="onnx",
+                   help="onnx: ONNX, scored without trust (default); export: a torch.export program (.pt2); "
+                        "torchscript: a traced TorchScript file (both need --trust-model to be scored)")
     _add_recipes_from(p)
     p.set_defaults(fn=_cmd_export)
 
@@ -307,9 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the user reads it: one line, without the source line that raised it."""
+    return f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on a user error, with a one-line message)."""
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     try:
         if getattr(args, "recipes_from", None):
             from .recipes import load_recipes_from
@@ -322,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `digitsum-bench ... | head` stopped reading: nothing to say, and no one to say it to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit flush stays quiet
+        return 141  # as a process killed by SIGPIPE
     return 0
 
 

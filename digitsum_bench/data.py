@@ -63,6 +63,9 @@ ROTATION_TAN = 0.1317  # tan(7.5 deg): rotations up to +-15 deg, drawn as tan(an
 SCALE_003 = (0.9, 1.1)  # "slight scaling" about the cell centre
 NOISE_003 = 0.05 * 255  # std of additive Gaussian pixel noise ("noise addition")
 
+MAX_IMAGES = 200_000  # per generated set (1.3 GB of uint8): about 7x the course data; more would exhaust memory
+MAX_DATA_BYTES = 1 << 30  # what the arrays of one data file may inflate to, checked before numpy allocates them
+
 
 @dataclass(frozen=True, eq=False)
 class DigitSumData:
@@ -400,6 +403,8 @@ def load_synth(kind: str, split: str, n: int, seed: int = 0, source=None) -> Dig
         raise BenchError(f"unknown synthetic data kind {kind!r}; known: synth, synth003")
     if kind == "synth003" and split != "train":
         raise BenchError(f"synth003: report 003's generator makes training data only, not {split!r}")
+    if not 1 <= n <= MAX_IMAGES:
+        raise BenchError(f"--n {n}: a generated set holds 1..{MAX_IMAGES:,} images")
     make = (lambda: make_synth(split, n, seed, source)) if kind == "synth" else (lambda: make_synth003(n, seed, source))
     path = _cache_dir() / f"{kind}-{GENERATOR_VERSION}-{_source_hash(source)}-seed{seed}-{split}-{n}.npz"
     arrays = _cached(path, lambda: _arrays(make()))
@@ -428,6 +433,8 @@ def load_path(path: str | Path) -> DigitSumData:
         raise BenchError(f"{path}: no such file or folder")
     if path.suffix != ".npz":
         raise BenchError(f"{path}: expected a folder of data*.npy/lab*.npy pairs or an .npz file")
+    if not path.is_file():  # a device or a FIFO: zipfile would read it without end
+        raise BenchError(f"{path}: not a regular file")
     images, sums, digits = _read_npz(path)
     images, sums, digits, seen = _checked(images, sums, digits, path, path)
     return DigitSumData(images, sums, digits, f"{path} ({seen})")
@@ -446,6 +453,8 @@ def _pairs(folder: Path) -> list[tuple[Path, Path]]:
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise BenchError(f"{path}: not a regular file")
     _check_npy_size(path)
     try:
         return np.load(path, allow_pickle=False)
@@ -455,27 +464,47 @@ def _read_npy(path: Path) -> np.ndarray:
         raise BenchError(f"{path}: too large to load into memory") from None
 
 
+def _npy_header(f) -> tuple[tuple, int]:
+    """(shape, bytes numpy will allocate) from an .npy header; ValueError/EOFError where it is not one."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    return shape, 0 if dtype.hasobject else int(np.prod(shape, dtype=object)) * dtype.itemsize  # objects: refused later
+
+
 def _check_npy_size(path: Path) -> None:
     """Refuse a header that declares more data than the file holds, before numpy allocates it."""
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read(f)
+            shape, declared = _npy_header(f)
             offset = f.tell()
         size = path.stat().st_size
     except (OSError, ValueError, EOFError):
         return  # not a readable .npy header: np.load says why
-    if dtype.hasobject:
-        return  # refused by allow_pickle=False with numpy's own message
-    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if declared > size - offset:
         raise BenchError(f"{path}: header declares shape {shape} ({declared:,} bytes) but the file holds "
                          f"{size - offset:,} bytes of data")
 
 
+def _check_npz_size(path: Path) -> None:
+    """Refuse arrays that would inflate past MAX_DATA_BYTES (a small compressed file can declare gigabytes),
+    from their headers, before numpy allocates them."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            declared = 0
+            for name in z.namelist():
+                with z.open(name) as f:
+                    declared += _npy_header(f)[1]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError):
+        return  # not a readable .npz: np.load says why
+    if declared > MAX_DATA_BYTES:
+        raise BenchError(f"{path}: its arrays inflate to {declared:,} bytes, over the {MAX_DATA_BYTES >> 30} GiB "
+                         "a data file may hold (images as uint8 take 6,720 bytes each)")
+
+
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(images, sums, digits or None) from the first of the accepted key names present."""
+    _check_npz_size(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = set(f.files)
@@ -530,6 +559,10 @@ def _checked_images(images: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
         return images.astype(np.uint8), f"{images.dtype} 0..255 -> uint8"
     if high <= 1:  # students divided by 255 before saving
         return np.rint(images * 255.0).astype(np.uint8), f"{images.dtype} 0..1 -> uint8"
+    ink = images > 0
+    if np.count_nonzero(ink & (images <= 1)) * 2 >= np.count_nonzero(ink):  # 0..255 ink lies mostly above 1
+        raise BenchError(f"{path}: float images span {low:.9g}..{high:.9g}: most pixels lie in 0..1, some above, so the "
+                         "scale is ambiguous (0..1 or 0..255); clip them to 0..1 or save them as 0..255")
     return np.rint(images).astype(np.uint8), f"{images.dtype} 0..255 -> uint8"
 
 
@@ -594,6 +627,10 @@ def save_grid(data: DigitSumData, path: str | Path, n: int = 24, seed: int = 0) 
 
     if len(data) == 0:
         raise BenchError(f"{data.name}: no images to show")
+    if n < 1:
+        raise BenchError(f"--n {n}: show at least 1 image")
+    if seed < 0:
+        raise BenchError(f"--seed {seed}: a whole number >= 0")
     pick = np.sort(np.random.default_rng(seed).choice(len(data), min(n, len(data)), replace=False))
     cols = 4
     rows = -(-len(pick) // cols)

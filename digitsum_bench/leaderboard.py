@@ -20,7 +20,7 @@ from scipy import stats
 
 from .claims import CLAIM_NAMES, PERCENT, claim_text, claim_value
 from .errors import BenchError
-from .store import N_SUMS, RECORD_KEYS, OtherSchema, read_record
+from .store import N_SUMS, RECORD_KEYS, read_record
 
 SPLITS = ("val", "test")
 METRICS = ("exact", "within_one", "mse", "mse_raw", "mae")  # summarised over seeds in the leaderboard
@@ -48,7 +48,9 @@ def load_records(results: Path) -> pd.DataFrame:
     Scalars become flat columns (`test_exact`, `version_torch`, ...); `*_per_sum` and
     `*_confusion` are numpy arrays; `history`, `claimed` and `config` stay as parsed JSON.
     Lock files and the `*.failed.json` records of failed runs are skipped, and so, with a
-    warning, are records of another schema (`run` redoes them).
+    warning naming the file, are records of another schema (`run` redoes them) and records that
+    are malformed in any way (records are copied in from other machines: one bad file must not
+    hide the rest).
     """
     folder = Path(results) / "records"
     paths = sorted(p for p in folder.rglob("*.json") if not p.name.endswith(".failed.json"))
@@ -56,8 +58,8 @@ def load_records(results: Path) -> pd.DataFrame:
     for path in paths:
         try:
             rows.append(_read_record(path))
-        except OtherSchema as e:
-            warnings.warn(f"skipped {e}", stacklevel=2)
+        except BenchError as e:  # OtherSchema too
+            warnings.warn(f"skipped {e}", stacklevel=1)  # here: `run` reads the records twice, one warning
     if not rows:
         raise BenchError(f"{folder}: no records in it; make some with "
                          f"`digitsum-bench run --recipe NAME --results {results}`")
@@ -69,7 +71,7 @@ def _read_record(path: Path) -> dict:
     raw = read_record(path)
     try:
         return {"path": str(path), **_flatten(raw)}
-    except (KeyError, AttributeError, TypeError, ValueError) as e:
+    except (KeyError, AttributeError, TypeError, ValueError, OverflowError) as e:
         raise BenchError(f"{path}: corrupt record ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
 
 

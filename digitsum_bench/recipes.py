@@ -89,8 +89,17 @@ def get_recipe(name: str) -> Recipe:
     """The recipe called `name`; a BenchError names the known ones otherwise."""
     if name not in _REGISTRY:
         raise BenchError(f"unknown recipe {name!r}; known: {', '.join(list_recipes())}")
-    recipe = _REGISTRY[name]()
-    assert recipe.name == name, f"recipe function {name} returns a recipe named {recipe.name}"
+    try:
+        recipe = _REGISTRY[name]()
+    except BenchError:
+        raise
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - a user's recipe function fails in one line
+        raise BenchError(f"recipe {name}: its function raises {type(e).__name__}: {str(e).strip()[:200]}") from None
+    if not isinstance(recipe, Recipe):
+        raise BenchError(f"recipe {name}: its function returns {type(recipe).__name__}, not a Recipe")
+    if recipe.name != name:
+        raise BenchError(f"recipe function {name} returns a recipe named {str(recipe.name)[:80]!r}; the function's "
+                         "name is the recipe's name")
     return recipe
 
 
@@ -122,13 +131,17 @@ def load_recipes_from(*paths: str | Path) -> list[str]:
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module  # dataclasses and pickling look the module up by name
             spec.loader.exec_module(module)
-        except Exception as e:  # noqa: BLE001 - any error in the user's file is reported in one line
-            for new in set(_REGISTRY) - before:  # a half-imported file leaves nothing behind
-                del _REGISTRY[new]
+            new = [n for n in _REGISTRY if n not in before]
+            for n in new:
+                get_recipe(n)  # each returns a Recipe of its own name, now rather than in the middle of a run
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - any error in the user's file (sys.exit too), in one line
+            for n in set(_REGISTRY) - before:  # a half-imported file leaves nothing behind
+                del _REGISTRY[n]
             sys.modules.pop(name, None)
+            if isinstance(e, BenchError):
+                raise BenchError(f"--recipes-from {path}: {e}") from None
             detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
             raise BenchError(f"--recipes-from {path}: {type(e).__name__}: {detail}") from None
-        new = [n for n in _REGISTRY if n not in before]
         if not new:
             raise BenchError(f"--recipes-from {path}: registers no recipe (decorate a function with "
                              "digitsum_bench.recipes.register)")

@@ -15,15 +15,20 @@ off the same run.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import os
 import socket
+import stat
 import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
+
+from packaging.version import InvalidVersion, Version
 
 from . import __version__
 from .errors import BenchError
@@ -84,6 +89,24 @@ def atomic_write(path: Path) -> Iterator[IO[bytes]]:
         raise
 
 
+def read_capped(path: Path, limit: int, what: str) -> bytes:
+    """A regular file's bytes, refused past `limit` bytes before more is read (files from elsewhere: a symlink
+    to /dev/zero, a FIFO, a file with no end of line). OSError becomes a one-line BenchError naming the file."""
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise BenchError(f"{path}: {what} (not a regular file)")
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise BenchError(f"{path}: no such file") from None
+    except OSError as e:
+        raise BenchError(f"{path}: {what} ({e.strerror or e})") from None
+    if len(data) > limit:
+        raise BenchError(f"{path}: {what} (over {limit:,} bytes)")
+    return data
+
+
 def write_json_atomic(path: Path, obj: object) -> None:
     """Write JSON atomically (see `atomic_write`)."""
     with atomic_write(path) as f:
@@ -101,8 +124,14 @@ RECORD_KEYS = (
 SPLIT_KEYS = ("n", "loss", "exact", "within_one", "mse", "rmse", "mae", "per_sum", "confusion")
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_exact", "val_within_one", "lr", "seconds")
 # Types a record's fields must have for the runner, `status` and `report` to use them.
-_TYPES = {"recipe": str, "budget": str, "dataset_id": str, "code_version": str, "seeds_requested": list,
-          "versions": dict, "config": dict, "claimed": list, "metrics": dict, "history": list}
+_TYPES = {"recipe": str, "report": str, "method": str, "budget": str, "dataset_id": str, "dataset": str,
+          "code_version": str, "git_commit": str, "git_dirty": bool, "device": str, "pretrained": str,
+          "started": str, "finished": str, "seeds_requested": list, "versions": dict, "config": dict,
+          "claimed": list, "metrics": dict, "history": list}
+MAX_RECORD_BYTES = 4 << 20  # a record is tens of kB: more is not one (a copied-in /dev/zero, a huge file)
+MAX_RECORD_DEPTH = 16  # a record nests about 6 deep; far deeper JSON is built to exhaust a recursive reader
+MAX_SEED = 2**31 - 1  # runner.check_seeds' range
+MAX_PID = 2**22  # Linux's largest pid_max: a lock naming a larger pid was not written by a live process
 
 
 class OtherSchema(BenchError):
@@ -110,25 +139,42 @@ class OtherSchema(BenchError):
 
 
 def read_record(path: Path) -> dict:
-    """The record at `path`, checked (schema, keys, types): the one reader of the runner, `status` and `report`.
+    """The record at `path`, checked (size, depth, schema, keys, types, ranges): the one reader of the runner,
+    `status` and `report`.
 
     Raises `OtherSchema` for a record of another schema version, and a BenchError naming the
     file for anything else that is not a valid record.
     """
+    text = read_capped(path, MAX_RECORD_BYTES, "corrupt record")
     try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        record = json.loads(text.decode("utf-8"))
     except json.JSONDecodeError as e:
         raise BenchError(f"{path}: corrupt record (bad JSON: {e.msg}, line {e.lineno})") from None
-    except (OSError, ValueError) as e:  # unreadable, or not UTF-8
+    except RecursionError:
+        raise BenchError(f"{path}: corrupt record (nested too deeply)") from None
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, or an integer of thousands of digits
         raise BenchError(f"{path}: corrupt record ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if not isinstance(record, dict):
         raise BenchError(f"{path}: corrupt record (not a JSON object but {type(record).__name__})")
+    if _depth(record) > MAX_RECORD_DEPTH:
+        raise BenchError(f"{path}: corrupt record (nested deeper than {MAX_RECORD_DEPTH} levels)")
     if "schema" in record and record["schema"] != SCHEMA:
-        raise OtherSchema(f"{path}: record of schema {record['schema']!r}; this code reads schema {SCHEMA}")
+        raise OtherSchema(f"{path}: record of schema {repr(record['schema'])[:20]}; this code reads schema {SCHEMA}")
     problem = _record_problem(record)
     if problem:
         raise BenchError(f"{path}: corrupt record ({problem})")
     return record
+
+
+def _depth(value) -> int:
+    """How deeply JSON containers nest in `value` (without recursion, which such JSON is made to exhaust)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            todo += [(x, depth + 1) for x in (item.values() if isinstance(item, dict) else item)]
+    return deepest
 
 
 def _record_problem(record: dict) -> str:
@@ -139,11 +185,35 @@ def _record_problem(record: dict) -> str:
     for key, kind in _TYPES.items():
         if not isinstance(record[key], kind):
             return f"{key} is {type(record[key]).__name__}, expected {kind.__name__}"
-    if not _is_int(record["seed"]):
-        return f"seed is {record['seed']!r}, expected an integer"
-    if not all(_is_int(s) for s in record["seeds_requested"]):
-        return "seeds_requested holds a non-integer"
-    metrics = record["metrics"]
+    if not _is_int(record["seed"], 0, MAX_SEED):
+        return f"seed is {str(record['seed'])[:20]}, expected an integer in 0..{MAX_SEED}"
+    if not all(_is_int(s, 0, MAX_SEED) for s in record["seeds_requested"]):
+        return "seeds_requested holds something other than a seed"
+    if not all(isinstance(v, str) for v in record["versions"].values()):
+        return "versions holds a non-string"
+    for key in ("params_m", "gflops", "train_seconds", "images_per_s"):
+        if not _is_number(record[key], nullable=True):
+            return f"{key} is not a number"
+    for key in ("epochs_run", "selected_epoch"):
+        if not (record[key] is None or _is_int(record[key], 0)):
+            return f"{key} is not a whole number"
+    for key in ("started", "finished"):
+        try:
+            dt.datetime.fromisoformat(record[key])
+        except ValueError:
+            return f"{key} is not an ISO time"
+    try:
+        Version(record["code_version"])  # the leaderboard picks the newest code version
+    except InvalidVersion:
+        return f"code_version {record['code_version'][:20]!r} is not a version"
+    assumptions = record["config"].get("assumptions", [])
+    if not (isinstance(assumptions, list) and all(isinstance(a, str) for a in assumptions)):
+        return "config.assumptions is not a list of strings"
+    return _metrics_problem(record["metrics"]) or _history_problem(record["history"]) or _claims_problem(record["claimed"])
+
+
+def _metrics_problem(metrics: dict) -> str:
+    """What is wrong with a record's metrics: each split's numbers in their ranges, per-sum and confusion the right size."""
     if not isinstance(metrics.get("val"), dict):
         return "metrics.val is not an object"
     for split in ("val", "test"):
@@ -155,28 +225,68 @@ def _record_problem(record: dict) -> str:
         missing = [k for k in SPLIT_KEYS if k not in values]
         if missing:
             return f"missing key metrics.{split}.{', '.join(missing)}"
-        for k in ("n", "exact", "within_one", "mse", "rmse", "mae", "loss", "mse_raw"):
-            if values.get(k) is not None and not _is_number(values[k]):
-                return f"metrics.{split}.{k} is {type(values[k]).__name__}, expected a number"
-        if not isinstance(values["per_sum"], list) or not isinstance(values["confusion"], list):
-            return f"metrics.{split}.per_sum and .confusion must be lists"
-    for entry in record["history"]:
+        if not _is_int(values["n"], 0):
+            return f"metrics.{split}.n is not a whole number"
+        for k in ("exact", "within_one"):
+            if not _is_number(values[k], 0, 1):
+                return f"metrics.{split}.{k} is not a fraction in 0..1"
+        for k in ("mse", "rmse", "mae"):
+            if not _is_number(values[k], 0):
+                return f"metrics.{split}.{k} is not a finite number >= 0"
+        for k in ("loss", "mse_raw"):  # NaN or inf where a run diverged
+            if not _is_number(values.get(k), nullable=True, finite=False):
+                return f"metrics.{split}.{k} is not a number"
+        per_sum, confusion = values["per_sum"], values["confusion"]
+        if not (isinstance(per_sum, list) and len(per_sum) == N_SUMS
+                and all(_is_number(a, 0, 1, nullable=True) for a in per_sum)):
+            return f"metrics.{split}.per_sum is not {N_SUMS} fractions (or null)"
+        if not (isinstance(confusion, list) and len(confusion) == N_SUMS
+                and all(isinstance(row, list) and len(row) == N_SUMS and all(_is_int(c, 0) for c in row)
+                        for row in confusion)):
+            return f"metrics.{split}.confusion is not {N_SUMS}x{N_SUMS} counts"
+    return ""
+
+
+def _history_problem(history: list) -> str:
+    for entry in history:
         if not isinstance(entry, dict):
             return "history[] holds a non-object"
         missing = [k for k in HISTORY_KEYS if k not in entry]
         if missing:
             return f"missing key history[].{', '.join(missing)}"
-    if not all(isinstance(c, dict) and {"metric", "value", "split"} <= set(c) for c in record["claimed"]):
-        return "claimed[] entries need metric, value and split"
+        if not _is_int(entry["epoch"], 0):
+            return "history[].epoch is not a whole number"
+        if not all(_is_number(entry[k], nullable=True, finite=False) for k in HISTORY_KEYS[1:]):
+            return "history[] holds a value that is not a number"
     return ""
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _claims_problem(claimed: list) -> str:
+    for c in claimed:
+        if not (isinstance(c, dict) and {"metric", "value", "split"} <= set(c)):
+            return "claimed[] entries need metric, value and split"
+        if not (isinstance(c["metric"], str) and isinstance(c["split"], str) and isinstance(c.get("note", ""), str)
+                and _is_number(c["value"], nullable=True)):
+            return "claimed[] holds an entry of the wrong types"
+    return ""
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _is_int(value, low: int = -math.inf, high: int = math.inf) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_number(value, low: float = -math.inf, high: float = math.inf, nullable: bool = False,
+               finite: bool = True) -> bool:
+    """A JSON number a float can hold (not 10**400), in low..high; NaN and inf only where not `finite`."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value is None and nullable
+    try:
+        value = float(value)
+    except OverflowError:
+        return False
+    if not math.isfinite(value):
+        return not finite
+    return low <= value <= high
 
 
 def finished_record(key: RunKey, results: Path) -> dict | None:
@@ -196,6 +306,15 @@ def finished_record(key: RunKey, results: Path) -> dict | None:
     return record if record["code_version"] == __version__ else None
 
 
+def _small_json(path: Path) -> object:
+    """A lock, failure marker or estimate note (files this code writes, a few hundred bytes), parsed;
+    None where it cannot be read: they are bookkeeping, and a bad one must not stop `run` or `status`."""
+    try:
+        return json.loads(read_capped(path, 1 << 16, "unreadable").decode("utf-8"))
+    except (BenchError, ValueError, RecursionError):
+        return None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -209,15 +328,12 @@ def _pid_alive(pid: int) -> bool:
 def lock_owner(key: RunKey, results: Path) -> dict | None:
     """Who holds the run's lock ({pid, host, since}), None if nobody (stale locks count as none)."""
     path = key.lock_path(results)
-    try:
-        owner = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    owner = _small_json(path)
     if not isinstance(owner, dict):
         return None  # not a lock this code wrote
     if owner.get("host") == socket.gethostname():
         pid = owner.get("pid")
-        return owner if isinstance(pid, int) and _pid_alive(pid) else None  # died on this host: stale
+        return owner if _is_int(pid, 1, MAX_PID) and _pid_alive(pid) else None  # died on this host: stale
     # Another host (e.g. a pre-empted SLURM task): alive while its lock or checkpoints keep changing.
     files = [path, *key.checkpoint_dir(results).rglob("*.pt")]
     last_sign = max(f.stat().st_mtime for f in files if f.exists())
@@ -285,10 +401,9 @@ def run_states(keys: list[RunKey], results: Path) -> list[dict]:
             row["state"], row["detail"] = "running", f"pid {owner.get('pid')} on {owner.get('host')}"
         elif failed.exists():
             row["state"] = "failed"
-            try:
-                row["detail"] = json.loads(failed.read_text()).get("error", "")
-            except (OSError, ValueError):
-                row["detail"] = f"{failed}: unreadable failure marker"
+            marker = _small_json(failed)
+            error = marker.get("error") if isinstance(marker, dict) else None
+            row["detail"] = error[:300] if isinstance(error, str) else f"{failed}: unreadable failure marker"
         else:
             row["state"] = "stale" if stale else "corrupt" if row["detail"] else "missing"
         rows.append(row)
@@ -316,10 +431,8 @@ def read_estimates(results: Path) -> list[dict]:
     """Every note of a recipe left out on a CPU; unreadable notes are skipped (they are advice, not results)."""
     notes = []
     for path in sorted((Path(results) / "estimates").rglob("*.json")):
-        try:
-            note = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(note, dict) and {"recipe", "budget", "dataset_id", "estimated_seconds"} <= set(note):
+        note = _small_json(path)
+        if (isinstance(note, dict) and all(isinstance(note.get(k), str) for k in ("recipe", "budget", "dataset_id"))
+                and _is_number(note.get("estimated_seconds"), 0)):
             notes.append(note)
     return notes

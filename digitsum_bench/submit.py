@@ -8,21 +8,32 @@ in the dataset (0..N-1, any order) and `sum` its predicted sum (an integer 0..36
 `expected_sum` column (the unrounded prediction), or the 37 probability columns `p0`..`p36`,
 feeds `mse_raw`.
 
-A model file is a `torch.export` program (`.pt2`) or a TorchScript file mapping a float batch
-(B,1,40,168) to sums (B,), 37 logits (B,37) or digit logits (B,4,10); the head is read from
-the output shape. The file carries `digitsum.json` (an extra file of the archive) saying how
-pixels are normalised: `x = (uint8 / 255 - mean) / std`. `export_checkpoint` writes our own
-runs in that format, test-time shifts included, so that they score as their checkpoints do.
+A model file maps a float batch (B,1,40,168) to sums (B,), 37 logits (B,37) or digit logits
+(B,4,10); the head is read from the output shape. It carries `digitsum.json` saying how pixels
+are normalised: `x = (uint8 / 255 - mean) / std`. Its format decides how far it is trusted:
+
+- ONNX (the default, and the format for strangers' models): a graph of tensor operations run by
+  onnxruntime on the CPU. It has no file, process or Python operations, so it is loaded without
+  trust; `digitsum.json` is a metadata property, and tensors stored outside the file are refused.
+- A `torch.export` program (`.pt2`) or a TorchScript file is a program that runs with the user's
+  rights: loaded only with `trust=True` (`--trust-model`), and a `.pt2` archive entry that needs
+  full pickle (or compiled code) is refused even then.
+
+`export_checkpoint` writes our own runs in these formats, test-time shifts included, so that
+they score as their checkpoints do.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import re
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,12 +42,24 @@ import torch.nn as nn
 from . import data as datamod
 from . import metrics
 from .errors import BenchError
-from .store import atomic_write
+from .store import atomic_write, read_capped
 
 META_FILE = "digitsum.json"  # the metadata file inside an exported model's archive
 META_FORMAT = "digitsum-bench model 1"
 PROB_COLUMNS = tuple(f"p{s}" for s in range(metrics.N_SUMS))
 BATCH = 512  # the batch `train.predict` uses: the same batches give the same floating-point sums
+CSV_HEADER_BYTES, CSV_ROW_BYTES = 4096, 2048  # a predictions CSV's size limit: 37 probabilities fit a row
+NUMBER = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")  # no 1_0, nan, inf, 0x1p3
+MAX_MODEL_BYTES = 2**31  # an ONNX file is read whole (protobuf's own limit); larger is refused first
+FORMATS = ("onnx", "export", "torchscript")  # what `export_checkpoint` writes
+TRUST_HINT = ("it is a program that runs with your rights: load it only if you trust its author (--trust-model), "
+              "or hand in ONNX (`digitsum-bench export` writes it)")
+# The entries of a torch.export archive (below its root folder) whose loading needs no full pickle;
+# anything else (legacy weight files, pickled or custom objects, AOTInductor's compiled code) is refused.
+PT2_ENTRY = re.compile(r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+                       r"|models/\w+\.json|data/weights/(weight_\d+|\w+_weights_config\.json)"
+                       r"|data/constants/(tensor_\d+|\w+_constants_config\.json)|data/sample_inputs/\w+\.pt|extra/[^/]+)",
+                       re.ASCII)
 
 
 # ----------------------------------------------------------------------------------------
@@ -50,12 +73,12 @@ def read_predictions(path: str | Path, n: int) -> tuple[np.ndarray, np.ndarray |
     Every problem is a BenchError naming the file and, where there is one, the line.
     """
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            lines = list(csv.reader(f))
-    except FileNotFoundError:
-        raise BenchError(f"{path}: no such predictions file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    if not path.exists():
+        raise BenchError(f"{path}: no such predictions file")
+    raw = read_capped(path, CSV_HEADER_BYTES + n * CSV_ROW_BYTES, "too large for predictions of the data's images")
+    try:  # utf-8-sig: spreadsheet programs start a CSV with a byte-order mark
+        lines = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+    except (UnicodeDecodeError, csv.Error) as e:
         raise BenchError(f"{path}: cannot read predictions ({_first_line(e)})") from None
     while lines and not any(cell.strip() for cell in lines[-1]):  # trailing blank lines are harmless
         lines.pop()
@@ -118,25 +141,22 @@ def _check_header(path: Path, header: list[str]) -> None:
 
 
 def _integer(path: Path, lineno: int, what: str, text: str, low: int, high: int) -> int:
-    """An integer cell; '7' and '7.0' are 7, '7.5' and 'x' are errors."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()!r} is not an integer") from None
+    """An integer cell; '7' and '7.0' are 7, '7.5', '1_0' and 'x' are errors."""
+    value = float(text) if NUMBER.fullmatch(text) else math.nan
     if not value.is_integer():
-        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()!r} is not an integer")
+        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()[:40]!r} is not an integer")
     if not low <= value <= high:
         raise BenchError(f"{path}: line {lineno}: {what} {int(value)} is outside {low}..{high}")
     return int(value)
 
 
 def _real(path: Path, lineno: int, what: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()!r} is not a number") from None
+    """A decimal number cell (Python's own spellings 'nan', 'inf' and '1_0' are not numbers in a CSV)."""
+    if not NUMBER.fullmatch(text):
+        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()[:40]!r} is not a number")
+    value = float(text)
     if not math.isfinite(value):
-        raise BenchError(f"{path}: line {lineno}: {what} is {text.strip()}")
+        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()[:40]} is too large")
     return value
 
 
@@ -161,12 +181,18 @@ def evaluate_predictions(predictions: str | Path, data_path: str | Path) -> dict
     """Score a predictions CSV on a dataset file or folder."""
     data = datamod.load_path(data_path)
     pred, raw = read_predictions(predictions, len(data))
-    result = metrics.compute_metrics(pred, data.sums, raw=raw)
-    return {"predictions": str(predictions), "data": str(data_path), **_summary(result)}
+    return {"predictions": str(predictions), "data": str(data_path), **_score(pred, data.sums, raw, predictions)}
 
 
-def _summary(result: dict) -> dict:
-    return {k: result[k] for k in (*metrics.SUMMARY_KEYS, "mse_raw", "per_sum") if k in result}
+def _score(pred: np.ndarray, sums: np.ndarray, raw: np.ndarray | None, source: str | Path) -> dict:
+    """The metrics `evaluate` prints, all finite: JSON has no Infinity."""
+    with np.errstate(over="ignore"):  # refused below, in one line
+        result = metrics.compute_metrics(pred, sums, raw=raw)
+    summary = {k: result[k] for k in (*metrics.SUMMARY_KEYS, "mse_raw", "per_sum") if k in result}
+    overflow = [k for k, v in summary.items() if isinstance(v, float) and not math.isfinite(v)]
+    if overflow:
+        raise BenchError(f"{source}: {overflow[0]} overflows: unrounded predictions too far outside 0..36")
+    return summary
 
 
 # ----------------------------------------------------------------------------------------
@@ -174,13 +200,23 @@ def _summary(result: dict) -> dict:
 # ----------------------------------------------------------------------------------------
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, dict]:
-    """A callable model and its metadata from a torch.export program or a TorchScript file."""
+def load_model(path: str | Path, trust: bool = False) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
+    """A callable model and its metadata from an ONNX file, or, with `trust`, a torch.export program
+    or a TorchScript file (programs: they run with the user's rights)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise BenchError(f"{path}: no such model file")
+    if not path.is_file():
+        raise BenchError(f"{path}: not a regular file")
+    if not zipfile.is_zipfile(path):
+        return _load_onnx(path)
     kind = _archive_kind(path)
+    name = {"export": "torch.export program (.pt2)", "torchscript": "TorchScript file"}[kind]
+    if not trust:
+        raise BenchError(f"{path}: a {name} is refused: {TRUST_HINT}")
     extra = {META_FILE: ""}
+    if kind == "export":
+        _check_pt2(path)
     try:
         if kind == "export":
             model = torch.export.load(path, extra_files=extra).module()
@@ -191,6 +227,96 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     except Exception as e:  # noqa: BLE001 - a damaged archive is reported in one line
         raise BenchError(f"{path}: cannot load the {kind} model ({_first_line(e)})") from None
     return model, _read_meta(path, extra[META_FILE])
+
+
+class OnnxModel:
+    """An ONNX graph run by onnxruntime on the CPU, called like a torch model: a tensor in, a tensor out."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.input = session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        (out,) = self.session.run(None, {self.input: x.numpy()})
+        return torch.from_numpy(out) if isinstance(out, np.ndarray) else out  # anything else is refused by the caller
+
+
+def _load_onnx(path: Path) -> tuple[OnnxModel, dict]:
+    """An ONNX model (no trust needed: its operations only compute on tensors) and its `digitsum.json` property."""
+    import onnx
+    import onnxruntime as ort
+
+    not_a_model = f"{path}: not an ONNX model, torch.export program (.pt2) or TorchScript file"
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise BenchError(f"{not_a_model} (over {MAX_MODEL_BYTES >> 30} GiB)")
+    raw = path.read_bytes()
+    try:
+        proto = onnx.load_model_from_string(raw)
+    except Exception as e:  # noqa: BLE001 - protobuf's errors for bytes that are not a model
+        raise BenchError(f"{not_a_model} ({_first_line(e)})") from None
+    if not proto.ir_version or not proto.graph.output:
+        raise BenchError(not_a_model)
+    outside = [t.name for t in _onnx_tensors(proto) if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data]
+    if outside:
+        raise BenchError(f"{path}: tensor {outside[0]!r} is stored outside the file; only self-contained ONNX files "
+                         "are read (save with external_data=False)")
+    meta = _read_meta(path, {p.key: p.value for p in proto.metadata_props}.get(META_FILE, ""), onnx=True)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings about unused initializers are not the user's concern
+    options.intra_op_num_threads = torch.get_num_threads()
+    try:
+        session = ort.InferenceSession(raw, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - an invalid graph or an unknown operator, in one line
+        raise BenchError(f"{path}: cannot load the ONNX model ({_first_line(e)})") from None
+    if len(session.get_inputs()) != 1 or len(session.get_outputs()) != 1:
+        raise BenchError(f"{path}: the ONNX model has {len(session.get_inputs())} inputs and "
+                         f"{len(session.get_outputs())} outputs; expected one of each")
+    return OnnxModel(session), meta
+
+
+def _onnx_tensors(proto) -> list:
+    """Every tensor of an ONNX model: initializers and constants, in subgraphs and functions too."""
+    tensors, graphs, nodes = [], [proto.graph], [n for f in proto.functions for n in f.node]
+    while graphs or nodes:
+        if graphs:
+            graph = graphs.pop()
+            tensors += [*graph.initializer, *(t for s in graph.sparse_initializer for t in (s.values, s.indices))]
+            nodes += graph.node
+            continue
+        for a in nodes.pop().attribute:
+            tensors += [a.t, *a.tensors]
+            graphs += [a.g, *a.graphs]
+    return tensors
+
+
+def _check_pt2(path: Path) -> None:
+    """Refuse a torch.export archive that would unpickle anything but tensors, or load compiled code."""
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        root = names[0].split("/")[0] + "/" if names else ""
+        # a name twice: torch's zip reader and Python's may each read another of the two
+        strange = [n for n in names if not (n.startswith(root) and PT2_ENTRY.fullmatch(n[len(root):]))
+                   or names.count(n) > 1]
+        if strange:
+            raise BenchError(f"{path}: archive entry {strange[0]!r} is not plain tensors and data; refused even "
+                             "with --trust-model")
+        for name in names:
+            entry = name[len(root):]
+            if entry.endswith("_config.json"):
+                try:
+                    config = json.loads(z.read(name))["config"]
+                    pickled = [k for k, v in config.items() if v.get("use_pickle")]
+                except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+                    raise BenchError(f"{path}: bad archive entry {entry} ({_first_line(e)})") from None
+                if pickled:
+                    raise BenchError(f"{path}: archive entry {entry} needs full pickle for {pickled[0]!r}; "
+                                     "refused even with --trust-model")
+            elif entry.startswith("data/sample_inputs/"):
+                try:
+                    torch.load(io.BytesIO(z.read(name)), weights_only=True)
+                except Exception:  # noqa: BLE001 - torch would retry it with full pickle
+                    raise BenchError(f"{path}: archive entry {entry} needs full pickle; refused even with "
+                                     "--trust-model") from None
 
 
 def _archive_kind(path: Path) -> str:
@@ -210,14 +336,16 @@ def _archive_kind(path: Path) -> str:
     raise BenchError(f"{path}: a zip archive, but neither a torch.export program (.pt2) nor a TorchScript file")
 
 
-def _read_meta(path: Path, text: str | bytes) -> dict:
+def _read_meta(path: Path, text: str | bytes, onnx: bool = False) -> dict:
     if not text:
-        raise BenchError(f"{path}: no {META_FILE} in the archive, so the input normalisation is unknown "
-                         f"(save with extra_files={{'{META_FILE}': json.dumps({{'mean': ..., 'std': ...}})}})")
+        how = (f"onnx.helper.set_model_props(model, {{'{META_FILE}': json.dumps({{'mean': ..., 'std': ...}})}})" if onnx
+               else f"save with extra_files={{'{META_FILE}': json.dumps({{'mean': ..., 'std': ...}})}}")
+        raise BenchError(f"{path}: no {META_FILE} in the {'metadata' if onnx else 'archive'}, so the input "
+                         f"normalisation is unknown ({how})")
     try:
         meta = json.loads(text)
         mean, std = float(meta["mean"]), float(meta["std"])
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, RecursionError) as e:
         raise BenchError(f"{path}: bad {META_FILE} (needs numbers 'mean' and 'std'; {type(e).__name__}: {e})") from None
     if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
         raise BenchError(f"{path}: bad {META_FILE}: std must be positive and both numbers finite")
@@ -266,18 +394,20 @@ def predict_model(model: nn.Module, meta: dict, images: np.ndarray, path: str | 
     return (out.reshape(-1) if head == "regression" else out), head
 
 
-def evaluate_model(model_path: str | Path, data_path: str | Path, save_predictions: str | Path | None = None) -> dict:
-    """Score an exported model on a dataset; optionally write its predictions as a CSV."""
-    model, meta = load_model(model_path)
+def evaluate_model(model_path: str | Path, data_path: str | Path, save_predictions: str | Path | None = None,
+                   trust: bool = False) -> dict:
+    """Score an exported model on a dataset; optionally write its predictions as a CSV.
+
+    `trust` lets a torch.export program or TorchScript file run (see `load_model`)."""
+    model, meta = load_model(model_path, trust)
     data = datamod.load_path(data_path)
     out, head = predict_model(model, meta, data.images, model_path)
     pred = metrics.predict_sums(out, head, meta["decode"]).numpy()
     raw = metrics.expected_sums(out, head).numpy()
     if save_predictions is not None:
         write_predictions(save_predictions, pred, raw)
-    result = metrics.compute_metrics(pred, data.sums, raw=raw)
-    return {"recipe": meta.get("recipe", "-"), "model": str(model_path), "head": head, "data": str(data_path),
-            **_summary(result)}
+    return {"recipe": str(meta.get("recipe", "-"))[:100], "model": str(model_path), "head": head, "data": str(data_path),
+            **_score(pred, data.sums, raw, model_path)}
 
 
 class Predictor(nn.Module):
@@ -296,11 +426,13 @@ class Predictor(nn.Module):
         return sum(self.model(shift(x, s, self.normalize)).float() for s in self.shifts) / len(self.shifts)
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "export") -> dict:
-    """Write a runner checkpoint as a torch.export program (`fmt="export"`) or TorchScript; returns the metadata."""
+def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "onnx") -> dict:
+    """Write a runner checkpoint as ONNX (the default), a torch.export program or TorchScript; returns the metadata."""
     from .checkpoints import load_checkpoint  # the registry and every model: only export needs them
     from .train import TTA_SHIFTS
 
+    if fmt not in FORMATS:
+        raise BenchError(f"export format {fmt!r}: choose one of {', '.join(FORMATS)}")
     model, recipe = load_checkpoint(checkpoint, torch.device("cpu"))
     if recipe.head not in ("regression", "sum37", "digits4"):
         raise BenchError(f"{checkpoint}: recipe {recipe.name}'s head {recipe.head} does not predict sums; nothing to export")
@@ -311,28 +443,32 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "expor
             "mean": mean, "std": std, "tta_shifts": list(shifts),
             "input": "float (B,1,40,168): uint8 pixels / 255, then (x - mean) / std"}
     example = torch.zeros(2, 1, datamod.HEIGHT, datamod.WIDTH)
-    extra = {META_FILE: json.dumps(meta)}
+    batch = ({0: torch.export.Dim("batch")},)
     try:
-        with torch.no_grad():
-            if fmt == "export":
-                program = torch.export.export(predictor, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-            elif fmt == "torchscript":
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FutureWarning)
-                    program = torch.jit.trace(predictor, example, check_trace=False)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporters' advice (TorchScript is deprecated, ...) is not the user's
+            if fmt == "onnx":
+                # the dynamo exporter: the legacy one cannot export adaptive pooling to a size it computes
+                program = torch.onnx.export(predictor, (example,), dynamo=True, dynamic_shapes=batch, verbose=False,
+                                            external_data=False)
+            elif fmt == "export":
+                program = torch.export.export(predictor, (example,), dynamic_shapes=batch)
             else:
-                raise BenchError(f"export format {fmt!r}: choose export or torchscript")
-    except BenchError:
-        raise
+                program = torch.jit.trace(predictor, example, check_trace=False)
     except Exception as e:  # noqa: BLE001 - a model torch cannot trace is reported in one line
         raise BenchError(f"{checkpoint}: cannot export recipe {recipe.name} as {fmt} ({_first_line(e)})") from None
-    with atomic_write(Path(out)) as f:
-        if fmt == "export":
-            torch.export.save(program, f, extra_files=extra)
+    with atomic_write(Path(out)) as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        if fmt == "onnx":
+            import onnx
+
+            proto = program.model_proto
+            onnx.helper.set_model_props(proto, {META_FILE: json.dumps(meta)})
+            f.write(proto.SerializeToString())
+        elif fmt == "export":
+            torch.export.save(program, f, extra_files={META_FILE: json.dumps(meta)})
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
-                torch.jit.save(program, f, _extra_files=extra)
+            torch.jit.save(program, f, _extra_files={META_FILE: json.dumps(meta)})
     return meta
 
 

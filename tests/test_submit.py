@@ -122,38 +122,60 @@ class WrongShape(nn.Module):
         return x.flatten(1)[:, :5]
 
 
+BATCH_DIM = ({0: torch.export.Dim("batch")},)
+
+
 def save_export(module: nn.Module, path, meta: dict | None) -> None:
-    program = torch.export.export(module, (torch.zeros(2, 1, 40, 168),),
-                                  dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
+    program = torch.export.export(module, (torch.zeros(2, 1, 40, 168),), dynamic_shapes=BATCH_DIM)
     torch.export.save(program, path, extra_files={submit.META_FILE: json.dumps(meta)} if meta else None)
 
 
-def test_outside_model_scored_by_its_output_shape(six, tmp_path, capsys):
-    path = tmp_path / "const.pt2"
-    save_export(ConstantLogits(), path, {"mean": 0.0, "std": 1.0})
-    result = evaluate(capsys, "--model", str(path), "--data", str(six))
+def save_onnx(module: nn.Module, path, meta: dict | None) -> None:
+    """An ONNX model from elsewhere, as the README tells people to write one."""
+    import onnx
+
+    program = torch.onnx.export(module.eval(), (torch.zeros(2, 1, 40, 168),), dynamo=True, dynamic_shapes=BATCH_DIM,
+                                verbose=False, external_data=False)
+    proto = program.model_proto
+    if meta:
+        onnx.helper.set_model_props(proto, {submit.META_FILE: json.dumps(meta)})
+    path.write_bytes(proto.SerializeToString())
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_outside_model_scored_by_its_output_shape(fmt, six, tmp_path, capsys):
+    path = tmp_path / f"const.{fmt}"
+    (save_onnx if fmt == "onnx" else save_export)(ConstantLogits(), path, {"mean": 0.0, "std": 1.0})
+    result = evaluate(capsys, "--model", str(path), "--data", str(six), *(["--trust-model"] if fmt == "pt2" else []))
     assert result["head"] == "sum37"
     assert result["exact"] == pytest.approx(1 / 6)  # only image 2 has sum 17
     expected = submit.metrics.expected_sums(ConstantLogits()(torch.zeros(1, 1, 40, 168)), "sum37").item()
     assert result["mse_raw"] == pytest.approx(float(np.mean((SUMS - expected) ** 2)))
 
 
+def test_programs_need_trust(six, tmp_path, capsys):
+    """A torch.export program runs with the user's rights: without --trust-model it is refused, unread."""
+    save_export(ConstantLogits(), tmp_path / "const.pt2", {"mean": 0.0, "std": 1.0})
+    err = error(capsys, "evaluate", "--model", str(tmp_path / "const.pt2"), "--data", str(six))
+    assert "torch.export program (.pt2) is refused" in err and "--trust-model" in err
+
+
 def test_bad_model_files_are_one_line_errors(six, tmp_path, capsys):
-    def fails(path, message):
-        err = error(capsys, "evaluate", "--model", str(path), "--data", str(six))
+    def fails(path, message, *trust):
+        err = error(capsys, "evaluate", "--model", str(path), "--data", str(six), *trust)
         assert str(path) in err and message in err, err
 
     fails(tmp_path / "none.pt2", "no such model file")
     (tmp_path / "junk.pt2").write_bytes(b"not a model")
-    fails(tmp_path / "junk.pt2", "not a torch.export program (.pt2) or TorchScript file")
+    fails(tmp_path / "junk.pt2", "not an ONNX model, torch.export program (.pt2) or TorchScript file")
     torch.save({"model": nn.Linear(2, 2).state_dict()}, tmp_path / "ckpt.pt")
     fails(tmp_path / "ckpt.pt", "a torch.save file, not an exported model")
     save_export(ConstantLogits(), tmp_path / "nometa.pt2", None)
-    fails(tmp_path / "nometa.pt2", "no digitsum.json in the archive")
+    fails(tmp_path / "nometa.pt2", "no digitsum.json in the archive", "--trust-model")
     save_export(ConstantLogits(), tmp_path / "badmeta.pt2", {"mean": 0.1})
-    fails(tmp_path / "badmeta.pt2", "bad digitsum.json")
+    fails(tmp_path / "badmeta.pt2", "bad digitsum.json", "--trust-model")
     save_export(WrongShape(), tmp_path / "shape.pt2", {"mean": 0.0, "std": 1.0})
-    fails(tmp_path / "shape.pt2", "output shape (6, 5) for 6 images is none of")
+    fails(tmp_path / "shape.pt2", "output shape (6, 5) for 6 images is none of", "--trust-model")
 
 
 # ------------------------------------------------------------------------ our runs, three ways
@@ -168,11 +190,13 @@ def test_checkpoint_model_and_predictions_agree(name, head, tmp_path, capsys):
     assert main(["data", "make", "--split", "test", "--n", "64", "--out", npz]) == 0
     by_checkpoint = evaluate(capsys, "--checkpoint", checkpoint, "--data", npz, "--device", "cpu")
 
-    formats = ["export", "torchscript"] if head == "digits4" else ["export"]  # TorchScript once: it is slow to trace
+    # ONNX (the default) for both heads; the programs once: they are slow to export
+    formats = ["onnx", "export", "torchscript"] if head == "digits4" else ["onnx"]
     for fmt in formats:
-        model, csv = str(tmp_path / f"{fmt}.pt2"), str(tmp_path / f"{fmt}.csv")
-        assert main(["export", "--checkpoint", checkpoint, "--out", model, "--format", fmt]) == 0
-        by_model = evaluate(capsys, "--model", model, "--data", npz, "--save-predictions", csv)
+        model, csv = str(tmp_path / f"{fmt}.model"), str(tmp_path / f"{fmt}.csv")
+        assert main(["export", "--checkpoint", checkpoint, "--out", model, *(["--format", fmt] if fmt != "onnx" else [])]) == 0
+        trust = [] if fmt == "onnx" else ["--trust-model"]
+        by_model = evaluate(capsys, "--model", model, "--data", npz, "--save-predictions", csv, *trust)
         by_csv = evaluate(capsys, "--predictions", csv, "--data", npz)
         assert by_model["head"] == head
         assert {k: by_model[k] for k in COMPARED} == {k: by_checkpoint[k] for k in COMPARED}, fmt
@@ -182,6 +206,6 @@ def test_checkpoint_model_and_predictions_agree(name, head, tmp_path, capsys):
 
 
 def test_export_of_a_missing_checkpoint_is_one_line_error(tmp_path, capsys):
-    err = error(capsys, "export", "--checkpoint", str(tmp_path / "final.pt"), "--out", str(tmp_path / "m.pt2"))
+    err = error(capsys, "export", "--checkpoint", str(tmp_path / "final.pt"), "--out", str(tmp_path / "m.onnx"))
     assert "no such checkpoint" in err
-    assert not (tmp_path / "m.pt2").exists()
+    assert not (tmp_path / "m.onnx").exists()
