@@ -11,7 +11,8 @@ What a graph would freeze, and how it stays exact:
   (`make_capturable`; Adam/AdamW then run their `capturable` foreach kernels, the same maths
   as the fused ones). The schedule steps outside the graph: OneCycle writes the learning
   rate into its tensor in place, and its momentum cycling, which sets beta1 as a Python
-  number, is copied into beta1's tensor before each step (`GraphStep.follow_schedule`);
+  number, is copied into beta1's tensor before each step (`GraphStep.follow_schedule`; so is
+  the learning rate, where an older torch's scheduler assigns a number instead);
 - capturing takes warm-up steps, which move the weights, BatchNorm statistics and optimizer
   state: all are put back in place afterwards (`snapshot`/`restore`);
 - the EMA updates after each replay, eagerly (`train.after_step`), as in an eager run;
@@ -33,9 +34,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from . import train
 from .data import DeviceData
 from .recipes import Recipe
-from . import train
 from .train import Batch, EpochStreams, train_step
 
 CHECK_STEPS = 3  # graph steps compared with eager ones before a run trusts its graph
@@ -118,12 +119,17 @@ class GraphStep:
                  device: torch.device) -> None:
         self.model, self.opt, self.recipe, self.device = model, opt, recipe, device
         self.static = Batch(*(None if t is None else t.clone() for t in example))
+        self.lr = [group["lr"] for group in opt.param_groups]
         self.beta1 = [group["betas"][0] if "betas" in group else None for group in opt.param_groups]
         self.replay = capture(model, opt, recipe, self.static, device)
 
     def follow_schedule(self) -> None:
-        """OneCycle's momentum cycling sets beta1 as a Python number: copy it into the tensor the graph reads."""
-        for group, beta1 in zip(self.opt.param_groups, self.beta1):
+        """Put what the schedule set as Python numbers (OneCycle's beta1; the learning rate, where a scheduler
+        assigns it rather than filling its tensor) into the tensors the graph reads."""
+        for group, lr, beta1 in zip(self.opt.param_groups, self.lr, self.beta1):
+            if group["lr"] is not lr:
+                lr.fill_(float(group["lr"]))
+                group["lr"] = lr
             if beta1 is not None and group["betas"][0] is not beta1:
                 beta1.fill_(float(group["betas"][0]))
                 group["betas"] = (beta1, *group["betas"][1:])
@@ -141,7 +147,7 @@ class GraphStep:
 def _steps(step: Callable[[Batch], torch.Tensor], batches: list[Batch], model: nn.Module) -> tuple[torch.Tensor, list]:
     """The losses of `step` over `batches` (dropout seeded alike), and the parameters after them."""
     torch.manual_seed(0)
-    losses = torch.stack([step(b).detach().float() for b in batches])
+    losses = torch.stack([step(b).detach().float().clone() for b in batches])  # a replay overwrites its loss
     return losses, [p.detach().clone() for p in model.parameters()]
 
 

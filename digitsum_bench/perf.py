@@ -4,7 +4,8 @@ A GPU run is planned before a GPU is there: `run --plan --device cuda`, and a CP
 column, divide a run's training images by the images/s measured for its recipe, batch size and
 engine on a GPU. The rows come from the speed benchmarks (`benchmarks/test_speed_vs_plain.py`)
 and from the GPU records' own measured images/s (`rows_from_records`, `digitsum-bench perf`);
-each row says where it came from (`source`). A recipe with no row is "not measured": nothing
+each row says where it came from (`source`). `images_per_s` is one run's: where `runs` runs
+shared the GPU (a stack, or runs on CUDA streams), it is their total over `runs`. A recipe with no row is "not measured": nothing
 here is guessed. The estimate counts training steps only (not the per-epoch validation, scoring
 or data generation), which is what images/s measures.
 """
@@ -18,8 +19,9 @@ from .errors import BenchError
 from .recipes import Recipe
 from .store import read_record
 
-COLUMNS = ("device", "torch", "commit", "engine", "recipe", "batch", "images_per_s", "source", "measured")
-KEY = ("device", "torch", "commit", "engine", "recipe", "batch", "source")  # a row with the same key replaces it
+COLUMNS = ("device", "torch", "commit", "engine", "recipe", "batch", "runs", "images_per_s", "source", "measured")
+KEY = ("device", "torch", "commit", "engine", "recipe", "batch", "runs", "source")  # a row with the same key replaces it
+ENGINES = ("eager", "graph", "stacked")  # the runner's engines; a benchmark's "plain" loop is none of them
 
 
 def perf_path(results: Path) -> Path:
@@ -34,9 +36,10 @@ def read_perf(path: Path) -> list[dict]:
         rows = list(csv.DictReader(f))
     for i, row in enumerate(rows, 2):
         try:
-            row["batch"], row["images_per_s"] = int(row["batch"]), float(row["images_per_s"])
+            row["batch"], row["runs"] = int(row["batch"]), int(row.get("runs") or 1)
+            row["images_per_s"] = float(row["images_per_s"])
         except (KeyError, TypeError, ValueError):
-            raise BenchError(f"{path}: line {i} needs a whole-number batch and a number images_per_s "
+            raise BenchError(f"{path}: line {i} needs a whole-number batch and runs and a number images_per_s "
                              f"(columns: {', '.join(COLUMNS)})") from None
     return rows
 
@@ -70,17 +73,19 @@ def rows_from_records(results: Path) -> list[dict]:
             continue
         rows.append({"device": r["device"], "torch": r["versions"]["torch"], "commit": r["git_commit"],
                      "engine": r.get("engine", "eager"), "recipe": r["recipe"], "batch": r["config"]["batch_size"],
-                     "images_per_s": round(float(r["images_per_s"]), 1),
+                     "runs": len(r.get("stacked_seeds") or [0]), "images_per_s": round(float(r["images_per_s"]), 1),
                      "source": f"record {path.relative_to(results).as_posix()}", "measured": r["finished"]})
     return rows
 
 
 def gpu_images_per_s(rows: list[dict], recipe: str, batch: int) -> tuple[float, str] | None:
-    """The GPU images/s of a recipe at a batch size, and its engine: the mean over the rows of the fastest
-    measured engine (the one a GPU run uses when its check passes); None when no GPU row has it."""
+    """The GPU images/s of one run of a recipe at a batch size alone on the GPU, and its engine: the mean over
+    the rows of the fastest measured engine (the one a GPU run uses when its check passes); None when no GPU
+    row has it."""
     by_engine: dict[str, list[float]] = {}
     for r in rows:
-        if r["recipe"] == recipe and int(r["batch"]) == batch and is_gpu(r["device"]):
+        if (r["recipe"] == recipe and int(r["batch"]) == batch and int(r.get("runs") or 1) == 1
+                and r["engine"] in ENGINES and is_gpu(r["device"])):
             by_engine.setdefault(r["engine"], []).append(float(r["images_per_s"]))
     if not by_engine:
         return None

@@ -76,7 +76,7 @@ def test_graph_step_trains_as_eager_steps_with_the_schedule_and_a_partial_batch(
     assert float(twin_opt.param_groups[0]["lr"]) == pytest.approx(opt.param_groups[0]["lr"])
 
 
-def test_graph_step_puts_onecycles_beta1_into_the_tensor_the_graph_reads(tiny_recipe, monkeypatch):
+def test_graph_step_puts_the_schedules_numbers_into_the_tensors_the_graph_reads(tiny_recipe, monkeypatch):
     monkeypatch.setattr(graphs, "capture", eager_capture)
     model, opt, sched, _, split = setup(tiny_recipe)
     graphs.make_capturable(opt, CPU)
@@ -90,6 +90,10 @@ def test_graph_step_puts_onecycles_beta1_into_the_tensor_the_graph_reads(tiny_re
         assert not torch.is_tensor(momentum)
         step.follow_schedule()
         assert opt.param_groups[0]["betas"][0] is captured and float(captured) == pytest.approx(momentum)
+    lr = opt.param_groups[0]["lr"]
+    opt.param_groups[0]["lr"] = 0.125  # as a scheduler that assigns the learning rate would
+    step.follow_schedule()
+    assert opt.param_groups[0]["lr"] is lr and float(lr) == 0.125
 
 
 @pytest.mark.parametrize("broken", ["capture raises", "graph skips the optimizer step"])
@@ -157,3 +161,18 @@ def test_graph_engine_on_a_gpu_matches_eager_training(name):
         got = train.train_one_epoch(twin, twin_opt, twin_sched, twin_ema, split, recipe, 0, epoch, dev, aux=aux,
                                     engine=step)
         assert got == pytest.approx(want, rel=graphs.LOSS_RTOL)
+
+
+def test_a_graph_engines_checkpoint_resumes_on_a_cpu(tiny_recipe, tmp_path):
+    from digitsum_bench import checkpoints
+
+    model, opt, sched, ema, split = setup(tiny_recipe)
+    graphs.make_capturable(opt, CPU)
+    train.train_one_epoch(model, opt, sched, ema, split, tiny_recipe, 0, 1, CPU)
+    for group in opt.param_groups:
+        group.update(capturable=True, foreach=True)  # as saved on a GPU
+    checkpoints.save_last(tmp_path / "last.pt", model, opt, sched, ema, checkpoints.fresh_state())
+    model, opt, sched, ema, _ = setup(tiny_recipe)
+    assert checkpoints.resume(tmp_path / "last.pt", model, opt, sched, ema, CPU) is not None
+    train.train_one_epoch(model, opt, sched, ema, split, tiny_recipe, 0, 2, CPU)  # capturable kernels would refuse a CPU
+    assert torch.is_tensor(opt.param_groups[0]["lr"])

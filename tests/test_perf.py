@@ -18,21 +18,22 @@ from record_factory import make_record, write_record
 H200 = "NVIDIA H200"
 
 
-def row(recipe, ips, engine="graph", device=H200, batch=32, source="benchmark"):
+def row(recipe, ips, engine="graph", device=H200, batch=32, source="benchmark", runs=1):
     return {"device": device, "torch": "2.14.1", "commit": "abc", "engine": engine, "recipe": recipe, "batch": batch,
-            "images_per_s": ips, "source": source, "measured": "2026-12-03T08:00:00+00:00"}
+            "runs": runs, "images_per_s": ips, "source": source, "measured": "2026-12-03T08:00:00+00:00"}
 
 
 @pytest.fixture
 def measured(two, tmp_path):
-    """results/perf.csv: tiny_small measured on a GPU (graph 1000 and 1200 img/s, eager 400; a CPU row and another
-    batch size that must not count); tiny_big not measured."""
+    """results/perf.csv: tiny_small measured on a GPU (graph 1000 and 1200 img/s, eager 400; a CPU row, another
+    batch size, a plain loop and runs sharing the GPU, which must not count); tiny_big not measured."""
     big, small = two
     with open(tmp_path / "perf.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=perf.COLUMNS)
         w.writeheader()
         w.writerows([row(small, 1000.0), row(small, 1200.0, source="other"), row(small, 400.0, "eager"),
                      row(small, 9e9, device="cpu (x86_64, 2 threads)"), row(small, 9e9, batch=512),
+                     row(small, 9e9, engine="plain"), row(small, 9e9, engine="stacked", runs=8),
                      row(big, 9e9, device="cpu (x86_64, 2 threads)")])
     recipe = apply_budget(get_recipe(small), "smoke")
     return big, small, recipe.train_size * recipe.epochs / 1100.0
