@@ -1,4 +1,5 @@
-"""Shared pieces of the speed benchmarks: the runner's engines (eager, graph, runs sharing a GPU), a plain loop in the reports' style."""
+"""Shared pieces of the speed benchmarks: the runner's engines (eager, graph, runs sharing a GPU), and a plain
+loop in the reports' style."""
 
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def streams_images_per_s(recipe: Recipe, device: torch.device, steps: int, runs:
             setups.append((stream, *_run(recipe, device, steps, True, seed=r)))
 
     def epoch(e: int) -> None:
-        turns = [(stream, engine, train.EpochStreams(split, recipe, 0, e, device, None).batches(split, recipe, train.CHANNELS_LAST))
-                 for stream, _, _, split, engine in setups]
+        turns = [(stream, engine, train.EpochStreams(split, recipe, 0, e, device, None)
+                  .batches(split, recipe, train.CHANNELS_LAST)) for stream, _, _, split, engine in setups]
         for _ in range(steps):
             for stream, engine, batches in turns:
                 with torch.cuda.stream(stream):

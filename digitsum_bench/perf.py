@@ -5,9 +5,9 @@ column, divide a run's training images by the images/s measured for its recipe, 
 engine on a GPU. The rows come from the speed benchmarks (`benchmarks/test_speed_vs_plain.py`)
 and from the GPU records' own measured images/s (`rows_from_records`, `digitsum-bench perf`);
 each row says where it came from (`source`). `images_per_s` is one run's: where `runs` runs
-shared the GPU (a stack, or runs on CUDA streams), it is their total over `runs`. A recipe with no row is "not measured": nothing
-here is guessed. The estimate counts training steps only (not the per-epoch validation, scoring
-or data generation), which is what images/s measures.
+shared the GPU (a stack, or runs on CUDA streams), it is their total over `runs`. A recipe with no
+row is "not measured": nothing here is guessed. The estimate counts training steps only (not the
+per-epoch validation, scoring or data generation), which is what images/s measures.
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ def make_plan(names: list[str], seeds: list[int], options: RunOptions, device: t
 
         if stack and len(todo) > 1:
             here = estimate_seconds(recipe, device, test_size, len(todo)) if timed else scaled(gpu, 1.0, len(todo))
-            jobs.append(Job(name, tuple(todo), scaled(here, max(left.values())), scaled(gpu, max(left.values()), len(todo))))
+            most = max(left.values())
+            jobs.append(Job(name, tuple(todo), scaled(here, most), scaled(gpu, most, len(todo))))
         else:
             one = estimate_seconds(recipe, device, test_size) if timed else gpu
             jobs += [Job(name, (s,), scaled(one, left[s]), scaled(gpu, left[s])) for s in todo]
@@ -132,7 +133,9 @@ def format_plan(jobs: list[Job], device: torch.device, seconds: float | None = N
     runs = sum(len(j.seeds) for j in jobs)
     unknown = sum(len(j.seeds) for j in jobs if j.seconds is None)
     head = (f"plan on {device}{note}: {len(jobs)} job(s), {runs} run(s), estimated "
-            f"{duration(sum(j.seconds or 0.0 for j in jobs))} in all" + (f" but {unknown} run(s) not measured" if unknown else ""))
+            f"{duration(sum(j.seconds or 0.0 for j in jobs))} in all")
+    if unknown:
+        head += f" but {unknown} run(s) not measured"
     if seconds is not None:
         n_fit = sum(len(j.seeds) for j, ok in zip(jobs, fits) if ok)
         head += f"; {n_fit} run(s) fit in {duration(seconds)}"
