@@ -31,6 +31,7 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
+from . import data as datamod
 from . import runner, stacked
 from .budgets import apply_budget, get_budget
 from .checkpoints import checkpoint_epoch
@@ -92,7 +93,7 @@ def make_plan(names: list[str], seeds: list[int], options: RunOptions, device: t
     jobs = []
     for name, todo in by_recipe.items():
         recipe = apply_budget(get_recipe(name), options.budget)
-        dataset_id = runner.load_data(recipe, options.budget, options.data).dataset_id
+        dataset_id = datamod.dataset_id(options.data)  # the splits are made when the run starts, not to plan it
         test_size = get_budget(options.budget).test_size
         left = {s: 1.0 if options.force else _left_fraction(RunKey(name, s, options.budget, dataset_id), results,
                                                              recipe.epochs)
