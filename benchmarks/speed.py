@@ -1,4 +1,5 @@
-"""Shared pieces of the speed benchmarks: the runner's step, a plain loop in the reports' style, MFU."""
+"""Shared pieces of the speed benchmarks: the runner's engines (eager, graph, runs sharing a GPU), and a plain
+loop in the reports' style."""
 
 from __future__ import annotations
 
@@ -10,11 +11,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from digitsum_bench import data as datamod
-from digitsum_bench import train
+from digitsum_bench import graphs, stacked, train
 from digitsum_bench.recipes import Recipe
-
-# Dense bf16 tensor-core peak (FLOP/s) for model FLOP utilisation.
-BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def runner_images_per_s(recipe: Recipe, device: torch.device, steps: int, compile: bool = False) -> float:
@@ -33,6 +31,75 @@ def runner_images_per_s(recipe: Recipe, device: torch.device, steps: int, compil
     train.train_one_epoch(model, opt, None, None, split, one, 0, 1, device)
     _sync(device)
     return len(split) / (time.perf_counter() - t0)
+
+
+def _run(recipe: Recipe, device: torch.device, steps: int, graph: bool, seed: int = 0):
+    """A model with its optimizer and a split of `steps` batches; with `graph`, its checked graph engine
+    (an AssertionError where the check fails: the goal is the graph's)."""
+    torch.manual_seed(seed)
+    model = recipe.model().to(device, memory_format=train.memory_format())
+    opt = train.make_optimizer(recipe, model, device)
+    split = datamod.random_split(recipe.batch_size * steps, device, seed=seed)
+    engine = graphs.graph_step(model, opt, recipe, split, seed, device) if graph else None
+    assert engine is not None or not graph, f"{recipe.name}: the graph engine fell back to eager"
+    return model, opt, split, engine
+
+
+def engine_images_per_s(recipe: Recipe, device: torch.device, steps: int, graph: bool) -> float:
+    """Images/s of one run's `train.train_one_epoch` (batches made as in a run), eager or with the graph engine."""
+    model, opt, split, engine = _run(recipe, device, steps, graph)
+    one = replace(recipe, epochs=1)
+    train.train_one_epoch(model, opt, None, None, split, one, 0, 0, device, engine=engine)  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    train.train_one_epoch(model, opt, None, None, split, one, 0, 1, device, engine=engine)
+    _sync(device)
+    return len(split) / (time.perf_counter() - t0)
+
+
+def streams_images_per_s(recipe: Recipe, device: torch.device, steps: int, runs: int) -> float:
+    """Total images/s of `runs` runs sharing one GPU, each with its own graph on its own CUDA stream, stepped in
+    turn from one thread (each still at its own batch size)."""
+    setups = []
+    for r in range(runs):
+        stream = torch.cuda.Stream()
+        with torch.cuda.stream(stream):
+            setups.append((stream, *_run(recipe, device, steps, True, seed=r)))
+
+    def epoch(e: int) -> None:
+        turns = [(stream, engine, train.EpochStreams(split, recipe, 0, e, device, None)
+                  .batches(split, recipe, train.CHANNELS_LAST)) for stream, _, _, split, engine in setups]
+        for _ in range(steps):
+            for stream, engine, batches in turns:
+                with torch.cuda.stream(stream):
+                    engine(next(batches))
+
+    epoch(0)
+    _sync(device)
+    t0 = time.perf_counter()
+    epoch(1)
+    _sync(device)
+    return runs * recipe.batch_size * steps / (time.perf_counter() - t0)
+
+
+def stacked_images_per_s(recipe: Recipe, device: torch.device, steps: int, seeds: int) -> float:
+    """Total images/s of `seeds` runs trained as one stack (stacked.py), each at its own batch size."""
+    models = []
+    for s in range(seeds):
+        torch.manual_seed(s)
+        models.append(recipe.model().to(device))
+    stack = stacked.Stack(models)
+    opt = train.make_optimizer(recipe, stack, device)
+    base = models[0].to("meta")
+    split = datamod.random_split(recipe.batch_size * steps, device)
+    one = replace(recipe, epochs=1)
+    for epoch in (0, 1):  # warm-up, then timed
+        if epoch == 1:
+            _sync(device)
+            t0 = time.perf_counter()
+        stacked.train_stacked_epoch(base, stack, opt, None, None, split, one, list(range(seeds)), epoch, device)
+    _sync(device)
+    return seeds * len(split) / (time.perf_counter() - t0)
 
 
 def plain_images_per_s(model: nn.Module, device: torch.device, steps: int, batch_size: int = 32) -> float:
@@ -57,15 +124,6 @@ def plain_images_per_s(model: nn.Module, device: torch.device, steps: int, batch
         seen += len(x)
     _sync(device)
     return seen / (time.perf_counter() - t0)
-
-
-def mfu(gflops_forward: float, images_per_s: float, device: torch.device) -> float | None:
-    """Model FLOP utilisation: training FLOPs/s (3x the forward pass) over the GPU's bf16 peak."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    peak = next((p for k, p in BF16_PEAK.items() if k in name), None)
-    return None if peak is None else 3 * gflops_forward * 1e9 * images_per_s / peak
 
 
 def _sync(device) -> None:

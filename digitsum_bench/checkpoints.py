@@ -82,6 +82,10 @@ def resume(last: Path, model: nn.Module, opt, sched, ema, device: torch.device) 
     try:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
+        if device.type != "cuda":  # saved by the graph engine (graphs.make_capturable): capturable kernels are GPU-only
+            for group in opt.param_groups:
+                if group.get("capturable"):
+                    group.update(capturable=False, foreach=False)
         if sched is not None:
             sched.load_state_dict(ck["sched"])
         if ema is not None:

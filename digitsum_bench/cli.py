@@ -1,4 +1,4 @@
-"""The `digitsum-bench` command: data, list, run, evaluate, export, report, status, gate."""
+"""The `digitsum-bench` command: data, list, run, evaluate, export, report, status, perf, gate."""
 
 from __future__ import annotations
 
@@ -151,6 +151,17 @@ def _cmd_status(a: argparse.Namespace) -> None:
         print(f"{r['recipe']:<28} {r['seed']:>4} {r['budget']:<6} {r['state']:<9} {r['detail']}")
     counts = {s: sum(r["state"] == s for r in rows) for s in ("finished", "running", "failed", "missing", "corrupt", "stale")}
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n))
+
+
+def _cmd_perf(a: argparse.Namespace) -> None:
+    from .perf import perf_path, rows_from_records, write_perf
+
+    new = rows_from_records(a.results)
+    rows = write_perf(perf_path(a.results), new)
+    print(f"wrote {perf_path(a.results)}: {len(new)} row(s) from GPU records, {len(rows)} in all")
+    for r in rows:
+        print(f"{r['recipe']:<28} {r['engine']:<8} bs {r['batch']:>4} {float(r['images_per_s']):>10.1f} img/s  "
+              f"{r['device']}  ({r['source']})")
 
 
 def _cmd_gate(a: argparse.Namespace) -> None:
@@ -309,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_selection(p, data_default=None)
     _add_recipes_from(p)
     p.set_defaults(fn=_cmd_status)
+
+    p = verbs.add_parser("perf", help="add the GPU records' measured images/s to results/perf.csv, which GPU "
+                                      "plans estimate from (run --plan --device cuda)")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results folder (default: results)")
+    p.set_defaults(fn=_cmd_perf)
 
     p = verbs.add_parser("gate", help="CI gate: retrain the baseline recipes under --budget ci, score the baseline "
                                       "checkpoints again, compare")

@@ -1,8 +1,8 @@
 """Time estimates: one cost model for a run or a stack of seeds, on any device.
 
 A few training steps at the recipe's batch size are timed on random images (after a warm-up
-step), and one evaluation forward pass; then the run's work is counted: every training step of
-every epoch, a validation pass per epoch, the final validation and test passes with test-time
+step; on a GPU with the graph engine where its check passes, as the run trains), and one
+evaluation forward pass; then the run's work is counted: every training step of every epoch, a validation pass per epoch, the final validation and test passes with test-time
 augmentation, a pre-training stage, and every ensemble member. Data generation is not counted
 (it is cached after the first run).
 """
@@ -17,7 +17,7 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
-from . import stacked
+from . import graphs, stacked
 from .budgets import apply_budget, get_budget
 from .data import random_split
 from .devices import synchronize
@@ -59,9 +59,12 @@ def _step_seconds(recipe: Recipe, device: torch.device, seeds: int, steps: int) 
     n = recipe.batch_size
     aux = random_split(recipe.aux_batch * (steps + 1), device) if recipe.aux_batch else None
     timed = replace(recipe, epochs=1)
+    timed_split = random_split(n * steps, device, seed=1)
     if seeds == 1:
         opt = make_optimizer(recipe, models[0], device)
-        epoch = functools.partial(train_one_epoch, models[0], opt, None, None, recipe=timed, seed=0, device=device, aux=aux)
+        engine = graphs.graph_step(models[0], opt, recipe, timed_split, 0, device, aux)  # as the run will train
+        epoch = functools.partial(train_one_epoch, models[0], opt, None, None, recipe=timed, seed=0, device=device,
+                                  aux=aux, engine=engine)
     else:
         stack = stacked.Stack(models)
         base = copy.deepcopy(models[0]).to("meta")
@@ -70,7 +73,7 @@ def _step_seconds(recipe: Recipe, device: torch.device, seeds: int, steps: int) 
                                   seeds=list(range(seeds)), device=device, aux=aux)
     epoch(split=random_split(n, device), epoch=0)  # warm-up
     t0 = time.perf_counter()
-    epoch(split=random_split(n * steps, device, seed=1), epoch=1)
+    epoch(split=timed_split, epoch=1)
     synchronize(device)
     return models[0], (time.perf_counter() - t0) / steps
 

@@ -85,8 +85,9 @@ def unique(items: list) -> list:
 def pending(names: list[str], seeds: list[int], budget: str, data: str, results: Path, force: bool) -> list[tuple[str, int]]:
     """The (recipe, seed) pairs without a finished record (all of them with `force`)."""
     jobs = []
+    dataset_id = datamod.dataset_id(data)  # also checks --data; a run makes its splits when it starts
     for name in names:
-        dataset_id = load_data(apply_budget(get_recipe(name), budget), budget, data).dataset_id  # also checks --data
+        apply_budget(get_recipe(name), budget)  # an unknown recipe or budget is an error before any work
         for seed in seeds:
             if force or finished_record(RunKey(name, seed, budget, dataset_id), results) is None:
                 jobs.append((name, seed))

@@ -1,7 +1,10 @@
 """The plan and the time box of `run`: which runs, in what order, and which fit in the time left.
 
 `run --plan` prints the runs still to do with an estimate of each on this device
-(`estimate.estimate_seconds`: a few timed training steps) and trains nothing.
+(`estimate.estimate_seconds`: a few timed training steps) and trains nothing. A CPU plan also
+shows each job's GPU estimate from the measured images/s in `results/perf.csv` (`perf.py`), and
+`run --plan --device cuda` plans by those alone, so it needs no GPU: GPU time is planned before
+it starts. A recipe with no measurement says "not measured".
 
 `run --time-limit 25m` runs that plan smallest first, so that the most runs finish in the
 time, and starts a run only when its estimate fits in the time left. At the limit it stops
@@ -28,6 +31,7 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
+from . import data as datamod
 from . import runner, stacked
 from .budgets import apply_budget, get_budget
 from .checkpoints import checkpoint_epoch
@@ -36,6 +40,7 @@ from .errors import BenchError, TimeLimitReached
 from .estimate import estimate_seconds
 from .launch import pending, summary_line
 from .leaderboard import duration
+from .perf import gpu_seconds, perf_path, read_perf
 from .recipes import get_recipe
 from .runner import RunOptions
 from .store import RunKey
@@ -48,7 +53,8 @@ class Job:
 
     recipe: str
     seeds: tuple[int, ...]  # one seed, or the seeds of a stack
-    seconds: float  # estimated wall time on this device, for the epochs still to train
+    seconds: float | None  # estimated wall time on this device, for the epochs still to train; None: not measured
+    gpu: float | None = None  # the same on a GPU, from results/perf.csv; None: not measured
 
 
 def parse_duration(text: str) -> float:
@@ -75,8 +81,12 @@ def _left_fraction(key: RunKey, results: Path, epochs: int) -> float:
 
 
 def make_plan(names: list[str], seeds: list[int], options: RunOptions, device: torch.device,
-              stack: bool = False) -> list[Job]:
-    """The unfinished runs as jobs with estimates, smallest first (the most finished runs in a given time)."""
+              stack: bool = False, measured: list[dict] | None = None, timed: bool = True) -> list[Job]:
+    """The unfinished runs as jobs with estimates, smallest first (the most finished runs in a given time).
+
+    `timed`: estimates from timed steps on `device` (`estimate_seconds`); without, from the GPU images/s of
+    the `measured` perf.csv rows only (a stack of S seeds counted as S runs: stacks are not measured).
+    """
     results = Path(options.results)
     by_recipe: dict[str, list[int]] = {}
     for name, seed in pending(names, seeds, options.budget, options.data, results, options.force):
@@ -84,46 +94,65 @@ def make_plan(names: list[str], seeds: list[int], options: RunOptions, device: t
     jobs = []
     for name, todo in by_recipe.items():
         recipe = apply_budget(get_recipe(name), options.budget)
-        dataset_id = runner.load_data(recipe, options.budget, options.data).dataset_id
+        dataset_id = datamod.dataset_id(options.data)  # the splits are made when the run starts, not to plan it
         test_size = get_budget(options.budget).test_size
         left = {s: 1.0 if options.force else _left_fraction(RunKey(name, s, options.budget, dataset_id), results,
                                                              recipe.epochs)
                 for s in todo}
+        gpu = None if measured is None else gpu_seconds(recipe, measured)
+
+        def scaled(seconds: float | None, fraction: float, n: int = 1) -> float | None:
+            return None if seconds is None else seconds * n * fraction
+
         if stack and len(todo) > 1:
-            seconds = estimate_seconds(recipe, device, test_size, len(todo)) * max(left.values())
-            jobs.append(Job(name, tuple(todo), seconds))
+            here = estimate_seconds(recipe, device, test_size, len(todo)) if timed else scaled(gpu, 1.0, len(todo))
+            most = max(left.values())
+            jobs.append(Job(name, tuple(todo), scaled(here, most), scaled(gpu, most, len(todo))))
         else:
-            one = estimate_seconds(recipe, device, test_size)
-            jobs += [Job(name, (s,), one * left[s]) for s in todo]
-    return sorted(jobs, key=lambda j: j.seconds)  # stable: registry order among equal estimates
+            one = estimate_seconds(recipe, device, test_size) if timed else gpu
+            jobs += [Job(name, (s,), scaled(one, left[s]), scaled(gpu, left[s])) for s in todo]
+    return sorted(jobs, key=lambda j: (j.seconds is None, j.seconds or 0.0))  # stable: registry order among equals
 
 
 def fitting(jobs: list[Job], seconds: float | None) -> list[bool]:
     """Which jobs the time box starts when the estimates hold: each one that fits in what is left after the ones before."""
     used, fits = 0.0, []
     for job in jobs:
-        ok = seconds is None or used + job.seconds <= seconds
+        ok = job.seconds is not None and (seconds is None or used + job.seconds <= seconds)
         used += job.seconds if ok else 0.0
         fits.append(ok)
     return fits
 
 
-def format_plan(jobs: list[Job], device: torch.device, seconds: float | None = None) -> str:
-    """The plan as a table: order, recipe, seeds, estimate, estimated end, and whether it fits in `seconds`."""
+def _estimate(seconds: float | None) -> str:
+    return "not measured" if seconds is None else duration(seconds)
+
+
+def format_plan(jobs: list[Job], device: torch.device, seconds: float | None = None, note: str = "") -> str:
+    """The plan as a table: order, recipe, seeds, estimate, estimated end, whether it fits in `seconds`, and on a
+    CPU each job's GPU estimate; `note` says where the estimates come from."""
     fits = fitting(jobs, seconds)
     runs = sum(len(j.seeds) for j in jobs)
-    head = (f"plan on {device}: {len(jobs)} job(s), {runs} run(s), estimated "
-            f"{duration(sum(j.seconds for j in jobs))} in all")
+    unknown = sum(len(j.seeds) for j in jobs if j.seconds is None)
+    head = (f"plan on {device}{note}: {len(jobs)} job(s), {runs} run(s), estimated "
+            f"{duration(sum(j.seconds or 0.0 for j in jobs))} in all")
+    if unknown:
+        head += f" but {unknown} run(s) not measured"
     if seconds is not None:
         n_fit = sum(len(j.seeds) for j, ok in zip(jobs, fits) if ok)
         head += f"; {n_fit} run(s) fit in {duration(seconds)}"
-    lines = [head, f"{'#':>3}  {'recipe':<28} {'seeds':<10} {'estimate':>8} {'ends at':>8}  fits"]
+    gpu = device.type == "cpu"
+    if gpu:
+        head += "; GPU: training steps at the GPU images/s measured in perf.csv"
+    lines = [head, f"{'#':>3}  {'recipe':<28} {'seeds':<10} {'estimate':>12} {'ends at':>8}  "
+                   + (f"{'GPU':>12}  " if gpu else "") + "fits"]
     end = 0.0
     for i, (job, ok) in enumerate(zip(jobs, fits), 1):
         end += job.seconds if ok else 0.0
+        verdict = "yes" if ok else ("no: next run" if job.seconds is not None else "-")
         lines.append(f"{i:>3}  {job.recipe:<28} {' '.join(map(str, job.seeds)):<10} "
-                     f"{duration(job.seconds):>8} {duration(end) if ok else '-':>8}  "
-                     f"{'yes' if ok else 'no: next run'}")
+                     f"{_estimate(job.seconds):>12} {duration(end) if ok else '-':>8}  "
+                     + (f"{_estimate(job.gpu):>12}  " if gpu else "") + verdict)
     return "\n".join(lines)
 
 
@@ -150,10 +179,17 @@ def run_planned(names: list[str], seeds: list[int], options: RunOptions, stack: 
                 time_limit: float | None = None, plan_only: bool = False) -> int:
     """Print the plan, then (unless `plan_only`) run it inside the time limit; returns the number of failed runs."""
     start = time.monotonic()
-    dev = resolve_device(options.device)
-    jobs = make_plan(names, seeds, options, dev, stack)
+    measured = read_perf(perf_path(options.results))
+    if plan_only and options.device == "cuda":  # planned from perf.csv alone: no GPU needed
+        dev = torch.device("cuda")
+        jobs = make_plan(names, seeds, options, dev, stack, measured, timed=False)
+        note = f" (from {perf_path(options.results)}: training steps at measured images/s)"
+    else:
+        dev = resolve_device(options.device)
+        jobs = make_plan(names, seeds, options, dev, stack, measured)
+        note = ""
     seconds = None if time_limit is None else time_limit - margin_seconds(time_limit)
-    print(format_plan(jobs, dev, seconds))
+    print(format_plan(jobs, dev, seconds, note))
     if plan_only or not jobs:
         return 0
     deadline = None if seconds is None else start + seconds

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from . import __version__, metrics, models
+from . import __version__, graphs, metrics, models
 from . import data as datamod
 from .budgets import apply_budget, get_budget
 from .checkpoints import clear, load_checkpoint, load_pt, save_atomic
@@ -107,7 +107,7 @@ def _stage1(stage: Recipe, seed: int, device: torch.device, ckpt_dir: Path, weig
         raise BenchError(f"recipe {stage.name}: a pre-training stage needs its own data_seed")
     splits = datamod.pretrain_splits(stage.train_size, stage.val_size, stage.data_seed)
     train, val = device_splits(stage, splits, device)
-    model, _ = fit(stage, model, train, val, seed, device, ckpt_dir / "stage1", progress)
+    model, _ = fit(stage, model, train, val, seed, device, ckpt_dir / "stage1", progress, make_engine=graphs.graph_step)
     save_atomic({"recipe": stage.name, "model": model.state_dict()}, stage1_file)
     return model
 
@@ -130,7 +130,7 @@ def fit_members(recipe: Recipe, train: DeviceData, val: DeviceData, test: Device
         if len(seeds) > 1 and progress:
             tqdm.write(f"{recipe.name} seed {seed}: member {k + 1} of {len(seeds)} (training seed {s})")
         model, status = build_model(recipe, s, device, d, weights, progress)
-        fitted.append(fit(recipe, model, train, val, s, device, d, progress, aux))
+        fitted.append(fit(recipe, model, train, val, s, device, d, progress, aux, graphs.graph_step))
     if len(fitted) == 1:
         return fitted[0][0], status, fitted[0][1]
     members = []

@@ -156,10 +156,10 @@ def train_stacked_epoch(base: nn.Module, stack: Stack, opt, sched, ema, split: D
     batches = range(0, len(split), recipe.batch_size)
     for step, start in enumerate(progress_bar(batches, progress, desc=f"epoch {epoch}", leave=False, unit="batch")):
         idx = perms[:, start:start + recipe.batch_size]
-        xs = torch.stack([st.inputs(split, recipe, idx[i], step, False) for i, st in enumerate(streams)])
+        batches = [st.batch(split, recipe, idx[i], step, False) for i, st in enumerate(streams)]
         with autocast(device):
-            out = stacked_forward(base, stack, xs)
-        per_seed = torch.stack([batch_loss(recipe, out[i], split, idx[i], st.aux, step) for i, st in enumerate(streams)])
+            out = stacked_forward(base, stack, torch.stack([b.x for b in batches]))
+        per_seed = torch.stack([batch_loss(recipe, out[i], b) for i, b in enumerate(batches)])
         optimizer_step(per_seed.sum(), opt, sched, ema, stack)  # seed s's parameters get exactly seed s's gradient
         total += per_seed.detach() * idx.shape[1]
         count += idx.shape[1]

@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -155,14 +156,24 @@ def batch_images(split: DeviceData, idx: torch.Tensor, aux: AuxBatches | None, s
     return torch.cat([split.images[idx], aux.aux.images[aux.index(step)]])
 
 
-def batch_loss(recipe: Recipe, out: torch.Tensor, split: DeviceData, idx: torch.Tensor, aux: AuxBatches | None,
-               step: int) -> torch.Tensor:
+class Batch(NamedTuple):
+    """One training step's tensors on the device: what a CUDA graph holds in its static buffers (graphs.py)."""
+
+    x: torch.Tensor  # model inputs: the batch's images, then the step's labelled synthetic images if any
+    sums: torch.Tensor  # the batch's sums
+    digits: torch.Tensor | None  # the batch's per-digit labels, where the split has them
+    aux_digits: torch.Tensor | None  # the synthetic images' digit labels, where the recipe draws them
+
+
+Step = Callable[[Batch], torch.Tensor]  # forward, loss, backward and optimizer step on one batch; returns the loss
+
+
+def batch_loss(recipe: Recipe, out: torch.Tensor, batch: Batch) -> torch.Tensor:
     """The recipe's loss on the training batch, plus the per-digit cross-entropy of the synthetic images."""
-    n = len(idx)
-    digits = split.digits[idx] if split.digits is not None else None
-    loss = losses.compute_loss(recipe.loss, recipe.head, out[:n].float(), split.sums[idx], digits)
-    if aux is not None:
-        loss = loss + F.cross_entropy(out[n:].float().flatten(0, 1), aux.aux.digits[aux.index(step)].flatten(),
+    n = len(batch.sums)
+    loss = losses.compute_loss(recipe.loss, recipe.head, out[:n].float(), batch.sums, batch.digits)
+    if batch.aux_digits is not None:
+        loss = loss + F.cross_entropy(out[n:].float().flatten(0, 1), batch.aux_digits.flatten(),
                                       label_smoothing=recipe.aux_label_smoothing)
     return loss
 
@@ -182,16 +193,49 @@ class EpochStreams:
         x = to_input(batch_images(split, idx, self.aux, step), channels_last, recipe.normalize)
         return augment(x, self.aug, recipe.normalize) if recipe.augment else x
 
+    def batch(self, split: DeviceData, recipe: Recipe, idx: torch.Tensor, step: int, channels_last: bool) -> Batch:
+        """A step's inputs (`inputs`) and targets."""
+        x = self.inputs(split, recipe, idx, step, channels_last)
+        digits = split.digits[idx] if split.digits is not None else None
+        aux_digits = self.aux.aux.digits[self.aux.index(step)] if self.aux is not None else None
+        return Batch(x, split.sums[idx], digits, aux_digits)
 
-def optimizer_step(loss: torch.Tensor, opt, sched, ema, model: nn.Module) -> None:
-    """Backward, the optimizer's step, the schedule's step and the EMA's update."""
+    def batches(self, split: DeviceData, recipe: Recipe, channels_last: bool) -> Iterator[Batch]:
+        """The epoch's batches in order, made as they are asked for; the last may be partial."""
+        for step, start in enumerate(range(0, len(split), recipe.batch_size)):
+            yield self.batch(split, recipe, self.perm[start:start + recipe.batch_size], step, channels_last)
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, recipe: Recipe, batch: Batch,
+               device: torch.device) -> torch.Tensor:
+    """Forward, loss, backward and the optimizer's step on one batch; returns the loss. The one step
+    function: eager in `train_one_epoch`, captured as a whole in a CUDA graph by `graphs.py`."""
+    with autocast(device):
+        out = model(batch.x)
+    loss = batch_loss(recipe, out, batch)
+    backward_step(loss, opt)
+    return loss
+
+
+def backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+    """Backward and the optimizer's step."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+
+
+def after_step(sched, ema, model: nn.Module) -> None:
+    """What follows the optimizer's step, outside any graph: the schedule's step and the EMA's update."""
     if sched is not None:
         sched.step()
     if ema is not None:
         ema.update_parameters(model)
+
+
+def optimizer_step(loss: torch.Tensor, opt, sched, ema, model: nn.Module) -> None:
+    """Backward, the optimizer's step, the schedule's step and the EMA's update."""
+    backward_step(loss, opt)
+    after_step(sched, ema, model)
 
 
 # ---------------------------------------------------------------------------------------
@@ -213,26 +257,25 @@ def log_epoch(what: str, epoch: int, epochs: int, train_loss: float, val_exact: 
 
 
 def train_one_epoch(model, opt, sched, ema, split: DeviceData, recipe: Recipe, seed: int, epoch: int,
-                    device: torch.device, progress: bool = False, aux: DeviceData | None = None) -> float:
+                    device: torch.device, progress: bool = False, aux: DeviceData | None = None,
+                    engine: Step | None = None) -> float:
     """One pass over the training split; returns the mean training loss.
 
     With `aux` (the recipe's labelled synthetic set, `recipe.aux_batch` > 0), each batch also
     carries `aux_batch` of its images, whose per-digit cross-entropy is added to the loss.
+    `engine` takes each batch's `train_step` where given (a CUDA graph's replay, `graphs.GraphStep`).
     """
     model.train()
     streams = EpochStreams(split, recipe, seed, epoch, device, aux)
     torch.manual_seed(epoch_seed(seed, epoch, 2))  # dropout
     total, count = torch.zeros((), device=device), 0
-    batches = range(0, len(split), recipe.batch_size)
-    for step, start in enumerate(progress_bar(batches, progress, desc=f"epoch {epoch}", leave=False, unit="batch")):
-        idx = streams.perm[start:start + recipe.batch_size]
-        x = streams.inputs(split, recipe, idx, step, CHANNELS_LAST)
-        with autocast(device):
-            out = model(x)
-        loss = batch_loss(recipe, out, split, idx, streams.aux, step)
-        optimizer_step(loss, opt, sched, ema, model)
-        total += loss.detach() * len(idx)
-        count += len(idx)
+    batches = streams.batches(split, recipe, CHANNELS_LAST)
+    for batch in progress_bar(batches, progress, total=steps_per_epoch(recipe, len(split)), desc=f"epoch {epoch}",
+                              leave=False, unit="batch"):
+        loss = engine(batch) if engine is not None else train_step(model, opt, recipe, batch, device)
+        after_step(sched, ema, model)
+        total += loss.detach() * len(batch.sums)
+        count += len(batch.sums)
     return float(total) / count
 
 
@@ -303,23 +346,35 @@ def end_epoch(recipe: Recipe, epoch: int, train_loss: float, step_seconds: float
     return v
 
 
+EngineMaker = Callable[..., "Step | None"]  # (model, opt, recipe, train, seed, device, aux) -> a Step, or None: eager
+
+
 def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, seed: int, device: torch.device,
-        ckpt_dir: Path, progress: bool = True, aux: DeviceData | None = None) -> tuple[nn.Module, dict]:
+        ckpt_dir: Path, progress: bool = True, aux: DeviceData | None = None,
+        make_engine: EngineMaker | None = None) -> tuple[nn.Module, dict]:
     """Train `model` under `recipe`, resuming from `ckpt_dir/last.pt` if a previous attempt left one.
 
+    `make_engine` (`graphs.graph_step`) may give a faster step for the run, built after the resume
+    so that it starts from the resumed state; its time counts in the run's seconds.
     Returns the selected model (EMA weights where the recipe uses EMA; best epoch where it
-    selects on validation) and a summary: history, selected epoch, seconds, images/s.
+    selects on validation) and a summary: history, selected epoch, seconds, images/s, engine.
     """
     opt = make_optimizer(recipe, model, device)
     sched = make_scheduler(recipe, opt, steps_per_epoch(recipe, len(train)))
     ema = make_ema(recipe, model)
     state = resume(ckpt_dir / "last.pt", model, opt, sched, ema, device) or fresh_state()
     scored = ema.module if ema is not None else model
+    engine = None
+    if make_engine is not None and state["epoch"] < recipe.epochs:
+        t0 = time.perf_counter()
+        engine = make_engine(model, opt, recipe, train, seed, device, aux)
+        state["train_seconds"] += time.perf_counter() - t0
+        state["engine"] = "eager" if engine is None else "graph"
     bar = progress_bar(range(state["epoch"] + 1, recipe.epochs + 1), progress, desc=recipe.name, unit="epoch",
                        initial=state["epoch"], total=recipe.epochs, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
-        train_loss = train_one_epoch(model, opt, sched, ema, train, recipe, seed, epoch, device, progress, aux)
+        train_loss = train_one_epoch(model, opt, sched, ema, train, recipe, seed, epoch, device, progress, aux, engine)
         synchronize(device)
         v = end_epoch(recipe, epoch, train_loss, time.perf_counter() - t0, scored, model, opt, sched, ema, state,
                       val, device, ckpt_dir)
@@ -341,4 +396,5 @@ def summarise(state: dict, recipe: Recipe, n_train: int) -> dict:
     """A finished run's summary for its record: history, selected epoch, seconds, images/s."""
     return {"history": state["history"], "selected_epoch": state["best_epoch"] or state["epoch"],
             "train_seconds": state["train_seconds"],
-            "images_per_s": n_train * recipe.epochs / max(state["step_seconds"], 1e-9)}
+            "images_per_s": n_train * recipe.epochs / max(state["step_seconds"], 1e-9),
+            "engine": state.get("engine", "eager")}
