@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .budgets import BUDGET_NAMES, CHECK_ONLY, budget_cap
+from .claims import CLAIM_NAMES, PERCENT, claim_number
 from .errors import BenchError
 from .leaderboard import (
     ALPHA,
@@ -298,9 +299,29 @@ def _ours_full(records: pd.DataFrame, board: pd.DataFrame) -> str:
     })  # fmt: skip
 
 
+def _answer(records: pd.DataFrame, board: pd.DataFrame) -> str:
+    """The reports' own answer: each report method of the built-in data's `full` table, a row each, every
+    claim beside the measured metric of the same definition on the same split (mean over the seeds done),
+    or what the recipe would cost where it has no run at its own budget."""
+    full = board[(board["budget"] == "full") & (board["report"] != "ours")
+                 & board["dataset_id"].str.startswith("synth")].sort_values("recipe")  # fmt: skip
+    lines = ["| recipe | each claim: claimed → measured here | seeds done | device |", "|---|---|---|---|"]
+    for _, r in full.iterrows():
+        pairs = [f"{c['split']} {CLAIM_NAMES[c['metric']]}: {claim_number(c)} → "
+                 + ("—" if r["not_run"] else measured_cell(r, c["metric"], c["split"]).replace(" ± n/a", "")
+                    + ("%" if c["metric"] in PERCENT else ""))
+                 for c in r["claims"] if c["value"] is not None]  # fmt: skip
+        if r["not_run"]:
+            pairs.append(r["not_run"])
+        seeds = "0" if r["not_run"] else f"{int(r['n_seeds'])}/{int(r['seeds_requested'])}"
+        lines.append(f"| `{r['recipe']}` | {'; '.join(pairs) or 'no number claimed'} | {seeds} | "
+                     f"{'—' if r['not_run'] else r['device']} |")
+    return "\n".join(lines)
+
+
 # The README's generated sections: `<!-- report:NAME -->` ... `<!-- /report:NAME -->` hold
 # README_SECTIONS[NAME](records, board). A new section is one function and one entry here.
-README_SECTIONS = {"quick": _quick_table, "ours-quick": _ours_quick, "ours-full": _ours_full}
+README_SECTIONS = {"answer": _answer, "quick": _quick_table, "ours-quick": _ours_quick, "ours-full": _ours_full}
 
 
 def readme_text(text: str, records: pd.DataFrame, board: pd.DataFrame) -> str:

@@ -54,6 +54,18 @@ def test_no_claim_beside_a_capped_budget(capped):
     assert not (results / "plots" / "claimed_vs_reproduced_quick_synth-1a2b3c4d.png").exists()
 
 
+def test_readme_answer_sets_each_claim_beside_the_own_budget_number_of_its_split(capped):
+    """The README's answer: A's val claims beside its full runs' val numbers (0.28, not test's 0.22), never
+    beside the quick runs; a recipe with no full run says what it would cost."""
+    results, _, _ = capped
+    records = load_records(results)
+    answer = report.README_SECTIONS["answer"](records, leaderboard(records, report.registry_facts()))
+    row = next(line for line in answer.splitlines() if line.startswith(f"| `{A}` |"))
+    assert "val exact: 30.13% → 28.0 ± 0.0%" in row and "| 2/2 |" in row
+    assert "22.0" not in row  # the test split's number stands beside no val claim
+    assert "| `r002_resnet50` | val exact: 94.92% → —;" in answer and "not run:" in answer
+
+
 def test_own_budget_claims_stand_beside_the_same_split(capped):
     _, markdown, page = capped
     full = _section(markdown, "full")
