@@ -31,11 +31,25 @@ def set_deterministic(on: bool) -> None:
     torch.backends.cudnn.deterministic = on
 
 
+BF16_ENV = "DIGITSUM_BF16"  # "0": a CPU with native bf16 computes in float32, as one without it does
+
+
+def cpu_bf16_allowed() -> bool:
+    """False where $DIGITSUM_BF16 is "0": reproduces on a bf16 CPU what a CPU without bf16 computes
+    (its numbers, its time). Unset or "1": bf16 wherever the CPU has it."""
+    value = os.environ.get(BF16_ENV, "1")
+    if value not in ("0", "1"):
+        raise BenchError(f"${BF16_ENV}={value!r}: use 0 (float32) or 1 (bf16 where the CPU computes it natively)")
+    return value == "1"
+
+
 def uses_bf16(device: torch.device) -> bool:
     """Whether the forward pass runs under bf16 autocast: on a GPU, and on a CPU that computes bf16
-    natively (AVX512-BF16 or AMX: faster training steps than float32). Recorded in the
-    record's device string, since it changes the arithmetic."""
-    return device.type == "cuda" or (device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    natively (AVX512-BF16 or AMX: faster training steps than float32) unless `cpu_bf16_allowed` says
+    no. Recorded in the record's device string, since it changes the arithmetic."""
+    if device.type == "cpu":
+        return cpu_bf16_allowed() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return device.type == "cuda"
 
 
 def autocast(device: torch.device):

@@ -62,6 +62,7 @@ RULE = (f"tolerance = max({MIN_TOLERANCE}, {TOLERANCE_FACTOR} x the root mean sq
 # Re-scoring one checkpoint moved test exact by 0 images of 10,000 between 1 and 2 threads and by
 # 2 between bf16 and float32 inference; 10 images leave room for other CPUs.
 RESCORE_TOLERANCE = 0.001
+RETRAINED = f"threads{THREADS[0]}"  # under the gate's results folder: its retrained runs
 CHECKPOINTS = "ci-checkpoints"  # beside the baseline file: the baseline runs' last.pt, re-scored by every gate
 EPS = 1e-9  # float slack in the comparisons: 0.41 - 0.03 must accept 0.38
 
@@ -103,7 +104,7 @@ def run_gate(baseline_path: Path, results: Path, update: bool = False, retrain: 
 
     With `update`, measure instead (`measure_baseline`) and write a new baseline file and checkpoints.
     """
-    folder = Path(results) / f"threads{THREADS[0]}"
+    folder = Path(results) / RETRAINED
     if update:
         baseline = measure_baseline(list(GATE_RECIPES), Path(results), retrain)
         keep_checkpoints(baseline, folder, Path(baseline_path).parent / CHECKPOINTS)
@@ -113,8 +114,14 @@ def run_gate(baseline_path: Path, results: Path, update: bool = False, retrain: 
     seeds = sorted({s for r in baseline["recipes"].values() for s in r["seeds"]})
     if retrain and not update:
         train_runs(list(baseline["recipes"]), seeds, folder, THREADS[0])
+    return judge(baseline, folder, rescore(baseline, Path(baseline_path).parent / CHECKPOINTS, Path(results) / "rescored"))
+
+
+def judge(baseline: dict, folder: Path, rescored: tuple[bool, str]) -> tuple[bool, str]:
+    """The gate's verdict: the retrained runs in `folder` compared with the baseline (`check_gate`), and
+    `rescore`'s result; (passed, the tables)."""
     ok, table = check_gate(load_records(folder), baseline, label="retrained runs")
-    scored_ok, scored = rescore(baseline, Path(baseline_path).parent / CHECKPOINTS, Path(results) / "rescored")
+    scored_ok, scored = rescored
     failed = [part for part, good in (("retrained runs", ok), ("re-scored checkpoints", scored_ok)) if not good]
     verdict = f"gate FAILED: {' and '.join(failed)}" if failed else "gate passed"
     return not failed, f"{table}\n\n{scored}\n{verdict}"
@@ -141,17 +148,9 @@ def keep_checkpoints(baseline: dict, folder: Path, checkpoints: Path) -> None:
                 f.write(src.read_bytes())
 
 
-def rescore(baseline: dict, checkpoints: Path, results: Path) -> tuple[bool, str]:
-    """Score each baseline run's committed checkpoint again, through the runner; (passed, a table).
-
-    The checkpoint is placed where `run_one` resumes from, so `fit` trains nothing and the
-    record is what this code scores for the baseline's own model. Its test exact must equal
-    the baseline's within RESCORE_TOLERANCE, up or down.
-    """
-    shutil.rmtree(results, ignore_errors=True)  # fresh records: a finished one would not be scored again
-    rows, passed = [], True
+def _place_checkpoints(baseline: dict, checkpoints: Path, results: Path) -> None:
+    """Put the baseline runs' committed last.pt where `run_one` resumes them in `results`: it then trains nothing."""
     for name, ref in baseline["recipes"].items():
-        scores = []
         for seed in ref["seeds"]:
             src = _checkpoint(checkpoints, name, seed)
             if not src.is_file():
@@ -160,11 +159,26 @@ def rescore(baseline: dict, checkpoints: Path, results: Path) -> tuple[bool, str
             dst = _run_last(baseline, name, seed, results)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
+
+
+def rescore(baseline: dict, checkpoints: Path, results: Path) -> tuple[bool, str]:
+    """Score each baseline run's committed checkpoint again, through the runner; (passed, a table).
+
+    The checkpoint is placed where `run_one` resumes from, so `fit` trains nothing and the
+    record is what this code scores for the baseline's own model. Its test exact must equal
+    the baseline's within RESCORE_TOLERANCE, up or down.
+    """
+    shutil.rmtree(results, ignore_errors=True)  # fresh records: a finished one would not be scored again
+    _place_checkpoints(baseline, checkpoints, results)
+    rows, passed = [], True
+    for name, ref in baseline["recipes"].items():
+        scores = []
+        for seed in ref["seeds"]:
             with threads(THREADS[0]):
                 record = run_one(name, seed, RunOptions(baseline["budget"], "synth", results, "cpu", progress=False))
             scores.append(record["metrics"]["test"]["exact"])
         now = sum(scores) / len(scores)
-        moved = abs(now - ref["test_exact"]) > RESCORE_TOLERANCE + EPS
+        moved = _moved(now, ref)
         passed = passed and not moved
         rows.append(f"{name:<16} {ref['test_exact'] * 100:>16.2f} {now * 100:>11.2f}  "
                     + (f"FAIL: moved by more than {RESCORE_TOLERANCE * 100:.1f} points" if moved else "ok"))
@@ -172,6 +186,29 @@ def rescore(baseline: dict, checkpoints: Path, results: Path) -> tuple[bool, str
             f"tolerance {RESCORE_TOLERANCE * 100:.1f} points either way\n"
             f"{'recipe':<16} {'baseline exact %':>16} {'now exact %':>11}  verdict\n" + "\n".join(rows))
     return passed, text
+
+
+def _moved(now: float, ref: dict) -> bool:
+    """The scoring check: the re-scored checkpoint's test exact moved beyond RESCORE_TOLERANCE, up or down."""
+    return abs(now - ref["test_exact"]) > RESCORE_TOLERANCE + EPS
+
+
+def outcome(baseline: dict, results: Path) -> dict[str, dict]:
+    """What a finished `run_gate` into `results` measured, per baseline recipe, and which of its three checks
+    failed: {"test_exact", "train_loss" (retrained), "rescored_exact", "failed": ["accuracy", "training", "scoring"],
+    "device" (the retrained runs')}."""
+    _, _, tolerance, recipes = _baseline_fields(baseline)
+    retrained = _ci_runs(load_records(Path(results) / RETRAINED), baseline)
+    rescored = _ci_runs(load_records(Path(results) / "rescored"), baseline)
+    found = {}
+    for name, ref in recipes.items():
+        mine = retrained[(retrained["recipe"] == name) & retrained["seed"].isin(ref["seeds"])]
+        exact, loss = float(mine["test_exact"].mean()), final_train_loss(mine)
+        now = float(rescored[rescored["recipe"] == name]["test_exact"].mean())
+        failed = list(_failures(exact, loss, ref, tolerance, baseline.get("loss_tolerance")))
+        found[name] = {"test_exact": exact, "train_loss": loss, "rescored_exact": now,
+                       "failed": failed + ["scoring"] * _moved(now, ref), "device": str(mine["device"].iloc[0])}
+    return found
 
 
 def measure_baseline(recipes: list[str], results: Path, retrain: bool = True) -> dict:
@@ -278,9 +315,8 @@ def check_gate(records: pd.DataFrame, baseline: dict, label: str = "gate") -> tu
     differs from the baseline's by more than that either way: the training computation changed
     (augmentation, learning rate, loss, data), whether or not one epoch's accuracy can show it.
     """
-    budget, dataset_id, tolerance, recipes = _baseline_fields(baseline)
-    newest = current(records)
-    runs = newest[(newest["budget"] == budget) & (newest["dataset_id"] == dataset_id)]
+    _, _, tolerance, recipes = _baseline_fields(baseline)
+    runs = _ci_runs(records, baseline)
     loss_tolerance = baseline.get("loss_tolerance")
     table = pd.DataFrame([_gate_row(runs[runs["recipe"] == name], name, ref, tolerance, loss_tolerance)
                           for name, ref in recipes.items()])
@@ -291,11 +327,17 @@ def check_gate(records: pd.DataFrame, baseline: dict, label: str = "gate") -> tu
         else f"{label} FAILED: " + "; ".join(f"{r.recipe} ({r.verdict.removeprefix('FAIL: ')})" for r in failed.itertuples())
     )
     text = (
-        f"CI accuracy gate · budget {budget} · dataset {dataset_id} · tolerance {tolerance * 100:.1f} points\n"
+        f"CI accuracy gate · budget {baseline['budget']} · dataset {baseline['dataset_id']} · tolerance {tolerance * 100:.1f} points\n"
         + table.to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep="—")
         + f"\n{verdict}"
     )
     return failed.empty, text
+
+
+def _ci_runs(records: pd.DataFrame, baseline: dict) -> pd.DataFrame:
+    """The newest code's records of the baseline's budget and dataset."""
+    newest = current(records)
+    return newest[(newest["budget"] == baseline["budget"]) & (newest["dataset_id"] == baseline["dataset_id"])]
 
 
 def _baseline_fields(baseline: dict) -> tuple[str, str, float, dict]:
@@ -334,12 +376,9 @@ def _gate_row(runs: pd.DataFrame, name: str, ref: dict, tolerance: float, loss_t
         verdict = f"FAIL: no record for seed {', '.join(map(str, missing))}"
     elif math.isnan(exact):
         verdict = "FAIL: no test metrics"
-    elif exact < ref["test_exact"] - tolerance - EPS:
-        verdict = f"FAIL: more than {tolerance * 100:.1f} points below"
-    elif checks_loss and abs(loss - ref["train_loss"]) > loss_tolerance + EPS:
-        verdict = f"FAIL: training loss moved by more than {loss_tolerance:g}"
     else:
-        verdict = "ok"
+        failures = _failures(exact, loss, ref, tolerance, loss_tolerance)
+        verdict = "FAIL: " + "; ".join(failures.values()) if failures else "ok"
     return {
         "recipe": name,
         "seeds": ",".join(map(str, seeds)),
@@ -353,6 +392,16 @@ def _gate_row(runs: pd.DataFrame, name: str, ref: dict, tolerance: float, loss_t
         **({"baseline train loss": f"{ref['train_loss']:.4f}", "now train loss": f"{loss:.4f}"} if checks_loss else {}),
         "verdict": verdict,
     }
+
+
+def _failures(exact: float, loss: float, ref: dict, tolerance: float, loss_tolerance: float | None) -> dict[str, str]:
+    """The retrained runs' failed checks against the baseline entry `ref`: "accuracy" and "training", with why."""
+    failures = {}
+    if exact < ref["test_exact"] - tolerance - EPS:
+        failures["accuracy"] = f"more than {tolerance * 100:.1f} points below"
+    if loss_tolerance is not None and "train_loss" in ref and abs(loss - ref["train_loss"]) > loss_tolerance + EPS:
+        failures["training"] = f"training loss moved by more than {loss_tolerance:g}"
+    return failures
 
 
 def make_baseline(records: pd.DataFrame, recipes: list[str], tolerance: float, budget: str = "ci",

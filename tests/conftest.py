@@ -20,6 +20,11 @@ if os.environ.get("DIGITSUM_RECIPES_FROM"):
     load_recipes_from(*os.environ["DIGITSUM_RECIPES_FROM"].split(os.pathsep))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--save-sabotage", action="store_true",
+                     help="write what tests/test_gate.py's gate runs measured to results/baselines/sabotage.json")
+
+
 class TinyNet(nn.Module):
     """A few thousand parameters: enough to learn something in seconds, with dropout to exercise RNG."""
 

@@ -170,6 +170,21 @@ def test_cpu_precision_follows_the_hardware_and_is_recorded(native, monkeypatch)
     assert runner.provenance(cpu)["device"].endswith(", bf16)") == native
 
 
+def test_digitsum_bf16_0_forces_float32_on_a_bf16_cpu(monkeypatch):
+    """$DIGITSUM_BF16=0 makes a bf16 CPU compute, and record, what a CPU without bf16 does; a typo is a one-line error."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(devices.BF16_ENV, "0")
+    with devices.autocast(cpu):
+        assert torch.nn.Conv2d(1, 2, 3)(torch.zeros(1, 1, 5, 5)).dtype == torch.float32
+    assert "bf16" not in runner.provenance(cpu)["device"]
+    monkeypatch.setenv(devices.BF16_ENV, "1")
+    assert devices.uses_bf16(cpu)
+    monkeypatch.setenv(devices.BF16_ENV, "off")
+    with pytest.raises(BenchError, match=r"DIGITSUM_BF16='off': use 0 \(float32\) or 1"):
+        devices.uses_bf16(cpu)
+
+
 def test_the_ema_weights_are_what_is_scored(variant, tmp_path):
     """The scored (and saved) model of an EMA recipe is the EMA's, not the raw weights. A retrained model's accuracy
     cannot show this after an annealed schedule (raw and EMA weights score alike there); the gate's re-scoring of
