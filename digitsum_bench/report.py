@@ -10,6 +10,7 @@ were measured on the course data, not by this benchmark.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -319,9 +320,41 @@ def _answer(records: pd.DataFrame, board: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def sabotage_table(found: dict) -> str:
+    """sabotage.json as markdown: one table per device, each sabotage's numbers, those of a failed check in bold."""
+    return "\n\n".join(_device_table(device, entry) for device, entry in found["devices"].items())
+
+
+def _device_table(device: str, entry: dict) -> str:
+    rows = [f"On {device}:", "",
+            "| sabotage | recipe | test exact % (baseline) | final training loss (baseline) "
+            "| checkpoint re-scored % (baseline) | fails on |", "|---|---|---|---|---|---|"]
+    runs = [("none (the gate as CI runs it)", entry.get("clean", {}))]
+    runs += [(s["what"], s.get("recipes", {})) for s in entry["sabotages"].values()]
+    for what, recipes in runs:
+        for recipe, now in recipes.items():
+            ref = entry["baseline"][recipe]
+
+            def cell(value: str, check: str, base: str) -> str:
+                return f"**{value}** ({base})" if check in now["failed"] else f"{value} ({base})"
+
+            exact = cell(f"{now['test_exact'] * 100:.2f}", "accuracy", f"{ref['test_exact'] * 100:.2f}")
+            loss = cell(f"{now['train_loss']:.4f}", "training", f"{ref['train_loss']:.4f}")
+            scored = cell(f"{now['rescored_exact'] * 100:.2f}", "scoring", f"{ref['test_exact'] * 100:.2f}")
+            rows.append(f"| {what} | `{recipe}` | {exact} | {loss} | {scored} | "
+                        f"{' and '.join(now['failed']) or 'nothing: the gate passes'} |")
+    return "\n".join(rows)
+
+
+def _sabotage(records: pd.DataFrame, board: pd.DataFrame) -> str:
+    """The gate's sabotage tables, from results/baselines/sabotage.json (written by the gate's tests)."""
+    path = REPO_README.parent / "results" / "baselines" / "sabotage.json"
+    return sabotage_table(json.loads(path.read_text(encoding="utf-8")))
+
+
 # The README's generated sections: `<!-- report:NAME -->` ... `<!-- /report:NAME -->` hold
 # README_SECTIONS[NAME](records, board). A new section is one function and one entry here.
-README_SECTIONS = {"answer": _answer, "quick": _quick_table, "ours-quick": _ours_quick, "ours-full": _ours_full}
+README_SECTIONS = {"answer": _answer, "sabotage": _sabotage, "quick": _quick_table, "ours-quick": _ours_quick, "ours-full": _ours_full}
 
 
 def readme_text(text: str, records: pd.DataFrame, board: pd.DataFrame) -> str:

@@ -9,7 +9,7 @@ minutes. Each sabotage names the checks that must catch it (`gate.outcome`'s nam
 
 tests/test_gate.py runs the gate under each of them; `pytest tests/test_gate.py --save-sabotage` also
 writes what each scored, per device, to `sabotage.json` beside the baseline (`save`), and
-`sabotage_table` renders that file as markdown.
+`report.sabotage_table` renders that file as markdown (a README section).
 """
 
 from __future__ import annotations
@@ -122,29 +122,3 @@ def save(baseline_path: Path, device: str, measured: dict) -> dict:
         entry["sabotages"][name] = {"what": s.what, "caught_by": list(s.caught_by), "recipes": numbers}
     write_json_atomic(path, found)
     return found
-
-
-def sabotage_table(found: dict) -> str:
-    """sabotage.json as markdown: one table per device, each sabotage's numbers, those of a failed check in bold."""
-    return "\n\n".join(_device_table(device, entry) for device, entry in found["devices"].items())
-
-
-def _device_table(device: str, entry: dict) -> str:
-    rows = [f"On {device}:", "",
-            "| sabotage | recipe | test exact % (baseline) | final training loss (baseline) "
-            "| checkpoint re-scored % (baseline) | fails on |", "|---|---|---|---|---|---|"]
-    runs = [("none (the gate as CI runs it)", entry.get("clean", {}))]
-    runs += [(s.what, entry["sabotages"].get(s.name, {}).get("recipes", {})) for s in SABOTAGES.values()]
-    for what, recipes in runs:
-        for recipe, now in recipes.items():
-            ref = entry["baseline"][recipe]
-
-            def cell(value: str, check: str, base: str) -> str:
-                return f"**{value}** ({base})" if check in now["failed"] else f"{value} ({base})"
-
-            exact = cell(f"{now['test_exact'] * 100:.2f}", "accuracy", f"{ref['test_exact'] * 100:.2f}")
-            loss = cell(f"{now['train_loss']:.4f}", "training", f"{ref['train_loss']:.4f}")
-            scored = cell(f"{now['rescored_exact'] * 100:.2f}", "scoring", f"{ref['test_exact'] * 100:.2f}")
-            rows.append(f"| {what} | `{recipe}` | {exact} | {loss} | {scored} | "
-                        f"{' and '.join(now['failed']) or 'nothing: the gate passes'} |")
-    return "\n".join(rows)

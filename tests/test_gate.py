@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from record_factory import DATASET_ID, make_record, write_record
 
-from digitsum_bench import gate, sabotage
+from digitsum_bench import gate, report, sabotage
 from digitsum_bench.errors import BenchError
 from digitsum_bench.leaderboard import load_records
 
@@ -33,7 +33,7 @@ def measured(request):
     found = {"sabotages": {}}
     yield found
     if request.config.getoption("--save-sabotage") and "device" in found:
-        print(sabotage.sabotage_table(sabotage.save(BASELINE, found.pop("device"), found)))
+        print(report.sabotage_table(sabotage.save(BASELINE, found.pop("device"), found)))
 
 
 def remember(measured: dict, numbers: dict) -> dict:
@@ -91,14 +91,14 @@ def test_committed_sabotage_results_show_each_sabotage_caught():
 def test_sabotage_table_bolds_what_failed():
     now = {"test_exact": 0.8, "train_loss": 2.5, "rescored_exact": 0.9, "failed": ["accuracy", "training"]}
     entry = {"baseline": {A: {"test_exact": 0.9, "train_loss": 2.0}},
-             "sabotages": {"augmentation_off": {"recipes": {A: now}}}}
-    table = sabotage.sabotage_table({"devices": {"cpu (x86_64, 2 threads)": entry}})
+             "sabotages": {"augmentation_off": {"what": "augmentation silently off", "recipes": {A: now}}}}
+    table = report.sabotage_table({"devices": {"cpu (x86_64, 2 threads)": entry}})
     assert table.startswith("On cpu (x86_64, 2 threads):")
     assert (f"| augmentation silently off | `{A}` | **80.00** (90.00) | **2.5000** (2.0000) | 90.00 (90.00) "
             "| accuracy and training |") in table
     entry["clean"] = {A: {**now, "failed": []}}
     assert f"| none (the gate as CI runs it) | `{A}` | 80.00 (90.00) | 2.5000 (2.0000) | 90.00 (90.00) " \
-           "| nothing: the gate passes |" in sabotage.sabotage_table({"devices": {"cpu": entry}})
+           "| nothing: the gate passes |" in report.sabotage_table({"devices": {"cpu": entry}})
 
 
 def test_saving_keeps_each_devices_numbers(tmp_path):
