@@ -672,9 +672,7 @@ def load_splits(data: str, kind: str, train_size: int, val_size: int, test_size:
                       f"DigitSum-Synth {GENERATOR_VERSION} ({_source_name(source)}), data seed {data_seed}")
     from sklearn.model_selection import train_test_split
 
-    full = load_path(data)
-    if len(full) < 2:  # train_test_split needs one image on each side
-        raise BenchError(f"{data}: {len(full)} image(s); an 80/20 train/val split needs at least 2")
+    full = _course_files(data)
     train_index, val_index = train_test_split(np.arange(len(full)), test_size=0.2, random_state=data_seed)
     val = full.subset(val_index[:val_size])
     if kind == "synth003":  # report 003 trained on its synthetic set only, and validated on the course files
@@ -692,7 +690,16 @@ def cached_splits(data: str, kind: str, train_size: int, val_size: int, test_siz
 
 def dataset_id(data: str, data_seed: int = 0, source=None) -> str:
     """The dataset id `load_splits` gives runs on `data` ("synth" or course files), without making the splits."""
-    return _synth_id(data_seed, source) if data == "synth" else _course_id(load_path(data), data_seed)
+    return _synth_id(data_seed, source) if data == "synth" else _course_id(_course_files(data), data_seed)
+
+
+def _course_files(data: str) -> DigitSumData:
+    """The course files at `data`, refused where they cannot be split 80/20 (train_test_split needs an image
+    on each side): checked by `dataset_id` too, so a run refuses them before any work."""
+    full = load_path(data)
+    if len(full) < 2:
+        raise BenchError(f"{data}: {len(full)} image(s); an 80/20 train/val split needs at least 2")
+    return full
 
 
 def _synth_id(data_seed: int, source) -> str:
