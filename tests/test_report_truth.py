@@ -13,7 +13,7 @@ from record_factory import DATASET_ID, make_record, write_record
 from digitsum_bench import report
 from digitsum_bench.leaderboard import first_reached, leaderboard, load_records
 from digitsum_bench.recipes import get_recipe, list_recipes
-from digitsum_bench.store import write_estimate
+from digitsum_bench.store import read_estimates, write_estimate
 
 A = "r002_attention_cnn"  # its report claims val exact, within-one, MSE raw and MAE
 
@@ -135,7 +135,8 @@ def test_committed_readme_tables_are_what_report_writes():
     readme = report.REPO_README
     text = readme.read_text(encoding="utf-8")
     records = load_records(readme.parent / "results")
-    assert report.readme_text(text, records, leaderboard(records, report.registry_facts())) == text
+    notes = read_estimates(readme.parent / "results")  # the CPU's estimate notes, as report reads them
+    assert report.readme_text(text, records, leaderboard(records, report.registry_facts(), notes)) == text
     for name in report.README_SECTIONS:
         assert re.search(f"<!-- report:{name} -->\n(On .*:\n\n)?\\|", text), name  # every section is in the README, and filled
 
