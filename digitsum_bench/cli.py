@@ -165,12 +165,12 @@ def _cmd_perf(a: argparse.Namespace) -> None:
 
 
 def _cmd_gate(a: argparse.Namespace) -> None:
-    from .devices import cpu_model
+    from .devices import cpu_arithmetic
     from .gate import add_machine, run_gate
 
     if a.add_machine:
         baseline = add_machine(a.baseline, a.results, retrain=not a.no_retrain)
-        print(f"{a.baseline}: measured on {cpu_model()} too; tolerance {baseline['tolerance']:.3f}, "
+        print(f"{a.baseline}: measured on {cpu_arithmetic()} too; tolerance {baseline['tolerance']:.3f}, "
               f"loss tolerance {baseline['loss_tolerance']:.4f}")
         return
     ok, table = run_gate(a.baseline, a.results, update=a.update, retrain=not a.no_retrain)

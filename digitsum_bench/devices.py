@@ -83,3 +83,11 @@ def cpu_model() -> str:
 def device_name(device: torch.device) -> str:
     """The name a record gives its device: the GPU's model, or `cpu_name`."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(device)
+
+
+def cpu_arithmetic() -> str:
+    """The CPU's model, the vector instructions torch's kernels use and the forward pass's precision, e.g.
+    "AMD EPYC 7B13, AVX512, bf16": what changes a CPU run's numbers besides the thread count. An AVX2-only
+    machine can be reproduced on a bigger one with ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2."""
+    precision = "bf16" if uses_bf16(torch.device("cpu")) else "float32"
+    return f"{cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, {precision}"

@@ -3,9 +3,9 @@
 Owns the gate: its baselines (measuring, writing, reading them), retraining and re-scoring
 the gate runs, and the comparison of fresh records with a baseline (`check_gate`).
 
-The gate recipes run under the `ci` budget (one epoch of the full training set) and must
-reach at least 80% test exact, so that a drop means something. Three checks, each with a
-measured tolerance:
+The gate recipes run under the `ci` budget (one epoch of the full training set, at most 16
+labelled synthetic images a step) and must reach at least 80% test exact, so that a drop means
+something. Three checks, each with a measured tolerance:
 
 - accuracy: the retrained run's test exact may not fall more than `tolerance` below the
   baseline's;
@@ -21,7 +21,8 @@ measured tolerance:
 The tolerances are not guesses: `gate --update` measures the spread of the gate's numbers
 across thread counts (the same seed trained with 1 and with 2 threads, whose float reductions
 differ as another machine's would) and over seeds, and writes them into the baseline file with
-the tolerances they give. Refresh the committed baselines after an intended change with::
+the tolerances they give; `gate --add-machine` adds another CPU's runs (another model, instruction
+set or precision). Refresh the committed baselines after an intended change with::
 
     digitsum-bench gate --update
 """
@@ -40,7 +41,7 @@ import pandas as pd
 import torch
 from packaging.version import Version
 
-from .devices import cpu_model
+from .devices import cpu_arithmetic
 from .errors import BenchError
 from .leaderboard import current, load_records
 from .runner import RunOptions, run_one
@@ -98,9 +99,11 @@ def train_runs(recipes: list[str], seeds: list[int], results: Path, n_threads: i
                 run_one(name, seed, RunOptions("ci", "synth", results, "cpu", force=force, progress=False), seeds)
 
 
-def run_gate(baseline_path: Path, results: Path, update: bool = False, retrain: bool = True) -> tuple[bool, str]:
+def run_gate(baseline_path: Path, results: Path, update: bool = False, retrain: bool = True,
+             scored: Path | None = None) -> tuple[bool, str]:
     """Retrain the baseline's recipes (CPU, ci budget, 2 threads) into `results`, compare their accuracy
-    and training loss (`check_gate`), and score the committed baseline checkpoints again (`rescore`).
+    and training loss (`check_gate`), and score the committed baseline checkpoints again (`rescore`; with
+    `scored`, an earlier re-scoring's folder, its records are reused).
 
     With `update`, measure instead (`measure_baseline`) and write a new baseline file and checkpoints.
     """
@@ -114,7 +117,8 @@ def run_gate(baseline_path: Path, results: Path, update: bool = False, retrain: 
     seeds = sorted({s for r in baseline["recipes"].values() for s in r["seeds"]})
     if retrain and not update:
         train_runs(list(baseline["recipes"]), seeds, folder, THREADS[0])
-    return judge(baseline, folder, rescore(baseline, Path(baseline_path).parent / CHECKPOINTS, Path(results) / "rescored"))
+    checkpoints = Path(baseline_path).parent / CHECKPOINTS
+    return judge(baseline, folder, rescore(baseline, checkpoints, Path(results) / "rescored", scored))
 
 
 def judge(baseline: dict, folder: Path, rescored: tuple[bool, str]) -> tuple[bool, str]:
@@ -161,23 +165,28 @@ def _place_checkpoints(baseline: dict, checkpoints: Path, results: Path) -> None
             shutil.copyfile(src, dst)
 
 
-def rescore(baseline: dict, checkpoints: Path, results: Path) -> tuple[bool, str]:
+def rescore(baseline: dict, checkpoints: Path, results: Path, scored: Path | None = None) -> tuple[bool, str]:
     """Score each baseline run's committed checkpoint again, through the runner; (passed, a table).
 
     The checkpoint is placed where `run_one` resumes from, so `fit` trains nothing and the
     record is what this code scores for the baseline's own model. Its test exact must equal
-    the baseline's within RESCORE_TOLERANCE, up or down.
+    the baseline's within RESCORE_TOLERANCE, up or down. With `scored`, the folder of an earlier
+    re-scoring by the same code (the gate's tests share one between the gate and the sabotages that
+    change training only, which a finished checkpoint never reaches), its records are copied instead.
     """
     shutil.rmtree(results, ignore_errors=True)  # fresh records: a finished one would not be scored again
-    _place_checkpoints(baseline, checkpoints, results)
+    if scored is not None:
+        shutil.copytree(scored, results)
+    else:
+        _place_checkpoints(baseline, checkpoints, results)
+        with threads(THREADS[0]):
+            for name, ref in baseline["recipes"].items():
+                for seed in ref["seeds"]:
+                    run_one(name, seed, RunOptions(baseline["budget"], "synth", results, "cpu", progress=False))
+    runs = _ci_runs(load_records(results), baseline)
     rows, passed = [], True
     for name, ref in baseline["recipes"].items():
-        scores = []
-        for seed in ref["seeds"]:
-            with threads(THREADS[0]):
-                record = run_one(name, seed, RunOptions(baseline["budget"], "synth", results, "cpu", progress=False))
-            scores.append(record["metrics"]["test"]["exact"])
-        now = sum(scores) / len(scores)
+        now = float(runs[(runs["recipe"] == name) & runs["seed"].isin(ref["seeds"])]["test_exact"].mean())
         moved = _moved(now, ref)
         passed = passed and not moved
         rows.append(f"{name:<16} {ref['test_exact'] * 100:>16.2f} {now * 100:>11.2f}  "
@@ -242,8 +251,9 @@ def measure_baseline(recipes: list[str], results: Path, retrain: bool = True) ->
                              f"budget, below the {MIN_ACCURACY:.0%} a gate baseline needs")
     baseline["measurement"] = {
         "what": f"test exact of seeds {list(MEASURE_SEEDS)} trained with {' and '.join(map(str, THREADS))} CPU threads"
-                f" on {cpu_model()}, and (`gate --add-machine`) with {THREADS[0]} threads on other machines",
-        "machine": cpu_model(),
+                f" on {cpu_arithmetic()}, and (`gate --add-machine`) with {THREADS[0]} threads on other machines "
+                "(another CPU model, instruction set or precision)",
+        "machine": cpu_arithmetic(),
         "recipes": measured,
         "machines": {},
     }
@@ -252,16 +262,18 @@ def measure_baseline(recipes: list[str], results: Path, retrain: bool = True) ->
 
 def add_machine(baseline_path: Path, results: Path, retrain: bool = True) -> dict:
     """`gate --add-machine`: train MEASURE_SEEDS with THREADS[0] threads on this machine, add their numbers to
-    the baseline's measurement under this CPU's name, and widen the tolerances to cover them (`set_tolerances`).
-    Another CPU model computes bf16 with other kernels: its same-seed runs differ from the baseline machine's
-    more than two thread counts do, and CI may run on either."""
+    the baseline's measurement under this CPU's arithmetic (`devices.cpu_arithmetic`: model, instruction set,
+    precision), and widen the tolerances to cover them (`set_tolerances`). Another CPU model, one without
+    AVX-512 or one without bf16 (float32) computes with other kernels: its same-seed runs differ from the
+    baseline machine's more than two thread counts do, and CI may run on any of them. On the baseline machine,
+    `DIGITSUM_BF16=0` measures float32 and ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 an AVX2 CPU."""
     baseline = read_baseline(baseline_path)
     folder = Path(results) / "machine"
     recipes = list(baseline["recipes"])
     if retrain:
         train_runs(recipes, list(MEASURE_SEEDS), folder, THREADS[0], force=True)
     frame = load_records(folder)
-    baseline["measurement"].setdefault("machines", {})[cpu_model()] = {
+    baseline["measurement"].setdefault("machines", {})[cpu_arithmetic()] = {
         name: {"test_exact_by_seed": {str(s): v for s, v in _by_seed(frame, name, "test_exact").items()},
                "train_loss_by_seed": {str(s): v for s, v in _by_seed(frame, name, "train_loss").items()}}
         for name in recipes}

@@ -352,9 +352,54 @@ def _sabotage(records: pd.DataFrame, board: pd.DataFrame) -> str:
     return sabotage_table(json.loads(path.read_text(encoding="utf-8")))
 
 
+def gate_table(baseline: dict) -> str:
+    """The gate baseline's measurement (results/baselines/ci.json) as markdown: each seed's test exact and final
+    training loss per thread count and per other machine, and the tolerances they give."""
+    m = baseline["measurement"]
+    rows = []
+    for name, r in m["recipes"].items():
+        runs = [(f"{m.get('machine', 'the baseline machine')}, {n} threads", r["test_exact_by_threads_and_seed"][n],
+                 r["train_loss_by_threads_and_seed"][n]) for n in r["test_exact_by_threads_and_seed"]]
+        runs += [(f"{machine}, 2 threads", found[name]["test_exact_by_seed"], found[name]["train_loss_by_seed"])
+                 for machine, found in m.get("machines", {}).items() if name in found]
+        rows += [f"| `{name}` | {where} | " + " | ".join(f"{exact[s] * 100:.2f} ({loss[s]:.4f})" for s in exact) + " |"
+                 for where, exact, loss in runs]
+    seeds = next(iter(next(iter(m["recipes"].values()))["test_exact_by_threads_and_seed"].values()))
+    return "\n".join([f"Tolerance {baseline['tolerance'] * 100:.1f} points of test exact and {baseline['loss_tolerance']:.4f} "
+                      "of the final training loss, from these runs: test exact % (final training loss) by seed.", "",
+                      "| recipe | CPU (instruction set, precision), threads | " + " | ".join(f"seed {s}" for s in seeds)
+                      + " |", "|---|---|" + "---|" * len(seeds), *rows])
+
+
+def _gate(records: pd.DataFrame, board: pd.DataFrame) -> str:
+    """The gate's measured tolerances, from results/baselines/ci.json (written by `gate --update`/`--add-machine`)."""
+    return gate_table(json.loads((REPO_README.parent / "results" / "baselines" / "ci.json").read_text(encoding="utf-8")))
+
+
+def test_time_table(found: dict) -> str:
+    """test-time.json (written by `pytest --save-test-time`) as markdown: the suite's time per CPU and command."""
+    rows = ["| CPU (instruction set, precision) | threads | command | tests passed | time | slowest tests |",
+            "|---|---|---|---|---|---|"]
+    for run in found["runs"].values():
+        slowest = "; ".join(f"{t['test'].split('::', 1)[-1]} {t['seconds']:.0f} s" for t in run["slowest"][:3])
+        rows.append(f"| {run['cpu']} | {run['threads']} | `{run['command']}` | {run['passed']} | "
+                    f"{run['seconds'] / 60:.1f} min | {slowest} |")
+    if not found["runs"]:
+        rows.append("| not measured yet: `pytest --save-test-time` on a quiet machine | | | | | |")
+    return "\n".join(rows)
+
+
+def _test_time(records: pd.DataFrame, board: pd.DataFrame) -> str:
+    """How long the test suite took, from results/baselines/test-time.json."""
+    path = REPO_README.parent / "results" / "baselines" / TEST_TIME
+    return test_time_table(json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"runs": {}})
+
+
 # The README's generated sections: `<!-- report:NAME -->` ... `<!-- /report:NAME -->` hold
 # README_SECTIONS[NAME](records, board). A new section is one function and one entry here.
-README_SECTIONS = {"answer": _answer, "sabotage": _sabotage, "quick": _quick_table, "ours-quick": _ours_quick, "ours-full": _ours_full}
+README_SECTIONS = {"answer": _answer, "gate": _gate, "sabotage": _sabotage, "test-time": _test_time, "quick": _quick_table,
+                   "ours-quick": _ours_quick, "ours-full": _ours_full}
+TEST_TIME = "test-time.json"  # in results/baselines: what `pytest --save-test-time` measured
 
 
 def readme_text(text: str, records: pd.DataFrame, board: pd.DataFrame) -> str:

@@ -1,7 +1,9 @@
 """The gate's own test: four subtle sabotages of training and scoring, each of which must fail the gate.
 
 A sabotage patches the code the gate runs while the gate runs. Two change training (the learning
-rate, the augmentation), so the gate retrains under them. Two change only what is scored (the test
+rate, the augmentation), so the gate retrains under them; the committed checkpoint's re-scoring, which
+trains nothing and so never reaches what they change, may be shared with the unsabotaged gate's
+(`run_sabotage`'s `scored`). Two change only what is scored (the test
 images, the EMA weights): the committed baseline checkpoint then stands for the retrained model (the
 model an unsabotaged retraining gives, up to float noise), and scoring it once under the sabotage
 (`gate.rescore`) gives both the retrained runs' records and the re-scored ones: seconds instead of
@@ -89,13 +91,17 @@ SABOTAGES = {s.name: s for s in (
 )}  # fmt: skip
 
 
-def run_sabotage(sabotage: Sabotage, baseline_path: Path, results: Path) -> tuple[bool, str, dict]:
-    """The gate under `sabotage`, into a fresh `results`: (passed, its table, `gate.outcome`)."""
+def run_sabotage(sabotage: Sabotage, baseline_path: Path, results: Path,
+                 scored: Path | None = None) -> tuple[bool, str, dict]:
+    """The gate under `sabotage`, into a fresh `results`: (passed, its table, `gate.outcome`).
+
+    A sabotage of training alone may take its re-scored checkpoints from `scored` (an unsabotaged
+    `gate.rescore`'s folder): scoring a finished checkpoint never reaches the code it changes."""
     results, baseline = Path(results), read_baseline(baseline_path)
     shutil.rmtree(results, ignore_errors=True)  # a finished record would not be run again
     with sabotage.patch():
         if sabotage.retrains:
-            ok, table = run_gate(baseline_path, results)
+            ok, table = run_gate(baseline_path, results, scored=scored)
         else:
             rescored = rescore(baseline, Path(baseline_path).parent / CHECKPOINTS, results / "rescored")
             shutil.copytree(results / "rescored", results / RETRAINED)

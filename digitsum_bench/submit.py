@@ -43,11 +43,12 @@ from . import data as datamod
 from . import metrics
 from .errors import BenchError
 from .store import atomic_write, read_capped
+from .train import EVAL_BATCH
 
 META_FILE = "digitsum.json"  # the metadata file inside an exported model's archive
 META_FORMAT = "digitsum-bench model 1"
 PROB_COLUMNS = tuple(f"p{s}" for s in range(metrics.N_SUMS))
-BATCH = 512  # the batch `train.predict` uses: the same batches give the same floating-point sums
+BATCH = EVAL_BATCH["cpu"]  # the batch `train.predict` uses on a CPU: the same batches give the same floating-point sums
 CSV_HEADER_BYTES, CSV_ROW_BYTES = 4096, 2048  # a predictions CSV's size limit: 37 probabilities fit a row
 NUMBER = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")  # no 1_0, nan, inf, 0x1p3
 MAX_MODEL_BYTES = 2**31  # an ONNX file is read whole (protobuf's own limit); larger is refused first

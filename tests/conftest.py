@@ -23,6 +23,56 @@ if os.environ.get("DIGITSUM_RECIPES_FROM"):
 def pytest_addoption(parser):
     parser.addoption("--save-sabotage", action="store_true",
                      help="write what tests/test_gate.py's gate runs measured to results/baselines/sabotage.json")
+    parser.addoption("--save-test-time", action="store_true",
+                     help="when every test passed, write the run's time on this CPU to results/baselines/test-time.json")
+
+
+# `pytest --save-test-time`: the suite's wall time and slowest tests on this CPU, a README section (`report`).
+_TIMES: dict[str, float] = {}  # test id -> setup + call + teardown seconds
+_PASSED: set[str] = set()
+
+
+def pytest_sessionstart(session):
+    import time
+
+    import torch
+
+    session.config.stash["started"] = (time.monotonic(), torch.get_num_threads())
+
+
+def pytest_runtest_logreport(report):
+    _TIMES[report.nodeid] = _TIMES.get(report.nodeid, 0.0) + report.duration
+    if report.when == "call" and report.passed:
+        _PASSED.add(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import datetime as dt
+    import json
+    import time
+    from pathlib import Path
+
+    if not session.config.getoption("--save-test-time"):
+        return
+    if exitstatus != 0:
+        print(f"\n--save-test-time: not saved, pytest exited {exitstatus}")
+        return
+    from digitsum_bench.devices import cpu_arithmetic
+    from digitsum_bench.report import TEST_TIME
+    from digitsum_bench.store import write_json_atomic
+
+    started, threads = session.config.stash["started"]
+    args = [a for a in session.config.invocation_params.args if not a.startswith(("--save-", "--durations"))]
+    command = " ".join(["pytest", *(f'"{a}"' if " " in a else a for a in args)])
+    path = Path(__file__).resolve().parent.parent / "results" / "baselines" / TEST_TIME
+    found = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    found["what"] = "the test suite's wall time per CPU and command: `pytest --save-test-time` (README: `report`)"
+    slowest = sorted(_TIMES.items(), key=lambda kv: -kv[1])[:10]
+    found["runs"][f"{cpu_arithmetic()}, {threads} threads: {command}"] = {
+        "cpu": cpu_arithmetic(), "threads": threads, "command": command, "passed": len(_PASSED),
+        "seconds": round(time.monotonic() - started, 1), "date": dt.date.today().isoformat(),
+        "slowest": [{"test": name, "seconds": round(sec, 1)} for name, sec in slowest]}
+    write_json_atomic(path, found)
 
 
 class TinyNet(nn.Module):

@@ -24,10 +24,13 @@ def test_quick_budget_keeps_all_data_and_caps_epochs():
     assert stage1.epochs == 2  # a pre-training stage is capped too
 
 
-def test_ci_budget_is_one_epoch_of_all_training_images():
-    ci = budgets.apply_budget(get_recipe("ours_digitsum"), "ci")
-    assert (ci.epochs, ci.train_size, ci.val_size) == (1, 24_000, 2_000)
+def test_ci_budget_is_one_epoch_of_all_training_images_with_fewer_labelled_images_a_step():
+    own, ci = get_recipe("ours_digitsum"), budgets.apply_budget(get_recipe("ours_digitsum"), "ci")
+    assert (ci.epochs, ci.train_size, ci.val_size, ci.members) == (1, 24_000, 2_000, 1)
+    assert (own.aux_batch, ci.aux_batch, ci.aux_size, ci.batch_size) == (48, 16, own.aux_size, own.batch_size)
+    assert budgets.apply_budget(own, "quick").aux_batch == 48  # only the gate's budget caps it
     assert budgets.BUDGETS["ci"].test_size == 10_000
+    assert "at most 16 labelled synthetic images a step" in budgets.budget_cap("ci")
 
 
 def test_slow_recipes_are_left_out_on_a_cpu_and_listed(variant, tmp_path, monkeypatch, capsys):

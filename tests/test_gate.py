@@ -1,10 +1,11 @@
 """The CI accuracy gate: it passes on the committed baselines, and subtle sabotage makes it fail.
 
-The gate's run is trained once per session (`gate_run`, about 2 minutes on 2 cores). Two
-sabotages need training of their own (augmentation off, learning rate / 10); the other two
-only change what is scored, so the gate starts them from the committed baseline checkpoint (`fit`
-resumes after its last epoch and trains nothing; `digitsum_bench.sabotage`). Every gate run also
-scores the committed baseline checkpoint again (`gate.rescore`). The three tests that train are
+The gate's run is trained once per session (`gate_run`). Two sabotages need training of their own
+(augmentation off, learning rate / 10); the other two only change what is scored, so the gate starts
+them from the committed baseline checkpoint (`fit` resumes after its last epoch and trains nothing;
+`digitsum_bench.sabotage`). Every gate run also scores the committed baseline checkpoint again
+(`gate.rescore`): once for the gate and the two training sabotages (`scored`), which cannot change
+what a finished checkpoint scores, and once under each scoring sabotage. The three tests that train are
 marked `slow` (`pytest -m "not slow"` leaves them out). The comparison itself (`gate.check_gate`,
 `gate.make_baseline`) is tested on fake records, with no training.
 """
@@ -43,10 +44,19 @@ def remember(measured: dict, numbers: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def gate_run(tmp_path_factory):
+def scored(tmp_path_factory):
+    """The committed baseline checkpoints re-scored once (`gate.rescore`), shared by the gate and the sabotages
+    that change training only: the folder of its records."""
+    folder = tmp_path_factory.mktemp("rescored") / "rescored"
+    gate.rescore(gate.read_baseline(BASELINE), BASELINE.parent / gate.CHECKPOINTS, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gate_run(tmp_path_factory, scored):
     """The gate retrained once on the committed baseline: (results folder, passed, table)."""
     results = tmp_path_factory.mktemp("gate")
-    ok, table = gate.run_gate(BASELINE, results)
+    ok, table = gate.run_gate(BASELINE, results, scored=scored)
     return results, ok, table
 
 
@@ -63,10 +73,11 @@ def test_gate_passes_on_committed_baseline(gate_run, measured):
 
 @pytest.mark.parametrize("name", [pytest.param(s.name, marks=pytest.mark.slow if s.retrains else ())
                                   for s in sabotage.SABOTAGES.values()])
-def test_gate_fails_under_each_sabotage(name, tmp_path, measured):
+def test_gate_fails_under_each_sabotage(name, tmp_path, measured, request):
     """Each sabotage fails the gate, on the checks it names (what each scored: sabotage.json)."""
     s = sabotage.SABOTAGES[name]
-    ok, table, found = sabotage.run_sabotage(s, BASELINE, tmp_path)
+    shared = request.getfixturevalue("scored") if s.retrains else None  # scoring sabotages score for themselves
+    ok, table, found = sabotage.run_sabotage(s, BASELINE, tmp_path, scored=shared)
     print(table)  # with -s: what the sabotage scored
     assert not ok, table
     assert "gate FAILED" in table
@@ -77,15 +88,19 @@ def test_gate_fails_under_each_sabotage(name, tmp_path, measured):
 
 
 def test_committed_sabotage_results_show_each_sabotage_caught():
-    """results/baselines/sabotage.json: on each device it was measured on, every sabotage it holds was caught."""
+    """results/baselines/sabotage.json: measured in float32 and in bf16, the clean gate passed and every one of the
+    four sabotages was caught, by the checks it names, against the committed baseline."""
     found = json.loads((BASELINE.parent / sabotage.FILE).read_text())
+    assert {"bf16" in device for device in found["devices"]} == {True, False}
+    baseline = gate.read_baseline(BASELINE)["recipes"]
     for entry in found["devices"].values():
-        assert set(entry["sabotages"]) <= set(sabotage.SABOTAGES)
-        assert set(entry["baseline"]) == set(gate.read_baseline(BASELINE)["recipes"])
+        assert set(entry["sabotages"]) == set(sabotage.SABOTAGES)
+        assert entry["baseline"] == {name: {k: ref[k] for k in ("test_exact", "train_loss")} for name, ref in baseline.items()}
         for name, s in entry["sabotages"].items():
             for now in s["recipes"].values():
                 assert set(sabotage.SABOTAGES[name].caught_by) <= set(now["failed"]), name
-        assert all(not now["failed"] for now in entry.get("clean", {}).values())
+        assert set(entry["clean"]) == set(baseline)
+        assert all(not now["failed"] for now in entry["clean"].values())
 
 
 def test_sabotage_table_bolds_what_failed():
@@ -227,3 +242,17 @@ def test_make_baseline_round_trip(ci_records):
     assert gate.check_gate(ci_records, json.loads(json.dumps(made)))[0]
     with pytest.raises(BenchError, match=f"recipe {B} has no ci record"):
         gate.make_baseline(ci_records, [A, B], 0.03)
+
+
+def test_gate_table_shows_every_measured_run_and_the_tolerances():
+    measurement = {"machine": "EPYC, AVX512, bf16", "recipes": {"r": {
+        "test_exact_by_threads_and_seed": {"2": {"0": 0.90, "1": 0.88}, "1": {"0": 0.89, "1": 0.88}},
+        "train_loss_by_threads_and_seed": {"2": {"0": 2.00, "1": 2.10}, "1": {"0": 2.01, "1": 2.10}}}},
+        "machines": {"EPYC, AVX2, float32": {"r": {"test_exact_by_seed": {"0": 0.93, "1": 0.87},
+                                                     "train_loss_by_seed": {"0": 2.04, "1": 2.12}}}}}
+    table = report.gate_table(gate.set_tolerances({"measurement": measurement}))
+    # exact deltas 0.01, 0, 0.03, 0.01: rms 0.0166, x3 = 0.0497 -> 5.0 points; loss deltas 0.01, 0, 0.04, 0.02: x3 = 0.0687
+    assert table.startswith("Tolerance 5.0 points of test exact and 0.0688 of the final training loss")
+    assert "| `r` | EPYC, AVX512, bf16, 1 threads | 89.00 (2.0100) | 88.00 (2.1000) |" in table
+    assert "| `r` | EPYC, AVX2, float32, 2 threads | 93.00 (2.0400) | 87.00 (2.1200) |" in table
+    assert table.count("| `r` |") == 3

@@ -138,10 +138,17 @@ def test_committed_readme_tables_are_what_report_writes():
     notes = read_estimates(readme.parent / "results")  # the CPU's estimate notes, as report reads them
     assert report.readme_text(text, records, leaderboard(records, report.registry_facts(), notes)) == text
     for name in report.README_SECTIONS:
-        assert re.search(f"<!-- report:{name} -->\n(On .*:\n\n)?\\|", text), name  # every section is in the README, and filled
+        assert re.search(f"<!-- report:{name} -->\n([^|\n].*\n\n)?\\|", text), name  # in the README, filled: a table
 
 
 def test_readme_marker_of_no_section_is_a_one_line_error():
     records = pd.DataFrame()
     with pytest.raises(report.BenchError, match="report:nope: no such section"):
         report.readme_text("<!-- report:nope -->\nold\n<!-- /report:nope -->\n", records, records)
+
+
+def test_test_time_table_shows_each_cpu_and_command():
+    run = {"cpu": "EPYC, AVX512, float32", "threads": 2, "command": "pytest", "passed": 412, "seconds": 690.0,
+           "slowest": [{"test": "tests/test_gate.py::test_a", "seconds": 120.4}, {"test": "tests/x.py::b", "seconds": 9.6}]}
+    table = report.test_time_table({"runs": {"k": run}})
+    assert "| EPYC, AVX512, float32 | 2 | `pytest` | 412 | 11.5 min | test_a 120 s; b 10 s |" in table

@@ -161,6 +161,7 @@ def test_evaluate_checkpoint_on_npz(tiny_recipe, tmp_path):
 @pytest.mark.parametrize("native", [True, False])
 def test_cpu_precision_follows_the_hardware_and_is_recorded(native, monkeypatch):
     """bf16 autocast on a CPU only where it computes bf16 natively; the record's device says which."""
+    monkeypatch.delenv(devices.BF16_ENV, raising=False)  # the suite itself may run with DIGITSUM_BF16=0
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
     cpu = torch.device("cpu")
     conv = torch.nn.Conv2d(1, 2, 3)
@@ -178,8 +179,10 @@ def test_digitsum_bf16_0_forces_float32_on_a_bf16_cpu(monkeypatch):
     with devices.autocast(cpu):
         assert torch.nn.Conv2d(1, 2, 3)(torch.zeros(1, 1, 5, 5)).dtype == torch.float32
     assert "bf16" not in runner.provenance(cpu)["device"]
+    assert devices.cpu_arithmetic().endswith(", float32")  # what the gate's measurement calls this machine
     monkeypatch.setenv(devices.BF16_ENV, "1")
     assert devices.uses_bf16(cpu)
+    assert devices.cpu_arithmetic().endswith(", bf16")
     monkeypatch.setenv(devices.BF16_ENV, "off")
     with pytest.raises(BenchError, match=r"DIGITSUM_BF16='off': use 0 \(float32\) or 1"):
         devices.uses_bf16(cpu)
