@@ -248,6 +248,7 @@ def write_report(results: Path, out: Path | None = None, readme: Path | None = N
 # ----------------------------------------------------------------------------------------
 
 REPO_README = Path(__file__).resolve().parent.parent / "README.md"
+BASELINES = REPO_README.parent / "results" / "baselines"  # the gate's files that README sections render
 
 
 def _seed_list(seeds) -> str:
@@ -348,8 +349,7 @@ def _device_table(device: str, entry: dict) -> str:
 
 def _sabotage(records: pd.DataFrame, board: pd.DataFrame) -> str:
     """The gate's sabotage tables, from results/baselines/sabotage.json (written by the gate's tests)."""
-    path = REPO_README.parent / "results" / "baselines" / "sabotage.json"
-    return sabotage_table(json.loads(path.read_text(encoding="utf-8")))
+    return sabotage_table(json.loads((BASELINES / "sabotage.json").read_text(encoding="utf-8")))
 
 
 def gate_table(baseline: dict) -> str:
@@ -373,7 +373,7 @@ def gate_table(baseline: dict) -> str:
 
 def _gate(records: pd.DataFrame, board: pd.DataFrame) -> str:
     """The gate's measured tolerances, from results/baselines/ci.json (written by `gate --update`/`--add-machine`)."""
-    return gate_table(json.loads((REPO_README.parent / "results" / "baselines" / "ci.json").read_text(encoding="utf-8")))
+    return gate_table(json.loads((BASELINES / "ci.json").read_text(encoding="utf-8")))
 
 
 def test_time_table(found: dict) -> str:
@@ -391,7 +391,7 @@ def test_time_table(found: dict) -> str:
 
 def _test_time(records: pd.DataFrame, board: pd.DataFrame) -> str:
     """How long the test suite took, from results/baselines/test-time.json."""
-    path = REPO_README.parent / "results" / "baselines" / TEST_TIME
+    path = BASELINES / TEST_TIME
     return test_time_table(json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"runs": {}})
 
 
