@@ -88,9 +88,22 @@ def _flatten(raw: dict) -> dict:
     row.update({f"version_{lib}": v for lib, v in raw["versions"].items()})
     row["members"] = raw.get("members")  # an ensemble's members alone (runner.fit_members); absent otherwise
     row["wall_seconds"] = (row["finished"] - _utc(raw["started"])).total_seconds()  # the run, start to record
+    row["steady_seconds"] = steady_seconds(raw, row["train_seconds"])
+    row["pretrain_epochs_timed"] = len(raw["pretrain"]["history"]) if "pretrain" in raw else 0
     for split in SPLITS:
         row.update(_flatten_split(raw["metrics"], split))
     return row
+
+
+def steady_seconds(raw: dict, seconds: float) -> float:
+    """A record's training `seconds` with every epoch counted at the run's median epoch time: what the training
+    takes on its device, whatever paused or shared the machine for a few epochs (`train_seconds` keeps the wall
+    time). Epochs of a pre-training stage count where the record has them (`pretrain`)."""
+    epochs = [e.get("seconds") for e in raw["history"] + raw.get("pretrain", {}).get("history", [])]
+    epochs = [float(t) for t in epochs if isinstance(t, (int, float)) and t > 0]
+    if not epochs or math.isnan(seconds):
+        return seconds
+    return seconds * float(np.median(epochs)) / float(np.mean(epochs))
 
 
 def _flatten_split(metrics: dict, split: str) -> dict:
@@ -181,7 +194,8 @@ def _summarise(runs: pd.DataFrame, facts: dict | None) -> dict:
             row[f"{split}_{metric}_mean"] = runs[f"{split}_{metric}"].mean()
             row[f"{split}_{metric}_std"] = runs[f"{split}_{metric}"].std()  # ddof=1; NaN for one seed
     row.update({k: runs[k].mean() for k in NUMBERS})
-    row["train_time"] = "; ".join(f"{duration(group['train_seconds'].mean())}"
+    row["steady_seconds"] = runs["steady_seconds"].mean()
+    row["train_time"] = "; ".join(f"{duration(group['steady_seconds'].mean())}"
                                   + (f" ({device})" if runs["device"].nunique() > 1 else "")
                                   for device, group in runs.groupby("device"))  # fmt: skip
     row["epochs"] = int(runs["epochs_run"].max())
@@ -268,9 +282,10 @@ def _not_run_rows(board: pd.DataFrame, records: pd.DataFrame, registry: dict[str
 
 def not_run_text(records: pd.DataFrame, name: str, facts: dict, devices: list[str], notes: list[dict] = ()) -> str:
     """'not run: about 12 min a seed on NVIDIA H200 / about 3.1 h on cpu (...)': per device, the training
-    time per epoch measured in this recipe's records there (any budget but smoke), times its own epochs
-    (a pre-training stage's epochs counted at the same cost: records time the final stage only) and members; else a CPU run's note of its full-budget estimate (a few timed training steps); the
-    devices with neither are named as not measured."""
+    time per epoch measured in this recipe's records there (any budget but smoke; `steady_seconds` over the
+    epochs timed, a pre-training stage's among them where the record has it), times its own epochs (a
+    pre-training stage's counted at the same cost) and members; else a CPU run's note of its full-budget
+    estimate (a few timed training steps); the devices with neither are named as not measured."""
     runs = records[(records["recipe"] == name) & (records["budget"] != "smoke")]
     noted = {n.get("device", "a CPU"): float(n["estimated_seconds"]) for n in notes}
     parts, unmeasured = [], []
@@ -278,7 +293,8 @@ def not_run_text(records: pd.DataFrame, name: str, facts: dict, devices: list[st
     for device in sorted(set(devices) | set(noted)):
         there = runs[runs["device"] == device]
         if not there.empty:
-            per_epoch = there["train_seconds"] / (there["epochs_run"] * there["config"].map(lambda c: c.get("members", 1)))
+            timed = (there["epochs_run"] + there["pretrain_epochs_timed"]) * there["config"].map(lambda c: c.get("members", 1))
+            per_epoch = there["steady_seconds"] / timed
             parts.append(f"about {duration(per_epoch.mean() * epochs * facts['members'])} a seed on {device}")
         elif device in noted:
             parts.append(f"about {duration(noted[device])} a seed on {device} (from a few timed steps)")

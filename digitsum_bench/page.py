@@ -121,7 +121,7 @@ LAST_COLUMNS = [
     ("GFLOPs", "num", "forward GFLOPs per image"),
     ("params (M)", "num", "parameters, millions"),
     ("device", "text", "where the seeds trained"),
-    ("train time", "num", "seconds per run, mean over seeds (per device where several)"),
+    ("train time", "num", "training time per seed, every epoch at the run's median epoch time (a paused or shared machine does not inflate it); mean over seeds, per device where several"),
     ("seeds done/asked", "num", "finished seeds of the seeds asked for"),
     ("pretrained", "text", "imagenet: ImageNet weights loaded; unavailable: asked for but not found"),
 ]
@@ -172,7 +172,7 @@ def _row(gid: str, rank: int, row: pd.Series, best: pd.Series, metrics: list[tup
         _cell(row["gflops"], fmt(row["gflops"], ".3g")),
         _cell(row["params_m"], fmt(row["params_m"], ".3g")),
         _cell(row["device"], row["device"]),
-        _cell(row["train_seconds"], row["train_time"]),
+        _cell(row["steady_seconds"], row["train_time"]),
         _cell(row["n_seeds"] / max(row["seeds_requested"], 1),
               ("0" if row["not_run"] else f"{row['n_seeds']}/{row['seeds_requested']}")
               + ("" if row["complete"] or row["not_run"] else ' <span class="warn">incomplete</span>'), raw=True),

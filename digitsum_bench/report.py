@@ -64,6 +64,9 @@ dataset of the table. Only rows that trained their report's own budget (`epochs`
 members and data uncut) stand beside claims: a table of a capped budget shows none.
 *to 50% / to 90%*: epochs and training time until validation exact first reached 50% / 90%
 (mean over the seeds that reached it), from each run's per-epoch history; `never` if none did.
+*train time*: a seed's training (a pre-training stage's too, where its record has it), every
+epoch counted at the run's median epoch time, so that a machine paused or shared for a few
+epochs does not inflate it (the records keep the wall time, `train_seconds`); mean over seeds.
 *not run*: a recipe of the registry with no run in a `full` table, with its time per seed
 estimated on each device from the training time per epoch measured in its own records there
 (any budget but smoke), times its own epochs and members, or else from a CPU run's note of its

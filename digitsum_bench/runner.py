@@ -85,31 +85,42 @@ def load_aux(recipe: Recipe, device: torch.device) -> DeviceData | None:
 
 
 def build_model(recipe: Recipe, seed: int, device: torch.device, ckpt_dir: Path, weights: str | None,
-                progress: bool) -> tuple[nn.Module, str]:
-    """The recipe's model, seeded, after its pre-training stage where it has one (report 004)."""
+                progress: bool) -> tuple[nn.Module, str, dict | None]:
+    """The recipe's model, seeded, after its pre-training stage where it has one (report 004); its weight
+    status; and that stage's seconds and history (`_stage1`), None without one."""
     torch.manual_seed(seed)
     model, status = recipe.create_model(weights)
+    stage = None
     if recipe.pretrain is not None:
-        model.features.load_state_dict(_stage1(recipe.pretrain, seed, device, ckpt_dir, weights, progress).features.state_dict())
-    return model.to(device, memory_format=memory_format()), status
+        stage1, stage = _stage1(recipe.pretrain, seed, device, ckpt_dir, weights, progress)
+        model.features.load_state_dict(stage1.features.state_dict())
+    return model.to(device, memory_format=memory_format()), status, stage
 
 
 def _stage1(stage: Recipe, seed: int, device: torch.device, ckpt_dir: Path, weights: str | None,
-            progress: bool) -> nn.Module:
-    """A pre-training stage's trained model: from `stage1.pt` where an earlier attempt saved it, else
-    fitted on the stage's own data (`data.pretrain_splits`) and saved there."""
+            progress: bool) -> tuple[nn.Module, dict | None]:
+    """A pre-training stage's trained model, from `stage1.pt` where an earlier attempt saved it, else
+    fitted on the stage's own data (`data.pretrain_splits`) and saved there; and its training seconds and
+    per-epoch history for the record (from the stage's own last.pt for a stage1.pt saved without them; None
+    when neither has them)."""
     stage1_file = ckpt_dir / "stage1.pt"
     model = stage.create_model(weights)[0].to(device, memory_format=memory_format())
     if stage1_file.exists():
-        model.load_state_dict(load_pt(stage1_file, device)["model"])
-        return model
+        saved = load_pt(stage1_file, device)
+        model.load_state_dict(saved["model"])
+        last = ckpt_dir / "stage1" / "last.pt"
+        if "summary" not in saved and last.exists():
+            state = load_pt(last, device)["state"]
+            return model, {"train_seconds": state["train_seconds"], "history": state["history"]}
+        return model, saved.get("summary")
     if stage.data_seed is None:
         raise BenchError(f"recipe {stage.name}: a pre-training stage needs its own data_seed")
     splits = datamod.pretrain_splits(stage.train_size, stage.val_size, stage.data_seed)
     train, val = device_splits(stage, splits, device)
-    model, _ = fit(stage, model, train, val, seed, device, ckpt_dir / "stage1", progress, make_engine=graphs.graph_step)
-    save_atomic({"recipe": stage.name, "model": model.state_dict()}, stage1_file)
-    return model
+    model, fitted = fit(stage, model, train, val, seed, device, ckpt_dir / "stage1", progress, make_engine=graphs.graph_step)
+    summary = {"train_seconds": fitted["train_seconds"], "history": fitted["history"]}
+    save_atomic({"recipe": stage.name, "model": model.state_dict(), "summary": summary}, stage1_file)
+    return model, summary
 
 
 def fit_members(recipe: Recipe, train: DeviceData, val: DeviceData, test: DeviceData | None, seed: int,
@@ -129,8 +140,11 @@ def fit_members(recipe: Recipe, train: DeviceData, val: DeviceData, test: Device
         d = ckpt_dir if k == 0 else ckpt_dir / f"member{k}"
         if len(seeds) > 1 and progress:
             tqdm.write(f"{recipe.name} seed {seed}: member {k + 1} of {len(seeds)} (training seed {s})")
-        model, status = build_model(recipe, s, device, d, weights, progress)
-        fitted.append(fit(recipe, model, train, val, s, device, d, progress, aux, graphs.graph_step))
+        model, status, stage = build_model(recipe, s, device, d, weights, progress)
+        model, summary = fit(recipe, model, train, val, s, device, d, progress, aux, graphs.graph_step)
+        if stage is not None:  # the record's seconds are the whole training: the pre-training stage's too
+            summary = {**summary, "train_seconds": summary["train_seconds"] + stage["train_seconds"], "pretrain": stage}
+        fitted.append((model, summary))
     if len(fitted) == 1:
         return fitted[0][0], status, fitted[0][1]
     members = []
@@ -255,6 +269,7 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, optio
         "claimed": [asdict(c) for c in recipe.claimed],
         "metrics": scores, "history": summary["history"],
         **({"members": summary["members"]} if "members" in summary else {}),
+        **({"pretrain": summary["pretrain"]} if "pretrain" in summary else {}),  # optional: a pre-training stage
     }
     write_json_atomic(key.record_path(results), record)
     return record

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from digitsum_bench.budgets import apply_budget
 from digitsum_bench.cli import main
-from digitsum_bench.recipes import list_recipes
+from digitsum_bench.recipes import get_recipe, list_recipes
 
 # r003_resnet18_scratch: its claim is words without a number, which the report must carry through
 SMALL = ["r003_convnet4", "r002_attention_cnn", "r004_multilabel_transfer", "r003_resnet18_scratch"]
@@ -24,6 +26,19 @@ def test_run_smoke_subset_writes_records_and_leaderboard(tmp_path, capsys):
     assert (tmp_path / "leaderboard.csv").exists() and (tmp_path / "leaderboard.md").exists()
     # 004's two stages both ran: its stage-1 model is kept beside the checkpoints
     assert list(tmp_path.glob("checkpoints/smoke/*/r004_multilabel_transfer/seed0/stage1.pt"))
+    # ... and its record times both: the stage's epochs and seconds are in it and in its train_seconds
+    r004 = next(tmp_path.glob("records/smoke/*/r004_multilabel_transfer/seed0.json"))
+    stage = json.loads(r004.read_text())["pretrain"]
+    stage_epochs = apply_budget(get_recipe("r004_multilabel_transfer"), "smoke").pretrain.epochs
+    assert [e["epoch"] for e in stage["history"]] == list(range(1, stage_epochs + 1))
+    assert json.loads(r004.read_text())["train_seconds"] > stage["train_seconds"] > 0
+    # a stage1.pt saved before it kept its times: the record takes them from the stage's own last.pt
+    stage1 = next(tmp_path.glob("checkpoints/smoke/*/r004_multilabel_transfer/seed0/stage1.pt"))
+    torch.save({k: v for k, v in torch.load(stage1).items() if k != "summary"}, stage1)
+    r004.unlink()
+    assert main(["run", "--recipe", "r004_multilabel_transfer", "--budget", "smoke", "--device", "cpu",
+                 "--results", str(tmp_path), "--no-report"]) == 0
+    assert json.loads(r004.read_text())["pretrain"] == stage
 
     # a second run finds everything done
     assert main(["run", "--recipe", *SMALL, "--budget", "smoke", "--device", "cpu", "--results", str(tmp_path),
