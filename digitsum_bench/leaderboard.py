@@ -391,8 +391,24 @@ def measured_cell(row: pd.Series, metric: str, split: str | None = None) -> str:
 def exact_cell(row: pd.Series, split: str | None = None) -> str:
     """'32.0 ± 5.0': mean exact accuracy ± the half-width of its 95% t-interval over seeds."""
     mean, std, n = score(row, split)
-    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n >= 2 else math.nan
-    return f"{fmt(mean * 100, '.1f')} ± {fmt(half * 100, '.1f', 'n/a')}"
+    return f"{fmt(mean * 100, '.1f')} ± {fmt(half_width(std, n) * 100, '.1f', 'n/a')}"
+
+
+def half_width(std: float, n: int) -> float:
+    """The half-width of the 95% t-interval of a mean over `n` seeds with standard deviation `std` (NaN for one)."""
+    return stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n >= 2 else math.nan
+
+
+def verdict(row: pd.Series, claim: dict) -> str:
+    """Where a claimed number stands against the row's seeds, on the claim's metric and split: inside the
+    95% t-interval of their mean, or the mean lower or higher than the claim with the claim outside it."""
+    mean = row[f"{claim['split']}_{claim['metric']}_mean"]
+    half = half_width(row[f"{claim['split']}_{claim['metric']}_std"], int(row["n_seeds"]))
+    if math.isnan(half):
+        return "one seed: no interval yet"
+    if abs(mean - claim["value"]) <= half:
+        return "the claim is inside the 95% CI"
+    return f"measured {'lower' if mean < claim['value'] else 'higher'}: the claim is outside the 95% CI"
 
 
 def epochs_cell(row: pd.Series) -> str:

@@ -35,6 +35,7 @@ from .leaderboard import (
     metric_columns,
     metric_header,
     time_to_cell,
+    verdict,
     vs_best,
 )
 from .page import render_page
@@ -310,11 +311,12 @@ def _answer(records: pd.DataFrame, board: pd.DataFrame) -> str:
     or what the recipe would cost where it has no run at its own budget."""
     full = board[(board["budget"] == "full") & (board["report"] != "ours")
                  & board["dataset_id"].str.startswith("synth")].sort_values("recipe")  # fmt: skip
-    lines = ["| recipe | each claim: claimed → measured here | seeds done | device |", "|---|---|---|---|"]
+    lines = ["| recipe | each claim: claimed → measured here (the claim against the seeds' 95% CI) | seeds done | device |",
+             "|---|---|---|---|"]  # fmt: skip
     for _, r in full.iterrows():
         pairs = [f"{c['split']} {CLAIM_NAMES[c['metric']]}: {claim_number(c)} → "
                  + ("—" if r["not_run"] else measured_cell(r, c["metric"], c["split"]).replace(" ± n/a", "")
-                    + ("%" if c["metric"] in PERCENT else ""))
+                    + ("%" if c["metric"] in PERCENT else "") + f" ({verdict(r, c)})")
                  for c in r["claims"] if c["value"] is not None]  # fmt: skip
         if r["not_run"]:
             pairs.append(r["not_run"])

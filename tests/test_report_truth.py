@@ -66,6 +66,22 @@ def test_readme_answer_sets_each_claim_beside_the_own_budget_number_of_its_split
     assert "| `r002_resnet50` | val exact: 94.92% → —;" in answer and "not run:" in answer
 
 
+def test_readme_answer_says_where_each_claim_stands_against_the_seeds(tmp_path):
+    """Each claim against the 95% t-interval of the seeds' mean: inside it, outside it (the mean lower or
+    higher), or no interval with one seed."""
+    for seed, val in enumerate((0.25, 0.30, 0.35)):  # val exact 30.0 ± 12.4%; val MAE (1 - exact) 0.70 ± 0.12
+        write_record(tmp_path, make_record(A, seed, val=val, claimed=_claims(A), epochs_run=50,
+                                           config={"name": A, "epochs": 50, "train_size": 24_000, "members": 1}))
+    write_record(tmp_path, make_record("r003_convnet4", 0, test=0.05, claimed=_claims("r003_convnet4"), epochs_run=50,
+                                       config={"name": "r003_convnet4", "epochs": 50, "members": 1}))  # fmt: skip
+    records = load_records(tmp_path)
+    answer = report.README_SECTIONS["answer"](records, leaderboard(records, report.registry_facts()))
+    row = next(line for line in answer.splitlines() if line.startswith(f"| `{A}` |"))
+    assert "val exact: 30.13% → 30.0 ± 12.4% (the claim is inside the 95% CI)" in row
+    assert "val MAE: 1.12 → 0.700 (measured lower: the claim is outside the 95% CI)" in row
+    assert "test exact: 10% → 5.0% (one seed: no interval yet)" in answer
+
+
 def test_own_budget_claims_stand_beside_the_same_split(capped):
     _, markdown, page = capped
     full = _section(markdown, "full")
