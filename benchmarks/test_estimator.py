@@ -46,7 +46,7 @@ def test_estimate_within_factor_of_a_measured_run(name, budget, device):
     estimate = estimate_seconds(recipe, device, test_size)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        model, _ = runner.build_model(recipe, 0, device, Path(tmp), None, progress=False)
+        model = runner.build_model(recipe, 0, device, Path(tmp), None, progress=False)[0]
         tr, val = runner.device_splits(recipe, splits, device)
         selected, _ = train.fit(recipe, model, tr, val, 0, device, Path(tmp), False, runner.load_aux(recipe, device))
         train.evaluate(selected, val, recipe, device)
