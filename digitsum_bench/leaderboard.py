@@ -90,6 +90,8 @@ def _flatten(raw: dict) -> dict:
     row["wall_seconds"] = (row["finished"] - _utc(raw["started"])).total_seconds()  # the run, start to record
     row["steady_seconds"] = steady_seconds(raw, row["train_seconds"])
     row["pretrain_epochs_timed"] = len(raw["pretrain"]["history"]) if "pretrain" in raw else 0
+    stage = {"history": raw["pretrain"]["history"]} if "pretrain" in raw else {"history": []}
+    row["pretrain_seconds"] = steady_seconds(stage, sum(_epoch_seconds(stage)))  # its epochs at their median
     for split in SPLITS:
         row.update(_flatten_split(raw["metrics"], split))
     return row
@@ -99,11 +101,15 @@ def steady_seconds(raw: dict, seconds: float) -> float:
     """A record's training `seconds` with every epoch counted at the run's median epoch time: what the training
     takes on its device, whatever paused or shared the machine for a few epochs (`train_seconds` keeps the wall
     time). Epochs of a pre-training stage count where the record has them (`pretrain`)."""
-    epochs = [e.get("seconds") for e in raw["history"] + raw.get("pretrain", {}).get("history", [])]
-    epochs = [float(t) for t in epochs if isinstance(t, (int, float)) and t > 0]
+    epochs = _epoch_seconds(raw) + _epoch_seconds(raw.get("pretrain", {"history": []}))
     if not epochs or math.isnan(seconds):
         return seconds
     return seconds * float(np.median(epochs)) / float(np.mean(epochs))
+
+
+def _epoch_seconds(raw: dict) -> list[float]:
+    """The seconds of each epoch in a record's (or a stage's) history that has them."""
+    return [float(t) for t in (e.get("seconds") for e in raw["history"]) if isinstance(t, (int, float)) and t > 0]
 
 
 def _flatten_split(metrics: dict, split: str) -> dict:
@@ -201,7 +207,7 @@ def _summarise(runs: pd.DataFrame, facts: dict | None) -> dict:
     row["epochs"] = int(runs["epochs_run"].max())
     row["own_epochs"] = facts["epochs"] if facts else (row["epochs"] if last["budget"] == "full" else math.nan)
     row["own_budget"] = bool(last["budget"] == "full" or facts is not None and _trained_as_reported(last, facts))
-    row.update(time_to_accuracy(runs["history"]))
+    row.update(time_to_accuracy(runs["history"], runs["pretrain_seconds"]))
     row.update(claim_fields(last["claimed"]))
     if not row["own_budget"]:
         row["claims"] = []  # a capped run stands beside no claim: the report's numbers came from its own budget
@@ -224,12 +230,14 @@ def _trained_as_reported(run: pd.Series, facts: dict) -> bool:
 LEVELS = (0.5, 0.9)  # validation exact accuracies whose first epoch and training time the leaderboard gives
 
 
-def time_to_accuracy(histories: pd.Series) -> dict:
+def time_to_accuracy(histories: pd.Series, before: pd.Series | None = None) -> dict:
     """For each of LEVELS: the mean epochs and training seconds until validation exact first reached it,
-    over the seeds that reached it (`epochs_to_50`, `seconds_to_50`), and how many did (`reached_50`)."""
+    over the seeds that reached it (`epochs_to_50`, `seconds_to_50`), and how many did (`reached_50`).
+    `before`: each run's seconds spent before its history's first epoch (a pre-training stage)."""
+    before = [0.0] * len(histories) if before is None else list(before)
     row = {}
     for level in LEVELS:
-        hits = [hit for hit in (first_reached(h, level) for h in histories) if hit is not None]
+        hits = [hit for hit in (first_reached(h, level, t) for h, t in zip(histories, before)) if hit is not None]
         tag = f"{level * 100:.0f}"
         row[f"epochs_to_{tag}"] = float(np.mean([e for e, _ in hits])) if hits else math.nan
         row[f"seconds_to_{tag}"] = float(np.mean([t for _, t in hits])) if hits else math.nan
@@ -237,9 +245,10 @@ def time_to_accuracy(histories: pd.Series) -> dict:
     return row
 
 
-def first_reached(history: list[dict], level: float) -> tuple[int, float] | None:
-    """(epoch, training seconds up to the end of it) where validation exact first reached `level`; None if never."""
-    seconds = 0.0
+def first_reached(history: list[dict], level: float, start: float = 0.0) -> tuple[int, float] | None:
+    """(epoch, training seconds up to the end of it, counted from `start`) where validation exact first reached
+    `level`; None if never."""
+    seconds = start
     for entry in history:
         seconds += entry["seconds"] or 0.0
         if entry["val_exact"] is not None and entry["val_exact"] >= level:

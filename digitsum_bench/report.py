@@ -64,7 +64,8 @@ the course data (not public) - claims, not measurements of this benchmark, and n
 dataset of the table. Only rows that trained their report's own budget (`epochs` run/report's,
 members and data uncut) stand beside claims: a table of a capped budget shows none.
 *to 50% / to 90%*: epochs and training time until validation exact first reached 50% / 90%
-(mean over the seeds that reached it), from each run's per-epoch history; `never` if none did.
+(mean over the seeds that reached it), from each run's per-epoch history, after a pre-training
+stage's time where the record has it (its epochs at their median time); `never` if none did.
 *train time*: a seed's training (a pre-training stage's too, where its record has it), every
 epoch counted at the run's median epoch time, so that a machine paused or shared for a few
 epochs does not inflate it (the records keep the wall time, `train_seconds`); mean over seeds.

@@ -153,13 +153,16 @@ def _history(seconds: list[float]) -> list[dict]:
 
 def test_train_time_counts_each_epoch_at_the_median_and_a_timed_pretraining_stage(tmp_path):
     """A machine paused during one epoch does not inflate a row's train time (the record keeps its wall
-    time); a record that times its pre-training stage has those epochs counted in its cost per epoch."""
+    time); a record that times its pre-training stage has those epochs counted in its cost per epoch and
+    in its time to accuracy."""
     paused = _history([10.0] * 4 + [1000.0] + [10.0] * 5)  # epoch 5 stopped (SIGSTOP) for 990 s
     write_record(tmp_path, make_record(A, 0, seeds_requested=(0,), epochs_run=10, train_seconds=1090.0,
                                        history=paused))  # fmt: skip
     # r004 at the quick budget, both stages timed: 2 + 2 epochs in 40 s -> its own 50 + 50 epochs in 1,000 s
+    second = _history([10.0] * 2)
+    second[1]["val_exact"] = 0.6  # 50% reached after both stages' 4 epochs: 40 s
     stage = make_record("r004_multilabel_transfer", 0, budget="quick", epochs_run=2, train_seconds=40.0,
-                        config={"name": "r004_multilabel_transfer", "epochs": 2, "members": 1}, history=_history([10.0] * 2))
+                        config={"name": "r004_multilabel_transfer", "epochs": 2, "members": 1}, history=second)
     write_record(tmp_path, stage | {"pretrain": {"train_seconds": 20.0, "history": _history([10.0] * 2)}})
     report.write_report(tmp_path)
     board = leaderboard(load_records(tmp_path), report.registry_facts())
@@ -169,6 +172,7 @@ def test_train_time_counts_each_epoch_at_the_median_and_a_timed_pretraining_stag
         full = _section(text, "full")
         assert "100 s" in full and "18.2 min" not in full
         assert "about 16.7 min a seed on cpu" in full  # not 33.3 min: 40 s were four epochs, not two
+        assert "2 ep · 40 s" in _section(text, "quick")  # to 50%: the pre-training stage's 20 s first
 
 
 def test_committed_readme_tables_are_what_report_writes():
