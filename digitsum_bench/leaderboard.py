@@ -88,28 +88,29 @@ def _flatten(raw: dict) -> dict:
     row.update({f"version_{lib}": v for lib, v in raw["versions"].items()})
     row["members"] = raw.get("members")  # an ensemble's members alone (runner.fit_members); absent otherwise
     row["wall_seconds"] = (row["finished"] - _utc(raw["started"])).total_seconds()  # the run, start to record
-    row["steady_seconds"] = steady_seconds(raw, row["train_seconds"])
-    row["pretrain_epochs_timed"] = len(raw["pretrain"]["history"]) if "pretrain" in raw else 0
-    stage = {"history": raw["pretrain"]["history"]} if "pretrain" in raw else {"history": []}
-    row["pretrain_seconds"] = steady_seconds(stage, sum(_epoch_seconds(stage)))  # its epochs at their median
+    stage = raw["pretrain"]["history"] if "pretrain" in raw else []  # a pre-training stage's epochs, where timed
+    row["steady_seconds"] = steady_seconds(raw["history"] + stage, row["train_seconds"])
+    row["pretrain_epochs_timed"] = len(stage)
+    times = _epoch_seconds(stage)
+    row["pretrain_seconds"] = float(np.median(times)) * len(times) if times else 0.0  # its epochs at their median
     for split in SPLITS:
         row.update(_flatten_split(raw["metrics"], split))
     return row
 
 
-def steady_seconds(raw: dict, seconds: float) -> float:
-    """A record's training `seconds` with every epoch counted at the run's median epoch time: what the training
-    takes on its device, whatever paused or shared the machine for a few epochs (`train_seconds` keeps the wall
-    time). Epochs of a pre-training stage count where the record has them (`pretrain`)."""
-    epochs = _epoch_seconds(raw) + _epoch_seconds(raw.get("pretrain", {"history": []}))
+def steady_seconds(history: list[dict], seconds: float) -> float:
+    """A record's training `seconds` with every epoch of `history` (its own and a pre-training stage's, where
+    the record has them) counted at their median time: what the training takes on its device, whatever paused
+    or shared the machine for a few epochs (`train_seconds` keeps the wall time)."""
+    epochs = _epoch_seconds(history)
     if not epochs or math.isnan(seconds):
         return seconds
     return seconds * float(np.median(epochs)) / float(np.mean(epochs))
 
 
-def _epoch_seconds(raw: dict) -> list[float]:
-    """The seconds of each epoch in a record's (or a stage's) history that has them."""
-    return [float(t) for t in (e.get("seconds") for e in raw["history"]) if isinstance(t, (int, float)) and t > 0]
+def _epoch_seconds(history: list[dict]) -> list[float]:
+    """The seconds of each epoch of `history` that has them."""
+    return [float(t) for t in (e.get("seconds") for e in history) if isinstance(t, (int, float)) and t > 0]
 
 
 def _flatten_split(metrics: dict, split: str) -> dict:
