@@ -94,6 +94,17 @@ def pending(names: list[str], seeds: list[int], budget: str, data: str, results:
     return jobs
 
 
+def share_left(name: str, seed: int, options: RunOptions, dataset_id: str) -> float:
+    """The share of a run's epochs still to train: an interrupted run resumes from its checkpoints
+    (`runner.epochs_done`). Every epoch counts as one, a pre-training stage's too; all of them with `force`."""
+    if options.force:
+        return 1.0
+    recipe = apply_budget(get_recipe(name), options.budget)
+    epochs = recipe.epochs + (recipe.pretrain.epochs if recipe.pretrain else 0)
+    done = runner.epochs_done(recipe, RunKey(name, seed, options.budget, dataset_id).checkpoint_dir(options.results))
+    return 1 - done / epochs
+
+
 def skip_slow_on_cpu(todo: list[tuple[str, int]], budget: str, data: str, results: Path,
                      limit_minutes: float) -> list[tuple[str, int]]:
     """The runs that fit a CPU: a recipe whose run is estimated over `limit_minutes` is not started.
@@ -148,8 +159,10 @@ def _inline(todo: list[tuple[str, int]], job: tuple) -> int:
     options = job[0]
     device = resolve_device(options.device)
     if options.budget not in CHECK_ONLY:
-        total = sum(run_seconds(n, options.budget, device) for n, _ in todo)
-        print(f"estimated time on {device}: {duration(total)} (from a few timed training steps)")
+        dataset_id = datamod.dataset_id(options.data)
+        total = sum(run_seconds(n, options.budget, device) * share_left(n, s, options, dataset_id) for n, s in todo)
+        print(f"estimated time on {device}: {duration(total)} (from a few timed training steps; "
+              f"a resumed run's finished epochs left out)")
     failures = 0
     for name, seed in progress_bar(todo, True, desc="runs", unit="run"):
         try:

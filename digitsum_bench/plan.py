@@ -34,16 +34,14 @@ from tqdm.auto import tqdm
 from . import data as datamod
 from . import runner, stacked
 from .budgets import apply_budget, get_budget
-from .checkpoints import checkpoint_epoch
 from .devices import resolve_device
 from .errors import BenchError, TimeLimitReached
 from .estimate import estimate_seconds
-from .launch import pending, summary_line
+from .launch import pending, share_left, summary_line
 from .leaderboard import duration
 from .perf import gpu_seconds, perf_path, read_perf
 from .recipes import get_recipe
 from .runner import RunOptions
-from .store import RunKey
 from .train import progress_bar
 
 
@@ -75,11 +73,6 @@ def margin_seconds(limit: float) -> float:
     return min(60.0, 0.05 * limit)
 
 
-def _left_fraction(key: RunKey, results: Path, epochs: int) -> float:
-    """The share of a run's epochs still to train (an interrupted run resumes from its checkpoint)."""
-    return 1 - min(checkpoint_epoch(key.checkpoint_dir(results)), epochs) / epochs
-
-
 def make_plan(names: list[str], seeds: list[int], options: RunOptions, device: torch.device,
               stack: bool = False, measured: list[dict] | None = None, timed: bool = True) -> list[Job]:
     """The unfinished runs as jobs with estimates, smallest first (the most finished runs in a given time).
@@ -92,13 +85,11 @@ def make_plan(names: list[str], seeds: list[int], options: RunOptions, device: t
     for name, seed in pending(names, seeds, options.budget, options.data, results, options.force):
         by_recipe.setdefault(name, []).append(seed)
     jobs = []
+    dataset_id = datamod.dataset_id(options.data)  # the splits are made when the run starts, not to plan it
     for name, todo in by_recipe.items():
         recipe = apply_budget(get_recipe(name), options.budget)
-        dataset_id = datamod.dataset_id(options.data)  # the splits are made when the run starts, not to plan it
         test_size = get_budget(options.budget).test_size
-        left = {s: 1.0 if options.force else _left_fraction(RunKey(name, s, options.budget, dataset_id), results,
-                                                             recipe.epochs)
-                for s in todo}
+        left = {s: share_left(name, s, options, dataset_id) for s in todo}
         gpu = None if measured is None else gpu_seconds(recipe, measured)
 
         def scaled(seconds: float | None, fraction: float, n: int = 1) -> float | None:

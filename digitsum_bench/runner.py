@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import __version__, graphs, metrics, models
 from . import data as datamod
 from .budgets import apply_budget, get_budget
-from .checkpoints import clear, load_checkpoint, load_pt, save_atomic
+from .checkpoints import checkpoint_epoch, clear, load_checkpoint, load_pt, save_atomic
 from .data import DeviceData
 from .devices import device_name, resolve_device, set_deterministic
 from .errors import BenchError
@@ -95,6 +95,16 @@ def build_model(recipe: Recipe, seed: int, device: torch.device, ckpt_dir: Path,
         stage1, stage = _stage1(recipe.pretrain, seed, device, ckpt_dir, weights, progress)
         model.features.load_state_dict(stage1.features.state_dict())
     return model.to(device, memory_format=memory_format()), status, stage
+
+
+def epochs_done(recipe: Recipe, ckpt_dir: Path) -> int:
+    """The epochs an interrupted run of `recipe` has saved in `ckpt_dir`, its pre-training stage's counted with
+    them (`stage1.pt` once the stage is over, its own `stage1/last.pt` before)."""
+    done = min(checkpoint_epoch(ckpt_dir), recipe.epochs)
+    if recipe.pretrain is not None:
+        stage = recipe.pretrain.epochs
+        done += stage if (ckpt_dir / "stage1.pt").exists() else min(checkpoint_epoch(ckpt_dir / "stage1"), stage)
+    return done
 
 
 def _stage1(stage: Recipe, seed: int, device: torch.device, ckpt_dir: Path, weights: str | None,

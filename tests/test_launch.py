@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
+from digitsum_bench import data as datamod
 from digitsum_bench import launch, train
+from digitsum_bench.checkpoints import save_atomic
 from digitsum_bench.cli import main
 from digitsum_bench.runner import RunOptions
+from digitsum_bench.store import RunKey
 
 NAMES = ["r003_convnet4", "r002_attention_cnn"]
 
@@ -104,3 +108,24 @@ def test_status_names_corrupt_and_running_runs(tmp_path):
     assert rows[0]["state"] == "corrupt" and "seed0.json: corrupt record" in rows[0]["detail"]
     assert rows[1]["state"] == "running" and str(os.getpid()) in rows[1]["detail"]
     assert rows[2]["state"] == "missing"
+
+
+def test_a_resumed_runs_estimate_counts_only_its_epochs_left(variant, tiny_recipe, tmp_path, monkeypatch, capsys):
+    """A run cut mid pre-training stage, then mid main stage: the estimate shrinks by the epochs its checkpoints hold."""
+    name = variant("tiny_two_stage", epochs=6, pretrain=replace(tiny_recipe, name="tiny_stage", epochs=4))
+    options = RunOptions(budget="full", results=tmp_path, device="cpu", progress=False)
+    dataset_id = datamod.dataset_id("synth")
+    ckpt = RunKey(name, 0, "full", dataset_id).checkpoint_dir(tmp_path)
+    left = lambda opts=options: launch.share_left(name, 0, opts, dataset_id)  # noqa: E731
+    assert left() == 1
+    save_atomic({"state": {"epoch": 2}}, ckpt / "stage1" / "last.pt")
+    assert left() == pytest.approx(1 - 2 / 10)
+    save_atomic({"model": {}}, ckpt / "stage1.pt")  # the stage is over
+    save_atomic({"state": {"epoch": 3}}, ckpt / "last.pt")
+    assert left() == pytest.approx(1 - 7 / 10)
+    assert left(replace(options, force=True)) == 1
+
+    monkeypatch.setattr(launch, "run_seconds", lambda *a, **k: 1000.0)
+    monkeypatch.setattr(launch, "_job", lambda name, seed, *job: f"{name} seed {seed}: done")
+    assert launch.launch([name], [0, 1], options) == 0  # seed 1 from scratch, seed 0 with 3 of 10 epochs left
+    assert "estimated time on cpu: 21.7 min" in capsys.readouterr().out
