@@ -160,7 +160,8 @@ def _inline(todo: list[tuple[str, int]], job: tuple) -> int:
     device = resolve_device(options.device)
     if options.budget not in CHECK_ONLY:
         dataset_id = datamod.dataset_id(options.data)
-        total = sum(run_seconds(n, options.budget, device) * share_left(n, s, options, dataset_id) for n, s in todo)
+        per_run = {n: run_seconds(n, options.budget, device) for n in dict.fromkeys(n for n, _ in todo)}
+        total = sum(per_run[n] * share_left(n, s, options, dataset_id) for n, s in todo)
         print(f"estimated time on {device}: {duration(total)} (from a few timed training steps; "
               f"a resumed run's finished epochs left out)")
     failures = 0

@@ -125,7 +125,9 @@ def test_a_resumed_runs_estimate_counts_only_its_epochs_left(variant, tiny_recip
     assert left() == pytest.approx(1 - 7 / 10)
     assert left(replace(options, force=True)) == 1
 
-    monkeypatch.setattr(launch, "run_seconds", lambda *a, **k: 1000.0)
+    timed = []
+    monkeypatch.setattr(launch, "run_seconds", lambda *a, **k: timed.append(a) or 1000.0)
     monkeypatch.setattr(launch, "_job", lambda name, seed, *job: f"{name} seed {seed}: done")
     assert launch.launch([name], [0, 1], options) == 0  # seed 1 from scratch, seed 0 with 3 of 10 epochs left
     assert "estimated time on cpu: 21.7 min" in capsys.readouterr().out
+    assert len(timed) == 1  # one estimate a recipe, not one a seed
