@@ -82,10 +82,10 @@ def unique(items: list) -> list:
     return list(dict.fromkeys(items))
 
 
-def pending(names: list[str], seeds: list[int], budget: str, data: str, results: Path, force: bool) -> list[tuple[str, int]]:
-    """The (recipe, seed) pairs without a finished record (all of them with `force`)."""
+def pending(names: list[str], seeds: list[int], budget: str, dataset_id: str, results: Path,
+            force: bool) -> list[tuple[str, int]]:
+    """The (recipe, seed) pairs without a finished record on `dataset_id` (all of them with `force`)."""
     jobs = []
-    dataset_id = datamod.dataset_id(data)  # also checks --data; a run makes its splits when it starts
     for name in names:
         apply_budget(get_recipe(name), budget)  # an unknown recipe or budget is an error before any work
         for seed in seeds:
@@ -137,7 +137,8 @@ def launch(names: list[str], seeds: list[int], options: RunOptions, launcher: st
     names, seeds = unique(names), unique(seeds)
     check_seeds(seeds)
     results = Path(options.results)
-    todo = pending(names, seeds, options.budget, options.data, results, options.force)
+    dataset_id = datamod.dataset_id(options.data)  # also checks --data; a run makes its splits when it starts
+    todo = pending(names, seeds, options.budget, dataset_id, results, options.force)
     done = len(names) * len(seeds) - len(todo)
     print(f"{len(todo)} run(s) to do, {done} already finished ({options.budget} budget, {launcher} launcher)")
     if todo and cpu_limit > 0 and options.budget not in CHECK_ONLY and launcher != "slurm" \
@@ -147,7 +148,7 @@ def launch(names: list[str], seeds: list[int], options: RunOptions, launcher: st
         return 0
     job = (options, seeds, loaded_files())
     if launcher == "inline":
-        return _inline(todo, job)
+        return _inline(todo, job, dataset_id)
     if launcher == "local":
         return _local(todo, job, jobs)
     if launcher == "slurm":
@@ -155,11 +156,10 @@ def launch(names: list[str], seeds: list[int], options: RunOptions, launcher: st
     raise BenchError(f"unknown launcher {launcher!r}")
 
 
-def _inline(todo: list[tuple[str, int]], job: tuple) -> int:
+def _inline(todo: list[tuple[str, int]], job: tuple, dataset_id: str) -> int:
     options = job[0]
     device = resolve_device(options.device)
     if options.budget not in CHECK_ONLY:
-        dataset_id = datamod.dataset_id(options.data)
         per_run = {n: run_seconds(n, options.budget, device) for n in dict.fromkeys(n for n, _ in todo)}
         total = sum(per_run[n] * share_left(n, s, options, dataset_id) for n, s in todo)
         print(f"estimated time on {device}: {duration(total)} (from a few timed training steps; "

@@ -82,10 +82,10 @@ def make_plan(names: list[str], seeds: list[int], options: RunOptions, device: t
     """
     results = Path(options.results)
     by_recipe: dict[str, list[int]] = {}
-    for name, seed in pending(names, seeds, options.budget, options.data, results, options.force):
+    dataset_id = datamod.dataset_id(options.data)  # also checks --data; the splits are made when the run starts
+    for name, seed in pending(names, seeds, options.budget, dataset_id, results, options.force):
         by_recipe.setdefault(name, []).append(seed)
     jobs = []
-    dataset_id = datamod.dataset_id(options.data)  # the splits are made when the run starts, not to plan it
     for name, todo in by_recipe.items():
         recipe = apply_budget(get_recipe(name), options.budget)
         test_size = get_budget(options.budget).test_size
@@ -209,6 +209,6 @@ def run_planned(names: list[str], seeds: list[int], options: RunOptions, stack: 
     except TimeLimitReached:
         tqdm.write(f"time limit reached after {duration(time.monotonic() - start)}: "
                    f"the run in progress resumes from its last epoch")
-    left = len(pending(names, seeds, options.budget, options.data, Path(options.results), False))
+    left = len(pending(names, seeds, options.budget, datamod.dataset_id(options.data), Path(options.results), False))
     print(f"{finished} run(s) finished, {left} left" + ("; run the same command again to continue" if left else ""))
     return failures

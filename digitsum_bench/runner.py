@@ -35,6 +35,7 @@ from .store import SCHEMA, RunKey, finished_record, record_failure, run_lock, wr
 from .train import evaluate, fit, memory_format, needs_digits
 
 MAX_SEED = 2**31 - 1  # torch, numpy and every seed derived from it accept 0..2**31-1
+STAGE1 = "stage1"  # a pre-training stage's epoch checkpoints: <run folder>/stage1/; its trained model: stage1.pt
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def epochs_done(recipe: Recipe, ckpt_dir: Path) -> int:
     done = min(checkpoint_epoch(ckpt_dir), recipe.epochs)
     if recipe.pretrain is not None:
         stage = recipe.pretrain.epochs
-        done += stage if (ckpt_dir / "stage1.pt").exists() else min(checkpoint_epoch(ckpt_dir / "stage1"), stage)
+        done += stage if (ckpt_dir / f"{STAGE1}.pt").exists() else min(checkpoint_epoch(ckpt_dir / STAGE1), stage)
     return done
 
 
@@ -113,12 +114,12 @@ def _stage1(stage: Recipe, seed: int, device: torch.device, ckpt_dir: Path, weig
     fitted on the stage's own data (`data.pretrain_splits`) and saved there; and its training seconds and
     per-epoch history for the record (from the stage's own last.pt for a stage1.pt saved without them; None
     when neither has them)."""
-    stage1_file = ckpt_dir / "stage1.pt"
+    stage1_file = ckpt_dir / f"{STAGE1}.pt"
     model = stage.create_model(weights)[0].to(device, memory_format=memory_format())
     if stage1_file.exists():
         saved = load_pt(stage1_file, device)
         model.load_state_dict(saved["model"])
-        last = ckpt_dir / "stage1" / "last.pt"
+        last = ckpt_dir / STAGE1 / "last.pt"
         if "summary" not in saved and last.exists():
             state = load_pt(last, device)["state"]
             return model, {"train_seconds": state["train_seconds"], "history": state["history"]}
@@ -127,7 +128,7 @@ def _stage1(stage: Recipe, seed: int, device: torch.device, ckpt_dir: Path, weig
         raise BenchError(f"recipe {stage.name}: a pre-training stage needs its own data_seed")
     splits = datamod.pretrain_splits(stage.train_size, stage.val_size, stage.data_seed)
     train, val = device_splits(stage, splits, device)
-    model, fitted = fit(stage, model, train, val, seed, device, ckpt_dir / "stage1", progress, make_engine=graphs.graph_step)
+    model, fitted = fit(stage, model, train, val, seed, device, ckpt_dir / STAGE1, progress, make_engine=graphs.graph_step)
     summary = {"train_seconds": fitted["train_seconds"], "history": fitted["history"]}
     save_atomic({"recipe": stage.name, "model": model.state_dict(), "summary": summary}, stage1_file)
     return model, summary

@@ -568,7 +568,7 @@ def test_named_recipe_runs_whatever_the_cpu_estimate(tmp_path, capsys, monkeypat
     monkeypatch.setattr(launch, "run_seconds", lambda *a: 10**6)  # far over any limit
     monkeypatch.setattr(launch, "write_estimate", lambda *a: None)
     monkeypatch.setattr(launch, "load_data", lambda *a: type("Splits", (), {"dataset_id": "synth-x"})())
-    monkeypatch.setattr(launch, "_inline", lambda todo, job: started.extend(todo) or 0)
+    monkeypatch.setattr(launch, "_inline", lambda todo, job, dataset_id: started.extend(todo) or 0)
     argv = ["run", "--budget", "quick", "--device", "cpu", "--results", str(tmp_path), "--no-report"]
     assert main([*argv, "--recipe", "ours_digitsum"]) == 0
     assert started == [("ours_digitsum", 0)]
