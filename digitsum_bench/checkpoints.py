@@ -18,12 +18,13 @@ import torch.nn as nn
 from . import models
 from .errors import BenchError
 from .recipes import Recipe, get_recipe
-from .store import atomic_write
+from .store import atomic_write, inside, remove
 
 
-def save_atomic(obj: dict, path: Path) -> None:
-    """torch.save through a temporary file: a reader never sees half a checkpoint."""
-    with atomic_write(path) as f:
+def save_atomic(obj: dict, path: Path, root: Path | None = None) -> None:
+    """torch.save through a temporary file: a reader never sees half a checkpoint. With `root`, the results
+    folder, a folder linked out of it is refused (`store.atomic_write`)."""
+    with atomic_write(path, root) as f:
         torch.save(obj, f)
 
 
@@ -55,10 +56,11 @@ def load_pt(path: Path, device: torch.device | str = "cpu") -> dict:
     return ck
 
 
-def clear(ckpt_dir: Path) -> None:
-    """Delete a run's checkpoints (`--force`: the run starts again from scratch)."""
-    for f in Path(ckpt_dir).rglob("*.pt"):
-        f.unlink()
+def clear(ckpt_dir: Path, root: Path) -> None:
+    """Delete a run's checkpoints (`--force`: the run starts again from scratch), never a file outside the
+    results folder `root` that a linked folder leads to (`store.remove`)."""
+    for f in inside(ckpt_dir, root).rglob("*.pt"):
+        remove(f, root)
 
 
 def fresh_state() -> dict:

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from .budgets import BUDGET_NAMES
-from .errors import BenchError
+from .errors import BenchError, printable
 
 DEFAULT_RESULTS = Path("results")
 DEFAULT_BASELINE = Path("results/baselines/ci.json")
@@ -87,7 +87,7 @@ def _cmd_run(a: argparse.Namespace) -> None:
             if Path(a.results).resolve() != COMMITTED_RESULTS.resolve():
                 print(comparison_table(a.results, COMMITTED_RESULTS, a.budget))
         except BenchError as e:
-            print(f"report skipped: {e}", file=sys.stderr)
+            print(f"report skipped: {printable(e)}", file=sys.stderr)
     if failures:
         raise BenchError(f"{failures} run(s) failed; see `digitsum-bench status --results {a.results}`")
 
@@ -111,13 +111,16 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
         raise BenchError("evaluate: --save-predictions goes with --model")
     if a.trust_model and not a.model:
         raise BenchError("evaluate: --trust-model goes with --model")
+    if a.max_seconds is not None and not a.model:
+        raise BenchError("evaluate: --max-seconds goes with --model")
     if a.checkpoint:
         from .runner import evaluate_file
 
         result = evaluate_file(a.checkpoint, a.data, a.device)
         print(f"{result['recipe']} on {a.data}")
     elif a.model:
-        result = submit.evaluate_model(a.model, a.data, a.save_predictions, trust=a.trust_model)
+        result = submit.evaluate_model(a.model, a.data, a.save_predictions, trust=a.trust_model,
+                                       max_seconds=a.max_seconds)
         print(f"{a.model} ({result['head']} head) on {a.data}")
     else:
         result = submit.evaluate_predictions(a.predictions, a.data)
@@ -148,7 +151,7 @@ def _cmd_status(a: argparse.Namespace) -> None:
     rows = status_rows(a.results, a.recipe or None, a.seeds or [0], a.budget, a.data)
     print(f"{'recipe':<28} {'seed':>4} {'budget':<6} {'state':<9} detail")
     for r in rows:
-        print(f"{r['recipe']:<28} {r['seed']:>4} {r['budget']:<6} {r['state']:<9} {r['detail']}")
+        print(f"{r['recipe']:<28} {r['seed']:>4} {r['budget']:<6} {r['state']:<9} {printable(r['detail'])}")
     counts = {s: sum(r["state"] == s for r in rows) for s in ("finished", "running", "failed", "missing", "corrupt", "stale")}
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n))
 
@@ -296,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-model", action="store_true",
                    help="with --model: allow a torch.export program or TorchScript file, programs that run with your "
                         "rights (never needed for ONNX)")
+    p.add_argument("--max-seconds", type=float, default=None, metavar="S",
+                   help="with an ONNX --model: stop scoring after S seconds (default 3600, which a real model never "
+                        "needs; an endless Loop is a valid graph)")
     _add_device(p, "for --checkpoint")
     _add_recipes_from(p)
     p.set_defaults(fn=_cmd_evaluate)
@@ -340,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """A warning as the user reads it: one line, without the source line that raised it."""
-    return f"warning: {str(message).splitlines()[0] if str(message) else category.__name__}\n"
+    return f"warning: {printable(str(message).splitlines()[0]) if str(message) else category.__name__}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             load_recipes_from(*args.recipes_from)
         args.fn(args)
     except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)

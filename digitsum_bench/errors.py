@@ -1,4 +1,16 @@
-"""The exceptions that reach users: a one-line error, and the time limit's clean stop."""
+"""The exceptions that reach users: a one-line error, and the time limit's clean stop; `printable`, the text
+from files (records, markers, paths) as a terminal may show it."""
+
+import re
+
+# C0 and C1 control characters (ANSI escapes start with ESC), DEL and Unicode's line and paragraph separators
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def printable(text: str) -> str:
+    """`text` with every run of control characters (newlines, ANSI escapes' ESC) as one space: a record or file
+    name from elsewhere can neither break a line of output nor steer the terminal."""
+    return CONTROL.sub(" ", str(text))
 
 
 class BenchError(Exception):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import re
+import reprlib
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -43,23 +45,54 @@ class SlurmOptions:
     cluster: str | None = None  # submitit's cluster override ("local" in tests)
 
 
-FILE_KEYS = ("partition", "time", "gpus", "cpus", "mem_gb", "parallel")  # what a --slurm-config file may set
+# The integer settings and their sane range: far outside it is a typo, which submitit would meet with an assertion
+INTEGER_RANGES = {"time": (1, 366 * 24 * 60), "gpus": (0, 64), "cpus": (1, 4096), "mem_gb": (1, 1 << 16),
+                  "parallel": (1, 100_000)}
+FILE_KEYS = ("partition", *INTEGER_RANGES)  # what a --slurm-config file may set
+PARTITION = re.compile(r"[\w.-]+(,[\w.-]+)*", re.ASCII)  # SLURM's names, comma-separated; no newline in the sbatch file
+CONFIG_MAX_BYTES = 64 << 10  # a SLURM config is a few lines
 
 
 def slurm_settings(config: Path | None = None, **overrides) -> SlurmOptions:
     """SLURM settings: defaults, then the config file, then the given options (None: not given)."""
     settings = SlurmOptions()
     if config:
-        try:
-            loaded = tomllib.loads(Path(config).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise BenchError(f"{config}: cannot read SLURM config ({e})") from None
+        loaded = _read_slurm_config(Path(config))
         unknown = set(loaded) - set(FILE_KEYS)
         if unknown:
             raise BenchError(f"{config}: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(FILE_KEYS)}")
-        settings = replace(settings, **loaded)
-    known = {f.name for f in fields(SlurmOptions)}
-    return replace(settings, **{k: v for k, v in overrides.items() if k in known and v is not None})
+        settings = replace(settings, **{k: _checked_setting(k, v, f"{config}: {k} =") for k, v in loaded.items()})
+    given = {k: v for k, v in overrides.items() if k in {f.name for f in fields(SlurmOptions)} and v is not None}
+    return replace(settings, **{k: _checked_setting(k, v, f"--{k.replace('_', '-')}") for k, v in given.items()})
+
+
+def _read_slurm_config(config: Path) -> dict:
+    """The TOML table of a --slurm-config file, read only from a regular file of a few kB."""
+    if config.exists() and not config.is_file():  # a FIFO would hang, /dev/zero would fill the memory
+        raise BenchError(f"{config}: not a regular file")
+    try:
+        with open(config, "rb") as f:
+            text = f.read(CONFIG_MAX_BYTES + 1)
+        if len(text) > CONFIG_MAX_BYTES:
+            raise BenchError(f"{config}: over {CONFIG_MAX_BYTES >> 10} kB, too large for a SLURM config")
+        return tomllib.loads(text.decode("utf-8"))
+    except OSError as e:
+        raise BenchError(f"{config}: cannot read SLURM config ({e.strerror})") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise BenchError(f"{config}: cannot read SLURM config ({e})") from None
+    except RecursionError:
+        raise BenchError(f"{config}: cannot read SLURM config (nested too deeply)") from None
+
+
+def _checked_setting(key: str, value, where: str):
+    """`value` of setting `key` if it has the type and range SLURM takes; `where` names it in the error."""
+    if key in INTEGER_RANGES:
+        low, high = INTEGER_RANGES[key]
+        if type(value) is not int or not low <= value <= high:  # type(): a bool is an int too
+            raise BenchError(f"{where} {reprlib.repr(value)}: expected a whole number from {low} to {high}")
+    elif key == "partition" and not (isinstance(value, str) and PARTITION.fullmatch(value)):
+        raise BenchError(f"{where} {reprlib.repr(value)}: expected a partition name (letters, digits, _ . -)")
+    return value
 
 
 def _job(name: str, seed: int, options: RunOptions, seeds: list[int], recipes_from: list[str]) -> str:
@@ -132,8 +165,11 @@ def launch(names: list[str], seeds: list[int], options: RunOptions, launcher: st
     """Run every (recipe, seed) not yet finished; returns the number of failed runs.
 
     On a CPU (inline or local launcher), recipes estimated over `cpu_limit` minutes per run are
-    left out with a note (`skip_slow_on_cpu`); 0 runs everything.
+    left out with a note (`skip_slow_on_cpu`); 0 runs everything. Where that leaves nothing to run and
+    no run asked for is finished, a BenchError says so: "nothing ran" is no success.
     """
+    if launcher == "slurm" and slurm.cluster is None:
+        _require_slurm()
     names, seeds = unique(names), unique(seeds)
     check_seeds(seeds)
     results = Path(options.results)
@@ -144,6 +180,9 @@ def launch(names: list[str], seeds: list[int], options: RunOptions, launcher: st
     if todo and cpu_limit > 0 and options.budget not in CHECK_ONLY and launcher != "slurm" \
             and resolve_device(options.device).type == "cpu":
         todo = skip_slow_on_cpu(todo, options.budget, options.data, results, cpu_limit)
+        if not todo and not done:  # a script must not read "ran nothing" as success; a finished run counts as done
+            raise BenchError(f"nothing run: every run asked for is estimated over the {cpu_limit:g}-minute "
+                             "--cpu-limit on this CPU (--cpu-limit 0 runs them anyway)")
     if not todo:
         return 0
     job = (options, seeds, loaded_files())
@@ -206,6 +245,15 @@ def _local(todo: list[tuple[str, int]], job: tuple, n_workers: int) -> int:
     return failures
 
 
+def _require_slurm() -> None:
+    """Refuse the SLURM launcher off a cluster: submitit would quietly train on this machine instead."""
+    import submitit
+
+    if submitit.AutoExecutor.which() != "slurm":  # submitit's own test: `srun` on PATH
+        raise BenchError("--launcher slurm: no SLURM here (no srun on PATH); run it on a cluster's login node, "
+                         "or use --launcher local to train on this machine")
+
+
 def _slurm(todo: list[tuple[str, int]], job: tuple, s: SlurmOptions) -> int:
     import submitit
 
@@ -257,7 +305,7 @@ def status_rows(results: Path, recipes: list[str] | None, seeds: list[int], budg
     keys = []
     for dataset_id in dataset_ids or ["-"]:
         for name in names:
-            found = {int(p.name[4:].split(".")[0]) for p in (base / dataset_id / name).glob("seed*")
-                     if p.name[4:].split(".")[0].isdigit()}
+            stems = (p.name[4:].split(".")[0] for p in (base / dataset_id / name).glob("seed*"))
+            found = {int(s) for s in stems if s.isascii() and s.isdigit()}  # 'seed²' is no seed: int() refuses '²'
             keys += [RunKey(name, s, budget, dataset_id) for s in sorted(set(seeds) | found)]
     return run_states(keys, results)

@@ -10,6 +10,7 @@ way a report's claim is written. No torch and no plotting here.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -192,7 +193,7 @@ def _summarise(runs: pd.DataFrame, facts: dict | None) -> dict:
     last = latest(runs)
     asked = set().union(*runs["seeds_requested"])
     row = {k: last[k] for k in ("recipe", "report", "method", "budget", "dataset_id", "dataset")}
-    row["device"] = joined(runs["device"])
+    row["device"] = joined(runs["device"].map(device_label))
     row["n_seeds"] = runs["seed"].nunique()
     row["seeds_requested"] = len(asked)
     row["complete"] = asked <= set(runs["seed"])
@@ -203,7 +204,7 @@ def _summarise(runs: pd.DataFrame, facts: dict | None) -> dict:
     row.update({k: runs[k].mean() for k in NUMBERS})
     row["steady_seconds"] = runs["steady_seconds"].mean()
     row["train_time"] = "; ".join(f"{duration(group['steady_seconds'].mean())}"
-                                  + (f" ({device})" if runs["device"].nunique() > 1 else "")
+                                  + (f" ({short_device(device)})" if runs["device"].nunique() > 1 else "")
                                   for device, group in runs.groupby("device"))  # fmt: skip
     row["epochs"] = int(runs["epochs_run"].max())
     row["own_epochs"] = facts["epochs"] if facts else (row["epochs"] if last["budget"] == "full" else math.nan)
@@ -212,12 +213,16 @@ def _summarise(runs: pd.DataFrame, facts: dict | None) -> dict:
     row.update(claim_fields(last["claimed"]))
     if not row["own_budget"]:
         row["claims"] = []  # a capped run stands beside no claim: the report's numbers came from its own budget
+    row["not_comparable"] = not_comparable(last["config"], runs["pretrained"]) if row["claims"] else ""
+    if row["not_comparable"]:  # the claim's number is of another method: no claimed_* value, no verdict, no plot
+        row.update({f"claimed_{m}": math.nan for m in CLAIM_METRICS},
+                   claimed=f"{row['not_comparable']} (the report's claim: {row['claimed']})")
     row["pretrained"] = joined(runs["pretrained"])
     row["code_version"] = last["code_version"]
     row["git_commit"] = joined(runs["git_commit"])
     row["git_dirty"] = bool(runs["git_dirty"].any())
     row["split"] = "test" if runs["test_exact"].notna().any() else "val"  # the split the row is ranked on
-    row["not_run"] = ""
+    row["not_run"] = row["not_run_short"] = ""
     return row
 
 
@@ -226,6 +231,16 @@ def _trained_as_reported(run: pd.Series, facts: dict) -> bool:
     config = run["config"]
     return (int(run["epochs_run"]) == facts["epochs"] and config.get("members", 1) == facts["members"]
             and config.get("train_size") == facts["train_size"])  # fmt: skip
+
+
+NOT_COMPARABLE = "not comparable: the report started from ImageNet weights, this run from scratch"
+
+
+def not_comparable(config: dict, statuses: pd.Series) -> str:
+    """Why a row's claims are of another method, or "": a recipe whose report started from ImageNet weights
+    stands beside its claims only where every seed loaded them (a from-scratch run is not a pretrained one)."""
+    asked = config.get("pretrained", "none") if isinstance(config, dict) else "none"
+    return NOT_COMPARABLE if asked == "imagenet" and set(statuses) != {"imagenet"} else ""
 
 
 LEVELS = (0.5, 0.9)  # validation exact accuracies whose first epoch and training time the leaderboard gives
@@ -281,38 +296,70 @@ def _not_run_rows(board: pd.DataFrame, records: pd.DataFrame, registry: dict[str
                    "dataset_id": dataset_id, "dataset": dataset, "device": "—", "n_seeds": 0,
                    "seeds_requested": 0, "complete": False, "own_budget": True, "epochs": math.nan,
                    "own_epochs": facts["epochs"], "train_time": "—", "pretrained": "—", "code_version": "",
-                   "git_commit": "", "git_dirty": False, "split": table["split"].iloc[0]}  # fmt: skip
+                   "git_commit": "", "git_dirty": False, "split": table["split"].iloc[0], "not_comparable": ""}  # fmt: skip
             row.update(claim_fields(facts["claimed"]))
             row.update(time_to_accuracy(pd.Series([], dtype=object)))
             noted = [n for n in notes if (n["recipe"], n["budget"], n["dataset_id"]) == (name, "full", dataset_id)]
-            row["not_run"] = not_run_text(records, name, facts, devices, noted)
+            costs = not_run_costs(records, name, facts, devices, noted)
+            row["not_run"], row["not_run_short"] = not_run_text(costs), not_run_short(costs)
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def not_run_text(records: pd.DataFrame, name: str, facts: dict, devices: list[str], notes: list[dict] = ()) -> str:
-    """'not run: about 12 min a seed on NVIDIA H200 / about 3.1 h on cpu (...)': per device, the training
-    time per epoch measured in this recipe's records there (any budget but smoke; `steady_seconds` over the
-    epochs timed, a pre-training stage's among them where the record has it), times its own epochs (a
-    pre-training stage's counted at the same cost) and members; else a CPU run's note of its full-budget
-    estimate (a few timed training steps); the devices with neither are named as not measured."""
+def not_run_costs(records: pd.DataFrame, name: str, facts: dict, devices: list[str],
+                  notes: list[dict] = ()) -> list[tuple[str, float | None, str]]:
+    """What a seed of a recipe not run would cost, per device: (device, seconds or None where not measured, how
+    it is known). Measured: the training time per epoch in this recipe's records there (any budget but smoke;
+    `steady_seconds` over the epochs timed, a pre-training stage's among them where the record has it), times its
+    own epochs (a pre-training stage's counted at the same cost) and members; else a CPU run's note of its
+    full-budget estimate ("from a few timed steps")."""
     runs = records[(records["recipe"] == name) & (records["budget"] != "smoke")]
     noted = {n.get("device", "a CPU"): float(n["estimated_seconds"]) for n in notes}
-    parts, unmeasured = [], []
     epochs = facts["epochs"] + facts.get("pretrain_epochs", 0)
+    costs = []
     for device in sorted(set(devices) | set(noted)):
         there = runs[runs["device"] == device]
         if not there.empty:
             timed = (there["epochs_run"] + there["pretrain_epochs_timed"]) * there["config"].map(lambda c: c.get("members", 1))
-            per_epoch = there["steady_seconds"] / timed
-            parts.append(f"about {duration(per_epoch.mean() * epochs * facts['members'])} a seed on {device}")
+            costs.append((device, (there["steady_seconds"] / timed).mean() * epochs * facts["members"], "measured"))
         elif device in noted:
-            parts.append(f"about {duration(noted[device])} a seed on {device} (from a few timed steps)")
+            costs.append((device, noted[device], "from a few timed steps"))
         else:
-            unmeasured.append(device)
+            costs.append((device, None, "not measured"))
+    return costs
+
+
+def not_run_text(costs: list[tuple[str, float | None, str]]) -> str:
+    """'not run: about 12 min a seed on NVIDIA H200 / about 3.1 h a seed on cpu (...) (from a few timed steps) /
+    time not measured on ...': every device's cost, for the CSV and the recipe's detail view."""
+    parts = [f"about {duration(t)} a seed on {device_label(d)}" + ("" if how == "measured" else f" ({how})")
+             for d, t, how in costs if t is not None]
+    unmeasured = [device_label(d) for d, t, _ in costs if t is None]
     if unmeasured:
         parts.append(f"time not measured on {' or '.join(unmeasured)}")
     return "not run: " + (" / ".join(parts) if parts else "time not measured on any device yet")
+
+
+def not_run_short(costs: list[tuple[str, float | None, str]]) -> str:
+    """'not run · ~4.2 h a seed, 1-thread CPU': the cheapest known device only, for a table's cell."""
+    known = [(t, d) for d, t, _ in costs if t is not None]
+    if not known:
+        return "not run · time not measured yet"
+    seconds, device = min(known)
+    return f"not run · ~{duration(seconds)} a seed, {short_device(device)}"
+
+
+def device_label(device: str) -> str:
+    """A record's device as the board shows it: 'cpu (x86_64, 1 thread, bf16)' (records keep '1 threads')."""
+    return re.sub(r"\b1 threads\b", "1 thread", str(device))
+
+
+def short_device(device: str) -> str:
+    """'1-thread CPU', '2-thread CPU', 'NVIDIA H200': a device in a few words."""
+    threads = re.match(r"cpu \(.*?(\d+) threads?", str(device))
+    if threads:
+        return f"{threads.group(1)}-thread CPU"
+    return "CPU" if str(device).startswith("cpu") else str(device)
 
 
 def claim_fields(claimed: list[dict]) -> dict:
@@ -336,10 +383,13 @@ def claims_of(claims: list[dict], metric: str, split: str | None = None) -> list
     return [c for c in claims if c["metric"] == metric and split in (None, c["split"])]
 
 
-def claim_cell(claims: list[dict], metric: str, split: str | None = None) -> str:
-    """The report's claims of `metric` on `split`, e.g. 'val 94.92%', or '—' where it claims none."""
-    return "; ".join(f"{c['split']}{'' if c['value'] is None else ' '}{claim_value(c)}"
-                     for c in claims_of(claims, metric, split)) or "—"  # fmt: skip
+def claim_cell(row: pd.Series, metric: str, split: str | None = None) -> str:
+    """The report's claims of `metric` on `split`, e.g. 'val 94.92%'; '—' where it claims none; why not, where
+    the claim is of another method than the row's runs (`not_comparable`)."""
+    claims = claims_of(row["claims"], metric, split)
+    if claims and row.get("not_comparable"):
+        return row["not_comparable"]
+    return "; ".join(f"{c['split']}{'' if c['value'] is None else ' '}{claim_value(c)}" for c in claims) or "—"
 
 
 def metric_columns(table: pd.DataFrame) -> list[tuple[str, str, str | None]]:
@@ -389,9 +439,9 @@ def measured(row: pd.Series, metric: str, split: str | None = None) -> float:
 
 def measured_cell(row: pd.Series, metric: str, split: str | None = None) -> str:
     """The measured `metric` as shown: exact with its interval, within-one in %, errors to 3 decimals;
-    a row not run says so in its exact cell."""
+    a row not run says so, in short, in its exact cell."""
     if row["not_run"]:
-        return row["not_run"] if metric == "exact" and split is None else "—"
+        return row["not_run_short"] if metric == "exact" and split is None else "—"
     if metric == "exact":
         return exact_cell(row, split)
     value = measured(row, metric, split)
@@ -412,6 +462,10 @@ def half_width(std: float, n: int) -> float:
 def verdict(row: pd.Series, claim: dict) -> str:
     """Where a claimed number stands against the row's seeds, on the claim's metric and split: inside the
     95% t-interval of their mean, or the mean lower or higher than the claim with the claim outside it."""
+    if row.get("not_comparable"):
+        return row["not_comparable"]
+    if claim["value"] is None:
+        return "the report gives no number"
     mean = row[f"{claim['split']}_{claim['metric']}_mean"]
     half = half_width(row[f"{claim['split']}_{claim['metric']}_std"], int(row["n_seeds"]))
     if math.isnan(half):

@@ -20,6 +20,8 @@ import html
 import json
 import math
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -41,6 +43,7 @@ from .leaderboard import (
     metric_columns,
     metric_header,
     time_to_cell,
+    verdict,
     vs_best,
 )
 from .plots import PLOTS, plot_file
@@ -85,17 +88,20 @@ def _section(gid: str, rows: pd.DataFrame, runs: pd.DataFrame, plots: dict[str, 
     versions = joined(rows["code_version"].replace("", pd.NA).dropna())
     note += f"; code version {_e(versions)}. Click a column header to sort, a recipe to see its details."
     measured_rows = rows[rows["n_seeds"] > 0]
-    metrics = metric_columns(rows)
-    header = "".join(f'<th data-type="{kind}" title="{_e(tip)}">{_e(name)}</th>'
-                     for name, kind, tip in _columns(metrics))  # fmt: skip
-    body = "\n".join(_row(gid, rank, row, rows.iloc[0], metrics)
-                     for rank, (_, row) in enumerate(rows.iterrows(), start=1))  # fmt: skip
+    rows = rows.assign(gid=gid)
+    columns = _columns(metric_columns(rows), rows.iloc[0])
+    header = "".join(_hide(f'<th data-type="{c.sort}" title="{_e(c.tip)}">{_e(c.header)}</th>', c.shown)
+                     for c in columns)  # fmt: skip
+    body = "\n".join(_row(row, rank, columns) for rank, (_, row) in enumerate(rows.iterrows(), start=1))
     details = "\n".join(_detail(gid, row, runs[runs["recipe"] == row["recipe"]])
                         for _, row in measured_rows.iterrows())  # fmt: skip
+    details += "".join("\n" + _not_run_detail(gid, row) for _, row in rows[rows["not_run"] != ""].iterrows())
     return f"""<section class="board" id="{gid}">
 <h2>{title}</h2>
 <p class="note">{note}</p>
-<div class="scroll"><table class="sortable" data-table="{gid}">
+<p class="note"><button class="columns" data-table="{gid}">show all {len(columns)} columns</button> (the default
+view shows the numbers a reader compares; the others, and each recipe's details, are a click away)</p>
+<div class="scroll"><table class="sortable compact" data-table="{gid}">
 <thead><tr>{header}</tr></thead>
 <tbody>
 {body}
@@ -108,23 +114,17 @@ def _section(gid: str, rows: pd.DataFrame, runs: pd.DataFrame, plots: dict[str, 
 </section>"""
 
 
-# (header, sort type, tooltip) of the columns before and after the metrics
-FIRST_COLUMNS = [
-    ("#", "num", "rank by exact accuracy"),
-    ("recipe", "text", "the registry name; click for method, assumptions, config, curves, provenance"),
-    ("report", "text", "the course report the method comes from"),
-]
-LAST_COLUMNS = [
-    ("epochs", "text", "epochs the run trained / its report's own"),
-    *[(f"to {level:.0%}", "num", f"epochs and training time until validation exact first reached {level:.0%} "
-       "(mean over the seeds that did)") for level in LEVELS],
-    ("GFLOPs", "num", "forward GFLOPs per image"),
-    ("params (M)", "num", "parameters, millions"),
-    ("device", "text", "where the seeds trained"),
-    ("train time", "num", "training time per seed, every epoch at the run's median epoch time (a paused or shared machine does not inflate it); mean over seeds, per device where several"),
-    ("seeds done/asked", "num", "finished seeds of the seeds asked for"),
-    ("pretrained", "text", "imagenet: ImageNet weights loaded; unavailable: asked for but not found"),
-]
+@dataclass(frozen=True)
+class Column:
+    """One column of a table on the page; only the `shown` ones are visible until the reader asks for all."""
+
+    header: str
+    sort: str  # "num" or "text": how a click on the header sorts it
+    tip: str  # the header's tooltip
+    shown: bool  # in the default view: the numbers a reader compares
+    cell: Callable[[pd.Series, int], str]  # (row, rank) -> the <td>
+
+
 MEASURED_TIPS = {
     "exact": "measured here: mean over seeds ± half-width of the 95% confidence interval",
     "within_one": "measured here: |predicted - true| ≤ 1",
@@ -132,53 +132,92 @@ MEASURED_TIPS = {
     "mse": "measured here, on rounded predictions",
     "mae": "measured here",
 }
+SHOWN_METRICS = ("exact", "within_one", "mse_raw")  # measured on the ranked split, in the default view
 CLAIM_TIP = "the report's own claim, on the course data: not measured here"
+VERDICT_TIP = ("each exact claim against the 95% confidence interval of the seeds' mean on the claim's own split; "
+               "'not comparable' where the report's method started from ImageNet weights and these runs did not")
 
 
-def _columns(metrics: list[tuple[str, str, str | None]]) -> list[tuple[str, str, str]]:
-    """The table's columns as (header, sort type, tooltip); `metrics` from leaderboard.metric_columns."""
-    return FIRST_COLUMNS + [_metric_column(*m) for m in metrics] + LAST_COLUMNS
-
-
-def _metric_column(kind: str, metric: str, split: str | None) -> tuple[str, str, str]:
-    header = metric_header(kind, metric, split)
-    if kind == "measured":
-        return header, "num", MEASURED_TIPS[metric] + (f", on the {split} split" if split else "")
-    if kind == "claim":
-        return header, "num", CLAIM_TIP
-    return header, "text", "Welch t-test over seeds against the top row"
-
-
-def _row(gid: str, rank: int, row: pd.Series, best: pd.Series, metrics: list[tuple[str, str, str | None]]) -> str:
-    mixed_split = f" ({row['split']})" if row["split"] != best["split"] and not row["not_run"] else ""
-    name = (f'<button class="open" data-detail="{_id(gid, row["recipe"])}">{_e(row["recipe"])}</button>'
-            if row["n_seeds"] > 0 else f"<code>{_e(row['recipe'])}</code>")  # fmt: skip
-    cells = [
-        _cell(rank, str(rank) if not row["not_run"] else ""),
-        _cell(row["recipe"], name, raw=True),
-        _cell(row["report"], _e(row["report"]), raw=True),
+def _columns(metrics: list[tuple[str, str, str | None]], best: pd.Series) -> list[Column]:
+    """The table's columns, in order; `metrics` from leaderboard.metric_columns. The default view shows rank,
+    recipe, report, exact with its CI, the exact claim and its verdict, within-one, MSE raw, GFLOPs, train time
+    and seeds; the rest (other metrics and splits, each claim by split, vs best, epochs, device, ...) are one
+    click away."""
+    columns = [
+        Column("#", "num", "rank by exact accuracy", True,
+               lambda r, rank: _cell(rank, "" if r["not_run"] else str(rank))),
+        Column("recipe", "text", "the registry name; click for method, assumptions, config, curves, provenance",
+               True, lambda r, rank: _cell(r["recipe"], _name(r), raw=True)),
+        Column("report", "text", "the course report the method comes from", True,
+               lambda r, rank: _cell(r["report"], r["report"])),
     ]
     for kind, metric, split in metrics:
-        if kind == "measured":
-            marked = mixed_split if metric == "exact" and split is None else ""
-            cells.append(_cell(measured(row, metric, split), measured_cell(row, metric, split) + marked))
-        elif kind == "claim":
-            cells.append(_claim_cell(claims_of(row["claims"], metric, split)))
-        else:
-            cells.append(_cell(rank, "best" if rank == 1 else vs_best(row, best)))
-    cells += [
-        _cell(row["epochs"], epochs_cell(row)),
-        *[_cell(row[f"seconds_to_{level * 100:.0f}"], time_to_cell(row, level)) for level in LEVELS],
-        _cell(row["gflops"], fmt(row["gflops"], ".3g")),
-        _cell(row["params_m"], fmt(row["params_m"], ".3g")),
-        _cell(row["device"], row["device"]),
-        _cell(row["steady_seconds"], row["train_time"]),
-        _cell(row["n_seeds"] / max(row["seeds_requested"], 1),
-              ("0" if row["not_run"] else f"{row['n_seeds']}/{row['seeds_requested']}")
-              + ("" if row["complete"] or row["not_run"] else ' <span class="warn">incomplete</span>'), raw=True),
-        _cell(row["pretrained"], _e(row["pretrained"]), raw=True),
+        columns.append(_metric_column(kind, metric, split, best))
+        if (kind, metric, split) == ("measured", "exact", None) and any(m[:2] == ("claim", "exact") for m in metrics):
+            columns += [Column("claim: exact", "num", CLAIM_TIP, True, lambda r, rank: _claim_cell(r, "exact")),
+                        Column("claim vs measured", "text", VERDICT_TIP, True, lambda r, rank: _verdict_cell(r))]
+    return columns + [
+        Column("epochs", "text", "epochs the run trained / its report's own", False,
+               lambda r, rank: _cell(r["epochs"], epochs_cell(r))),
+        *[Column(f"to {level:.0%}", "num", f"epochs and training time until validation exact first reached "
+                 f"{level:.0%} (mean over the seeds that did)", False,
+                 lambda r, rank, level=level: _cell(r[f"seconds_to_{level * 100:.0f}"], time_to_cell(r, level)))
+          for level in LEVELS],
+        Column("GFLOPs", "num", "forward GFLOPs per image", True, lambda r, rank: _cell(r["gflops"], fmt(r["gflops"], ".3g"))),
+        Column("params (M)", "num", "parameters, millions", False,
+               lambda r, rank: _cell(r["params_m"], fmt(r["params_m"], ".3g"))),
+        Column("device", "text", "where the seeds trained", False, lambda r, rank: _cell(r["device"], r["device"])),
+        Column("train time", "num", "training time per seed, every epoch at the run's median epoch time (a paused or "
+               "shared machine does not inflate it); mean over seeds, per device where several", True,
+               lambda r, rank: _cell(r["steady_seconds"], "<br>".join(_e(t) for t in r["train_time"].split("; ")),
+                                     raw=True)),
+        Column("seeds done/asked", "num", "finished seeds of the seeds asked for", True, lambda r, rank: _seeds_cell(r)),
+        Column("pretrained", "text", "imagenet: ImageNet weights loaded; unavailable: asked for but not found, "
+               "trained from scratch", False, lambda r, rank: _cell(r["pretrained"], r["pretrained"])),
     ]
-    return f'<tr data-recipe="{_e(row["recipe"])}">' + "".join(cells) + "</tr>"
+
+
+def _metric_column(kind: str, metric: str, split: str | None, best: pd.Series) -> Column:
+    header = metric_header(kind, metric, split)
+    if kind == "measured":
+        return Column(header, "num", MEASURED_TIPS[metric] + (f", on the {split} split" if split else ""),
+                      split is None and metric in SHOWN_METRICS, lambda r, rank: _measured_cell(r, metric, split, best))
+    if kind == "claim":
+        return Column(header, "num", CLAIM_TIP, False, lambda r, rank: _claim_cell(r, metric, split))
+    return Column(header, "text", "Welch t-test over seeds against the top row", False,
+                  lambda r, rank: _cell(rank, "best" if rank == 1 else vs_best(r, best)))
+
+
+def _measured_cell(row: pd.Series, metric: str, split: str | None, best: pd.Series) -> str:
+    """A measured metric; the exact cell of a row ranked on another split than the top row's says which; a row
+    not run says so in short, with every device's cost as its tooltip."""
+    if row["not_run"] and metric == "exact" and split is None:
+        return f'<td data-v="" class="not-run" title="{_e(row["not_run"])}">{_e(row["not_run_short"])}</td>'
+    marked = f" ({row['split']})" if metric == "exact" and split is None and row["split"] != best["split"] else ""
+    return _cell(measured(row, metric, split), measured_cell(row, metric, split) + marked)
+
+
+def _name(row: pd.Series) -> str:
+    """The recipe's name as the button that opens its detail view (a row not run has one too: what it would cost)."""
+    return f'<button class="open" data-detail="{_id(row["gid"], row["recipe"])}">{_e(row["recipe"])}</button>'
+
+
+def _seeds_cell(row: pd.Series) -> str:
+    if row["not_run"]:
+        return _cell(0.0, "0")
+    text = f"{row['n_seeds']}/{row['seeds_requested']}"
+    warn = "" if row["complete"] else ' <span class="warn">incomplete</span>'
+    return _cell(row["n_seeds"] / max(row["seeds_requested"], 1), _e(text) + warn, raw=True)
+
+
+def _row(row: pd.Series, rank: int, columns: list[Column]) -> str:
+    cells = "".join(_hide(column.cell(row, rank), column.shown) for column in columns)
+    return f'<tr data-recipe="{_e(row["recipe"])}">' + cells + "</tr>"
+
+
+def _hide(cell: str, shown: bool) -> str:
+    """A <td> or <th> marked as hidden in the default view (the toggle shows it)."""
+    return cell if shown else cell.replace(">", ' data-extra="1">', 1)
 
 
 def _cell(value, text: str, raw: bool = False) -> str:
@@ -190,18 +229,48 @@ def _cell(value, text: str, raw: bool = False) -> str:
     return f'<td data-v="{_e(key)}">{text if raw else _e(text)}</td>'
 
 
-def _claim_cell(claims: list[dict]) -> str:
-    """The report's claims of one metric, each 'claim: 94.92% (val, course data)' with its note as a
-    tooltip; sorted by the first claimed number; '—' where there is none."""
+def _claim_cell(row: pd.Series, metric: str, split: str | None = None) -> str:
+    """The report's claims of one metric (on `split`, or on any), each 'claim: 94.92% (val, course data)' with its
+    note as a tooltip; sorted by the first claimed number; '—' where there is none; 'not comparable: ...' where
+    the claim is of another method than the row's runs."""
+    claims = claims_of(row["claims"], metric, split)
     if not claims:
         return '<td data-v="" class="claim">—</td>'
+    if row["not_comparable"]:
+        return f'<td data-v="" class="claim">{_e(row["not_comparable"])}</td>'
     numbers = [c["value"] for c in claims if c["value"] is not None]
     key = repr(numbers[0]) if numbers else ""
     notes = "; ".join(c["note"] for c in claims if c["note"] and c["value"] is not None)  # words are shown already
-    title = f' title="{_e(notes)}"' if notes else ""
-    shown = "; ".join(f'claim: {_e(claim_number(c))} <span class="where">({_e(c["split"])}, course data)</span>'
+    shown = "; ".join(f'claim: {_e(_clip(claim_number(c)))} <span class="where">({_e(c["split"])}, course data)</span>'
                       for c in claims)  # fmt: skip
+    words = "; ".join(c["note"] for c in claims if c["value"] is None and len(c["note"]) > WORDS)
+    title = f' title="{_e("; ".join(filter(None, (notes, words))))}"' if notes or words else ""
     return f'<td data-v="{_e(key)}" class="claim"{title}>{shown}</td>'
+
+
+WORDS = 40  # a claim in words longer than this is cut in its cell, whole in the tooltip
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= WORDS else text[:WORDS].rstrip() + "…"
+
+
+def _verdict_cell(row: pd.Series) -> str:
+    """Each exact claim against the seeds' 95% CI on its split, in short ('val: inside the 95% CI')."""
+    claims = claims_of(row["claims"], "exact")
+    if row["not_run"] or not claims:
+        return _cell("", "—")
+    if row["not_comparable"]:
+        return _cell("not comparable", "not comparable")
+    text = "; ".join(f"{c['split']}: {verdict(row, c)}" for c in claims)
+    short = "; ".join(f"{c['split']}: {SHORT_VERDICTS.get(verdict(row, c), verdict(row, c))}" for c in claims)
+    return f'<td data-v="{_e(text)}" class="verdict" title="{_e(text)}">{_e(short)}</td>'
+
+
+SHORT_VERDICTS = {"the claim is inside the 95% CI": "inside the 95% CI",
+                  "measured lower: the claim is outside the 95% CI": "lower, outside the 95% CI",
+                  "measured higher: the claim is outside the 95% CI": "higher, outside the 95% CI",
+                  "one seed: no interval yet": "one seed, no CI"}  # fmt: skip
 
 
 def _plots_block(budget: str, dataset_id: str, plots: dict[str, bytes]) -> str:
@@ -241,6 +310,16 @@ def _detail(gid: str, row: pd.Series, runs: pd.DataFrame) -> str:
 <h4>Provenance</h4>{_provenance_table(runs)}
 </div>
 </div>
+</details>"""
+
+
+def _not_run_detail(gid: str, row: pd.Series) -> str:
+    """The detail view of a recipe not run: its method, the report's claims, and what a seed would cost."""
+    return f"""<details class="detail" id="{_id(gid, row['recipe'])}">
+<summary><code>{_e(row['recipe'])}</code> — {_e(row['method'])} (not run)</summary>
+<h4>Method</h4><p>{_e(row['method'])} (report {_e(row['report'])})</p>
+<h4>Claimed by the report (course data, not measured here)</h4><p>{_e(row['claimed'] or 'none')}</p>
+<h4>What a seed would cost</h4><p>{_e(row['not_run'])}</p>
 </details>"""
 
 
@@ -407,13 +486,17 @@ code { background: #f1f4f8; padding: 0 0.25em; border-radius: 3px; }
 .scroll { overflow-x: auto; }
 table.sortable { border-collapse: collapse; font-size: 0.9em; white-space: nowrap; }
 table.sortable th { background: #eef2f7; cursor: pointer; user-select: none; padding: 0.45em 0.6em; text-align: left;
-                    border-bottom: 2px solid #c9d2df; position: sticky; top: 0; }
+                    border-bottom: 2px solid #c9d2df; position: sticky; top: 0;
+                    white-space: normal; min-width: 3em; vertical-align: bottom; }
 table.sortable th:hover { background: #dfe7f1; }
 table.sortable th[aria-sort="ascending"]::after { content: " ▲"; }
 table.sortable th[aria-sort="descending"]::after { content: " ▼"; }
 table.sortable td { padding: 0.35em 0.6em; border-bottom: 1px solid #e7ebf1; }
 table.sortable tbody tr:nth-child(even) { background: #fafbfd; }
 table.sortable tbody tr:hover { background: #f2f6fc; }
+table.compact [data-extra] { display: none; }
+td.claim, td.not-run, td.verdict { white-space: normal; min-width: 9em; max-width: 15em; }
+button.columns { font: inherit; cursor: pointer; }
 td.claim, .claim-key { color: #8a5a00; font-style: italic; background: #fffaf0; }
 td.claim .where { color: #a58a5a; font-size: 0.9em; }
 .warn { color: #b3261e; font-size: 0.85em; }
@@ -452,6 +535,15 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
     });
   });
 });
+// The column toggle: the default view's columns, or every column.
+document.querySelectorAll("button.columns").forEach(function (button) {
+  var table = document.querySelector('table[data-table="' + button.dataset.table + '"]');
+  var label = button.textContent;
+  button.addEventListener("click", function () {
+    var compact = table.classList.toggle("compact");
+    button.textContent = compact ? label : "show the default columns";
+  });
+});
 // A recipe's name opens its detail view (and a link to #<id> does too).
 function openDetail(id) {
   var detail = document.getElementById(id);
@@ -486,7 +578,8 @@ seed); other numbers are means over seeds. <em>vs best</em>: a Welch t-test over
 significantly different). Cells in <span class="claim-key">italics on yellow</span> are the reports' own
 <strong>claims</strong>, measured on the course data (not public) by their authors: not measurements of this
 benchmark, and not on the dataset of the table. They stand only beside runs of the report's own budget (a capped
-budget's table has none), each beside the measured number of its own split. <em>epochs</em>: the run's of its
+budget's table has none), each beside the measured number of its own split, and a pretrained method's claim only
+beside runs that loaded ImageNet weights (else: <em>not comparable</em>). <em>epochs</em>: the run's of its
 report's; <em>to 50% / to 90%</em>: epochs and training time until validation exact first reached it.
 <em>seeds done/asked</em> counts finished runs; in the <code>full</code> table a recipe not run yet says what a seed
 would cost where that was measured.</p>

@@ -55,6 +55,9 @@ class Job:
     gpu: float | None = None  # the same on a GPU, from results/perf.csv; None: not measured
 
 
+MAX_TIME_LIMIT = 366 * 24 * 3600.0  # seconds; more is a typo or "no limit"
+
+
 def parse_duration(text: str) -> float:
     """Seconds in '25m', '1h30m', '90s', '2h', '1.5h'; a bare number counts minutes."""
     number = r"(\d+(?:\.\d+)?)"
@@ -65,6 +68,8 @@ def parse_duration(text: str) -> float:
     seconds = 60 * minutes + 3600 * h + 60 * mins + s
     if seconds <= 0:
         raise BenchError(f"--time-limit {text!r}: must be more than zero")
+    if not seconds <= MAX_TIME_LIMIT:  # a 400-digit number is inf, and the alarm's timer overflows far below that
+        raise BenchError(f"--time-limit {text!r}: over a year; leave it out to run without a limit")
     return seconds
 
 
@@ -168,7 +173,8 @@ def _alarm(deadline: float | None) -> Iterator[None]:
 
 def run_planned(names: list[str], seeds: list[int], options: RunOptions, stack: bool = False,
                 time_limit: float | None = None, plan_only: bool = False) -> int:
-    """Print the plan, then (unless `plan_only`) run it inside the time limit; returns the number of failed runs."""
+    """Print the plan, then (unless `plan_only`) run it inside the time limit; returns the number of failed runs.
+    A BenchError where no run started and none asked for was finished before: nothing fits in the time."""
     start = time.monotonic()
     measured = read_perf(perf_path(options.results))
     if plan_only and options.device == "cuda":  # planned from perf.csv alone: no GPU needed
@@ -211,4 +217,7 @@ def run_planned(names: list[str], seeds: list[int], options: RunOptions, stack: 
                    f"the run in progress resumes from its last epoch")
     left = len(pending(names, seeds, options.budget, datamod.dataset_id(options.data), Path(options.results), False))
     print(f"{finished} run(s) finished, {left} left" + ("; run the same command again to continue" if left else ""))
+    if not started and left == len(names) * len(seeds):  # a script must not read "ran nothing" as success
+        raise BenchError(f"nothing run: no run asked for fits in the time limit of {duration(seconds)} "
+                         "(the plan above); give more time")
     return failures

@@ -14,9 +14,10 @@ import re
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib import ticker
+from matplotlib import rc_context, ticker
 from matplotlib.figure import Figure
 
+from .errors import printable
 from .leaderboard import TABLE, current
 from .store import N_SUMS
 
@@ -109,7 +110,7 @@ def _plot_training_curves(rows: pd.DataFrame, runs: pd.DataFrame, where: str) ->
     fig, ax = _figure(9, 6)
     curves = pd.DataFrame([
         {"recipe": r["recipe"], "seed": r["seed"], "epoch": h["epoch"], "val exact (%)": h["val_exact"] * 100}
-        for _, r in runs.iterrows() for h in r["history"]
+        for _, r in runs.iterrows() for h in r["history"] if h["val_exact"] is not None  # null: not scored that epoch
     ])  # fmt: skip
     ax.set(title=f"Validation exact accuracy per epoch (mean ± sd over seeds)\n{where}")
     if curves.empty:
@@ -168,6 +169,8 @@ def render_plots(records: pd.DataFrame, board: pd.DataFrame) -> dict[str, bytes]
     """PNG bytes by file name, five plots per (budget, dataset) (claimed vs reproduced only where runs of
     their report's own budget have claims); names carry both."""
     runs_now = current(records)
+    board = board.assign(**{c: board[c].map(lambda v: printable(v) if isinstance(v, str) else v)
+                            for c in board.columns if board[c].dtype == object})  # a font has no glyph for ESC
     files = {}
     for (budget, dataset_id), rows in board[board["n_seeds"] > 0].groupby(TABLE, sort=True):
         runs = runs_now[(runs_now["budget"] == budget) & (runs_now["dataset_id"] == dataset_id)]
@@ -175,7 +178,8 @@ def render_plots(records: pd.DataFrame, board: pd.DataFrame) -> dict[str, bytes]
         for name, plot in PLOTS.items():
             if name == "claimed_vs_reproduced" and _claim_rows(rows).empty:
                 continue  # no run of a report's own budget with a claim: nothing like for like to set side by side
-            files[plot_file(name, budget, dataset_id)] = _png(plot(rows, runs, where))
+            with rc_context({"text.parse_math": False}):  # a record's '$' is text: mathtext would fail on '$x^{$'
+                files[plot_file(name, budget, dataset_id)] = _png(plot(rows, runs, where))
     return files
 
 

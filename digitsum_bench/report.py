@@ -18,7 +18,7 @@ import pandas as pd
 
 from .budgets import BUDGET_NAMES, CHECK_ONLY, budget_cap
 from .claims import CLAIM_NAMES, PERCENT, claim_number
-from .errors import BenchError
+from .errors import BenchError, printable
 from .leaderboard import (
     ALPHA,
     LEVELS,
@@ -40,7 +40,7 @@ from .leaderboard import (
 )
 from .page import render_page
 from .plots import render_plots
-from .store import atomic_write, read_estimates
+from .store import atomic_write, inside, read_estimates
 
 LEGEND = f"""\
 Exact accuracy is the mean over seeds ± the half-width of its 95% confidence interval
@@ -62,7 +62,9 @@ definition on the same kind of split (a `val` claim beside this benchmark's val 
 from the training pool; a `test` claim beside test: digits never seen in training); measured on
 the course data (not public) - claims, not measurements of this benchmark, and not on the
 dataset of the table. Only rows that trained their report's own budget (`epochs` run/report's,
-members and data uncut) stand beside claims: a table of a capped budget shows none.
+members and data uncut) stand beside claims: a table of a capped budget shows none. A claim of a
+method that started from ImageNet weights stands only beside runs that loaded them: where a run
+trained from scratch (`unavailable`), its claim cells say `not comparable` instead.
 *to 50% / to 90%*: epochs and training time until validation exact first reached 50% / 90%
 (mean over the seeds that reached it), from each run's per-epoch history, after a pre-training
 stage's time where the record has it (its epochs at their median time); `never` if none did.
@@ -73,7 +75,8 @@ epochs does not inflate it (the records keep the wall time, `train_seconds`); me
 estimated on each device from the training time per epoch measured in its own records there
 (any budget but smoke), times its own epochs and members, or else from a CPU run's note of its
 estimate (a few timed training steps, when `run` left it out at that budget); `time not
-measured` names the devices with neither."""
+measured` names the devices with neither. Its cell gives the cheapest device's time; the list
+under the table gives every device's."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -98,12 +101,35 @@ def registry_facts() -> dict[str, dict]:
     return facts
 
 
+def md(text: str) -> str:
+    """Text from a record as markdown shows it, whatever it holds: no control character (a newline would end a
+    table row), \\ ` [ ] | backslash-escaped (no code span, link or table cell of its own), < and > as entities
+    (no HTML, no `<!--` comment, so never a README marker)."""
+    escaped = re.sub(r"[\\`\[\]|]", r"\\\g<0>", printable(text))
+    return escaped.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def markdown_safe(value: object) -> object:
+    """`value` (the board, one of its cells, a claim or a note) with every string in it escaped by `md`: names,
+    numbers and the cells' own words have nothing it changes."""
+    if isinstance(value, pd.DataFrame):
+        return value.assign(**{c: value[c].map(markdown_safe) for c in value.columns if value[c].dtype == object})
+    if isinstance(value, str):
+        return md(value)
+    if isinstance(value, (list, tuple)):
+        return [markdown_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: markdown_safe(v) for k, v in value.items()}
+    return value
+
+
 def markdown(board: pd.DataFrame, notes: list[dict] = ()) -> str:
     """The leaderboard as markdown: one table per (budget, dataset), never mixed.
 
     Under each table, the recipes left out on a CPU at that budget (`notes`, from
     store.read_estimates) with their estimated time. Check-only budgets come last, marked so.
     """
+    board, notes = markdown_safe(board), [markdown_safe(n) for n in notes]
     parts = ["# digitsum-bench leaderboard", "", LEGEND]
     for (budget, dataset_id), table in sorted(board.groupby(TABLE), key=lambda kv: (_budget_order(kv[0][0]), kv[0][1])):
         parts += ["", _table_header(table), ""]
@@ -111,6 +137,7 @@ def markdown(board: pd.DataFrame, notes: list[dict] = ()) -> str:
             parts += [f"*The `{budget}` budget only checks that every recipe runs end to end: its accuracies "
                       "mean nothing and are not results.*", ""]
         parts += [_markdown_table(_table_cells(table))]
+        parts += _not_run_list(table)
         parts += _needs_gpu(notes, budget, dataset_id, set(table["recipe"]))
     return "\n".join(parts) + "\n"
 
@@ -118,6 +145,15 @@ def markdown(board: pd.DataFrame, notes: list[dict] = ()) -> str:
 def _budget_order(budget: str) -> int:
     """Tables in the order of budgets.BUDGET_NAMES (check-only budgets last); unknown budgets after them."""
     return BUDGET_NAMES.index(budget) if budget in BUDGET_NAMES else len(BUDGET_NAMES)
+
+
+def _not_run_list(table: pd.DataFrame) -> list[str]:
+    """Under a table, each recipe not run with what a seed would cost on every device (its cell says it in short)."""
+    rows = table[table["not_run"] != ""]
+    if rows.empty:
+        return []
+    return ["", "**Not run yet**, with what a seed would cost:", ""] + [
+        f"- `{r['recipe']}`: {r['not_run'].removeprefix('not run: ')}" for _, r in rows.iterrows()]
 
 
 def _needs_gpu(notes: list[dict], budget: str, dataset_id: str, measured: set[str]) -> list[str]:
@@ -157,7 +193,7 @@ def _table_cells(table: pd.DataFrame) -> pd.DataFrame:
                 marked = mixed and metric == "exact" and split is None and not row["not_run"]
                 cells[header] = measured_cell(row, metric, split) + (f" ({row['split']})" if marked else "")
             elif kind == "claim":
-                cells[header] = claim_cell(row["claims"], metric, split)
+                cells[header] = claim_cell(row, metric, split)
             else:
                 cells[header] = "best" if rank == 1 else vs_best(row, best)
         cells |= {
@@ -176,7 +212,7 @@ def _table_cells(table: pd.DataFrame) -> pd.DataFrame:
 
 def _markdown_table(cells: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(cells.columns) + " |", "|" + "---|" * len(cells.columns)]
-    lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in cells.itertuples(index=False)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in cells.itertuples(index=False)]  # pipes: md()
     return "\n".join(lines)
 
 
@@ -208,7 +244,7 @@ def comparison_table(results: Path, committed: Path, budget: str) -> str:
         "recipe": rows["recipe"], "results": rows["where"], "seeds": rows["n_seeds"],
         "exact %": (rows["exact"] * 100).round(1),
         "within-one %": (rows["test_within_one_mean"].fillna(rows["val_within_one_mean"]) * 100).round(1),
-        "train time": rows["train_seconds"].map(duration), "device": rows["device"],
+        "train time": rows["train_seconds"].map(duration), "device": rows["device"].map(printable),
     })  # fmt: skip
     return (f"{budget} budget: this run next to the committed leaderboard ({csv})\n"
             + table.to_string(index=False))
@@ -217,6 +253,18 @@ def comparison_table(results: Path, committed: Path, budget: str) -> str:
 # ----------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------
+
+
+FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet takes as the start of a formula (OWASP: CSV injection)
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with each text cell that a spreadsheet would run as a formula ('=HYPERLINK(...)') quoted by a
+    leading `'`, as OWASP advises against CSV injection; numbers are left as they are."""
+    def cell(value):
+        return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA) else value
+
+    return frame.assign(**{c: frame[c].map(cell) for c in frame.columns if frame[c].dtype == object})
 
 
 def write_report(results: Path, out: Path | None = None, readme: Path | None = None) -> list[Path]:
@@ -234,7 +282,7 @@ def write_report(results: Path, out: Path | None = None, readme: Path | None = N
     records = load_records(results)
     notes = read_estimates(results)
     board = leaderboard(records, registry_facts(), notes)
-    csv = board.drop(columns="claims").to_csv(index=False).encode()
+    csv = csv_safe(board.drop(columns="claims")).to_csv(index=False).encode()
     files = {out / "leaderboard.csv": csv, out / "leaderboard.md": markdown(board, notes).encode()}
     plots = render_plots(records, board)
     files.update({out / "plots" / name: png for name, png in plots.items()})
@@ -243,6 +291,8 @@ def write_report(results: Path, out: Path | None = None, readme: Path | None = N
     readme = readme or (REPO_README if committed else None)  # the README quotes the committed board only
     if readme is not None and readme.exists():
         files[readme] = readme_text(readme.read_text(encoding="utf-8"), records, board).encode()
+    for path in set(files) - {readme}:  # a folder linked out of `out` (plots/) is refused before any file is replaced
+        inside(path.parent, out)
     for path, data in files.items():
         _write_atomic(path, data)
     return list(files)
@@ -318,7 +368,7 @@ def _answer(records: pd.DataFrame, board: pd.DataFrame) -> str:
         pairs = [f"{c['split']} {CLAIM_NAMES[c['metric']]}: {claim_number(c)} → "
                  + ("—" if r["not_run"] else measured_cell(r, c["metric"], c["split"]).replace(" ± n/a", "")
                     + ("%" if c["metric"] in PERCENT else "") + f" ({verdict(r, c)})")
-                 for c in r["claims"] if c["value"] is not None]  # fmt: skip
+                 for c in r["claims"] if c["value"] is not None or not r["not_run"]]  # fmt: skip
         if r["not_run"]:
             pairs.append(r["not_run"])
         seeds = "0" if r["not_run"] else f"{int(r['n_seeds'])}/{int(r['seeds_requested'])}"
@@ -406,6 +456,7 @@ def _test_time(records: pd.DataFrame, board: pd.DataFrame) -> str:
 README_SECTIONS = {"answer": _answer, "gate": _gate, "sabotage": _sabotage, "test-time": _test_time, "quick": _quick_table,
                    "ours-quick": _ours_quick, "ours-full": _ours_full}
 TEST_TIME = "test-time.json"  # in results/baselines: what `pytest --save-test-time` measured
+MARKER = re.compile(r"<!-- /?report:[\w-]+ -->")  # a section's opening or closing marker
 
 
 def readme_text(text: str, records: pd.DataFrame, board: pd.DataFrame) -> str:
@@ -417,7 +468,12 @@ def readme_text(text: str, records: pd.DataFrame, board: pd.DataFrame) -> str:
             raise BenchError(f"README marker report:{name}: no such section; known: {', '.join(README_SECTIONS)}")
         return f"<!-- report:{name} -->\n{README_SECTIONS[name](records, board)}\n<!-- /report:{name} -->"
 
-    return re.sub(r"<!-- report:([\w-]+) -->\n.*?<!-- /report:\1 -->", fill, text, flags=re.S)
+    board = markdown_safe(board)
+    new = re.sub(r"<!-- report:([\w-]+) -->\n.*?<!-- /report:\1 -->", fill, text, flags=re.S)
+    if MARKER.findall(new) != MARKER.findall(text):  # a marker added or lost would move the sections for good
+        raise BenchError("README: the new sections would add or remove a `<!-- report:... -->` marker; "
+                         "left as it was")
+    return new
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

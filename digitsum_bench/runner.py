@@ -13,6 +13,7 @@ import copy
 import datetime as dt
 import platform
 import subprocess
+import warnings
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -31,7 +32,8 @@ from .data import DeviceData
 from .devices import device_name, resolve_device, set_deterministic
 from .errors import BenchError
 from .recipes import Recipe, get_recipe
-from .store import SCHEMA, RunKey, finished_record, record_failure, run_lock, write_json_atomic
+from .store import (SCHEMA, RunKey, check_run_folders, finished_record, record_failure, remove, run_lock,
+                    write_json_atomic)
 from .train import evaluate, fit, memory_format, needs_digits
 
 MAX_SEED = 2**31 - 1  # torch, numpy and every seed derived from it accept 0..2**31-1
@@ -210,7 +212,10 @@ def recipe_config(recipe: Recipe) -> dict:
 def guarded(keys: list[RunKey], results: Path) -> Iterator[list[RunKey]]:
     """Lock the runs of `keys` and yield those this process holds (another live process holds the rest:
     they are skipped, with a line saying so). A failure inside leaves a marker for `status` on each held
-    run and re-raises; an interruption (Ctrl-C, the time limit) leaves none, so the runs resume."""
+    run and re-raises; an interruption (Ctrl-C, the time limit) leaves none, so the runs resume. A run whose
+    folders lead out of `results` through a symlink is refused before anything is written (`check_run_folders`)."""
+    for k in keys:
+        check_run_folders(k, results)
     with ExitStack() as locks:
         mine = [k for k in keys if locks.enter_context(run_lock(k, results))]
         for k in keys:
@@ -225,7 +230,10 @@ def guarded(keys: list[RunKey], results: Path) -> Iterator[list[RunKey]]:
                 record_failure(k, results, e)
             raise
     for k in mine:
-        k.failed_path(results).unlink(missing_ok=True)
+        try:
+            remove(k.failed_path(results), results)
+        except BenchError as e:  # the run went well: `status` reads its record before any marker
+            warnings.warn(f"{e}; an old failure marker, left as it is", stacklevel=1)
 
 
 def run_one(name: str, seed: int, options: RunOptions = RunOptions(), seeds_requested: list[int] | None = None) -> dict | None:
@@ -255,7 +263,7 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, optio
     results = Path(options.results)
     ckpt_dir = key.checkpoint_dir(results)
     if options.force:
-        clear(ckpt_dir)
+        clear(ckpt_dir, results)
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     train, val = device_splits(recipe, splits, device)
     test = DeviceData.from_numpy(splits.test, device) if splits.test is not None else None
@@ -266,7 +274,7 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, optio
     scores = {"val": evaluate(selected, val, recipe, device),
               "test": evaluate(selected, test, recipe, device) if test is not None else None}
     save_atomic({"recipe": recipe.name, "config": recipe_config(recipe), "model": selected.state_dict()},
-                ckpt_dir / "final.pt")
+                ckpt_dir / "final.pt", results)
     record = {
         "schema": SCHEMA, "recipe": recipe.name, "report": recipe.report, "method": recipe.method,
         "seed": key.seed, "seeds_requested": sorted(seeds_requested), "budget": key.budget,
@@ -282,7 +290,7 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, optio
         **({"members": summary["members"]} if "members" in summary else {}),
         **({"pretrain": summary["pretrain"]} if "pretrain" in summary else {}),  # optional: a pre-training stage
     }
-    write_json_atomic(key.record_path(results), record)
+    write_json_atomic(key.record_path(results), record, results)
     return record
 
 

@@ -246,7 +246,7 @@ def run_stacked(name: str, seeds: list[int], options: runner.RunOptions = runner
         set_deterministic(options.deterministic or dev.type == "cpu")
         if options.force:
             for key in mine:
-                clear(key.checkpoint_dir(results))
+                clear(key.checkpoint_dir(results), results)
         by_epoch: dict[int, list[RunKey]] = {}
         for key in mine:
             by_epoch.setdefault(checkpoint_epoch(key.checkpoint_dir(results)), []).append(key)

@@ -19,6 +19,8 @@ import datetime as dt
 import json
 import math
 import os
+import re
+import reprlib
 import socket
 import stat
 import tempfile
@@ -26,11 +28,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator, NamedTuple
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from . import __version__
+from .claims import CLAIM_NAMES
 from .errors import BenchError
 
 
@@ -61,15 +64,56 @@ class RunKey:
         return Path(results) / "checkpoints" / self.budget / self.dataset_id / self.recipe / f"seed{self.seed}"
 
 
+def inside(path: Path, root: Path) -> Path:
+    """`path`, where it stays inside the folder `root` with its symlinks followed; else a one-line BenchError.
+
+    Results folders come from tarballs, shared disks and pull requests: a symlink planted in one
+    must never lead a write or a delete out of it. Check a file's folder, not the file: a rename
+    over a link, or an unlink of it, replaces the link and leaves what it points to alone.
+    """
+    path = Path(path)
+    try:
+        out = not path.resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        out = True
+    if out:
+        raise BenchError(f"{path}: a symlink leads out of {root} (or loops); refused to write or delete there")
+    return path
+
+
+def remove(path: Path, root: Path) -> None:
+    """Delete the file `path` of the folder `root` (none there is fine): a symlink itself, never what it points
+    to, and never through a folder that leads out of `root` (`inside`). OSError becomes a one-line BenchError."""
+    path = Path(path)
+    inside(path.parent, root)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:  # a folder where the file should be
+        raise BenchError(f"{path}: cannot delete ({e.strerror or e})") from None
+
+
+def check_run_folders(key: RunKey, results: Path) -> None:
+    """A BenchError where the run's record folder, its checkpoint folder or a link under that folder leads out
+    of `results` (`inside`): a run writes its lock, record and checkpoints there, and `--force` deletes there."""
+    inside(key.record_path(results).parent, results)
+    folder = inside(key.checkpoint_dir(results), results)
+    for path in folder.rglob("*"):  # rglob does not enter a linked folder: the link itself is checked here
+        inside(path, results)
+
+
 @contextmanager
-def atomic_write(path: Path) -> Iterator[IO[bytes]]:
+def atomic_write(path: Path, root: Path | None = None) -> Iterator[IO[bytes]]:
     """A binary file that appears at `path` whole or not at all: a temp file beside it, then a rename.
 
     Every file the suite writes (records, checkpoints, datasets, leaderboard, plots) goes
-    through here, so an interrupted or failed write never leaves half a file behind. An
-    OSError (a read-only folder, a full disk) becomes a one-line BenchError naming the file.
+    through here, so an interrupted or failed write never leaves half a file behind. With
+    `root`, the results folder `path` is in, a folder that leads out of it is refused (`inside`);
+    a link at `path` itself is replaced, not written through. An OSError (a read-only folder,
+    a full disk) becomes a one-line BenchError naming the file.
     """
     path = Path(path)
+    if root is not None:
+        inside(path.parent, root)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -107,27 +151,19 @@ def read_capped(path: Path, limit: int, what: str) -> bytes:
     return data
 
 
-def write_json_atomic(path: Path, obj: object) -> None:
-    """Write JSON atomically (see `atomic_write`)."""
-    with atomic_write(path) as f:
+def write_json_atomic(path: Path, obj: object, root: Path | None = None) -> None:
+    """Write JSON atomically, nowhere outside the folder `root` where it is given (see `atomic_write`)."""
+    with atomic_write(path, root) as f:
         f.write(json.dumps(obj, indent=1).encode())
 
 
 SCHEMA = 1  # the record schema this code writes and reads
 N_SUMS = 37  # sums 0..36: the length of a record's per-sum accuracies, the side of its confusion matrix
-RECORD_KEYS = (
-    "schema", "recipe", "report", "method", "seed", "seeds_requested", "budget", "dataset_id",
-    "dataset", "code_version", "git_commit", "git_dirty", "device", "versions", "pretrained",
-    "params_m", "gflops", "train_seconds", "images_per_s", "epochs_run", "selected_epoch",
-    "started", "finished", "config", "claimed", "metrics", "history",
-)  # fmt: skip
-SPLIT_KEYS = ("n", "loss", "exact", "within_one", "mse", "rmse", "mae", "per_sum", "confusion")
-HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_exact", "val_within_one", "lr", "seconds")
-# Types a record's fields must have for the runner, `status` and `report` to use them.
-_TYPES = {"recipe": str, "report": str, "method": str, "budget": str, "dataset_id": str, "dataset": str,
-          "code_version": str, "git_commit": str, "git_dirty": bool, "device": str, "pretrained": str,
-          "started": str, "finished": str, "seeds_requested": list, "versions": dict, "config": dict,
-          "claimed": list, "metrics": dict, "history": list}
+SPLITS = ("val", "test")  # a record's scored splits (no test on course data); a claim is on one of them
+MAX_NAME = 100  # characters in a recipe's, budget's or dataset id's name (a folder's): far more is not one
+# A budget's or a dataset id's name: a folder's name, and text in the tables' code spans, so nothing
+# that markdown, HTML, a CSV, a terminal or a regex would read as more than text.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*", re.ASCII)
 MAX_RECORD_BYTES = 4 << 20  # a record is tens of kB: more is not one (a copied-in /dev/zero, a huge file)
 MAX_RECORD_DEPTH = 16  # a record nests about 6 deep; far deeper JSON is built to exhaust a recursive reader
 MAX_SEED = 2**31 - 1  # runner.check_seeds' range
@@ -139,8 +175,8 @@ class OtherSchema(BenchError):
 
 
 def read_record(path: Path) -> dict:
-    """The record at `path`, checked (size, depth, schema, keys, types, ranges): the one reader of the runner,
-    `status` and `report`.
+    """The record at `path`, checked (size, depth, then each field against the schema table `RECORD`): the one
+    reader of the runner, `status` and `report`.
 
     Raises `OtherSchema` for a record of another schema version, and a BenchError naming the
     file for anything else that is not a valid record.
@@ -160,7 +196,7 @@ def read_record(path: Path) -> dict:
         raise BenchError(f"{path}: corrupt record (nested deeper than {MAX_RECORD_DEPTH} levels)")
     if "schema" in record and record["schema"] != SCHEMA:
         raise OtherSchema(f"{path}: record of schema {repr(record['schema'])[:20]}; this code reads schema {SCHEMA}")
-    problem = _record_problem(record)
+    problem = _object(RECORD)(record, "")
     if problem:
         raise BenchError(f"{path}: corrupt record ({problem})")
     return record
@@ -177,98 +213,127 @@ def _depth(value) -> int:
     return deepest
 
 
-def _record_problem(record: dict) -> str:
-    """What is wrong with a parsed record of this schema ("" when nothing is)."""
-    missing = [k for k in RECORD_KEYS if k not in record]
-    if missing:
-        return f"missing key {', '.join(missing)}"
-    for key, kind in _TYPES.items():
-        if not isinstance(record[key], kind):
-            return f"{key} is {type(record[key]).__name__}, expected {kind.__name__}"
-    if not _is_int(record["seed"], 0, MAX_SEED):
-        return f"seed is {str(record['seed'])[:20]}, expected an integer in 0..{MAX_SEED}"
-    if not all(_is_int(s, 0, MAX_SEED) for s in record["seeds_requested"]):
-        return "seeds_requested holds something other than a seed"
-    if not all(isinstance(v, str) for v in record["versions"].values()):
-        return "versions holds a non-string"
-    for key in ("params_m", "gflops", "train_seconds", "images_per_s"):
-        if not _is_number(record[key], nullable=True):
-            return f"{key} is not a number"
-    for key in ("epochs_run", "selected_epoch"):
-        if not (record[key] is None or _is_int(record[key], 0)):
-            return f"{key} is not a whole number"
-    for key in ("started", "finished"):
-        try:
-            dt.datetime.fromisoformat(record[key])
-        except ValueError:
-            return f"{key} is not an ISO time"
+# ----------------------------------------------------------------------------------------
+# The record schema: every field a reader uses, with what its value must be
+# ----------------------------------------------------------------------------------------
+
+Check = Callable[[object, str], str]  # (a value, where it is in the record) -> what is wrong with it, "" if nothing
+
+
+class OptionalKey(NamedTuple):
+    """A key a record may leave out (a pre-training stage, an ensemble's members); where present, `check` holds."""
+
+    check: Check
+
+
+def _value(expected: str, ok: Callable[[object], bool]) -> Check:
+    """A check that `ok(value)` holds; else 'where is <value>, expected <expected>'."""
+    return lambda value, where: "" if ok(value) else f"{where} is {_shown(value)}, expected {expected}"
+
+
+def _nullable(check: Check) -> Check:
+    return lambda value, where: "" if value is None else check(value, where)
+
+
+def _list(item: Check, length: int | None = None) -> Check:
+    """A check of a JSON list (of `length` items, where given) whose every item passes `item`."""
+    def check(value, where: str) -> str:
+        if not isinstance(value, list) or length is not None and len(value) != length:
+            return f"{where} is {_shown(value)}, expected a list" + (f" of {length}" if length else "")
+        return next((problem for i, x in enumerate(value) if (problem := item(x, f"{where}[{i}]"))), "")
+    return check
+
+
+def _object(table: dict[str, Check | OptionalKey]) -> Check:
+    """A check of a JSON object: every key of `table` there (an OptionalKey may be absent), its value passing its
+    check; other keys are left alone (newer code may add some)."""
+    def check(value, where: str) -> str:
+        if not isinstance(value, dict):
+            return f"{where} is {_shown(value)}, expected an object"
+        prefix = f"{where}." if where else ""
+        missing = [k for k, c in table.items() if k not in value and not isinstance(c, OptionalKey)]
+        if missing:
+            return f"missing key {prefix}{', '.join(missing)}"
+        checks = ((k, c.check if isinstance(c, OptionalKey) else c) for k, c in table.items() if k in value)
+        return next((problem for k, c in checks if (problem := c(value[k], prefix + k))), "")
+    return check
+
+
+def _shown(value) -> str:
+    """A value as an error shows it: its type, and a scalar's repr cut short (no control character reaches a terminal)."""
+    kind = f"list of {len(value)}" if isinstance(value, list) else type(value).__name__
+    return f"{kind} {reprlib.repr(value)}" if isinstance(value, (str, int, float)) else kind
+
+
+def _is_time(value) -> bool:
     try:
-        Version(record["code_version"])  # the leaderboard picks the newest code version
-    except InvalidVersion:
-        return f"code_version {record['code_version'][:20]!r} is not a version"
-    assumptions = record["config"].get("assumptions", [])
-    if not (isinstance(assumptions, list) and all(isinstance(a, str) for a in assumptions)):
-        return "config.assumptions is not a list of strings"
-    return _metrics_problem(record["metrics"]) or _history_problem(record["history"]) or _claims_problem(record["claimed"])
+        dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
-def _metrics_problem(metrics: dict) -> str:
-    """What is wrong with a record's metrics: each split's numbers in their ranges, per-sum and confusion the right size."""
-    if not isinstance(metrics.get("val"), dict):
-        return "metrics.val is not an object"
-    for split in ("val", "test"):
-        values = metrics.get(split)
-        if split == "test" and values is None:
-            continue  # course data has no test split
-        if not isinstance(values, dict):
-            return f"metrics.{split} is not an object"
-        missing = [k for k in SPLIT_KEYS if k not in values]
-        if missing:
-            return f"missing key metrics.{split}.{', '.join(missing)}"
-        if not _is_int(values["n"], 0):
-            return f"metrics.{split}.n is not a whole number"
-        for k in ("exact", "within_one"):
-            if not _is_number(values[k], 0, 1):
-                return f"metrics.{split}.{k} is not a fraction in 0..1"
-        for k in ("mse", "rmse", "mae"):
-            if not _is_number(values[k], 0):
-                return f"metrics.{split}.{k} is not a finite number >= 0"
-        for k in ("loss", "mse_raw"):  # NaN or inf where a run diverged
-            if not _is_number(values.get(k), nullable=True, finite=False):
-                return f"metrics.{split}.{k} is not a number"
-        per_sum, confusion = values["per_sum"], values["confusion"]
-        if not (isinstance(per_sum, list) and len(per_sum) == N_SUMS
-                and all(_is_number(a, 0, 1, nullable=True) for a in per_sum)):
-            return f"metrics.{split}.per_sum is not {N_SUMS} fractions (or null)"
-        if not (isinstance(confusion, list) and len(confusion) == N_SUMS
-                and all(isinstance(row, list) and len(row) == N_SUMS and all(_is_int(c, 0) for c in row)
-                        for row in confusion)):
-            return f"metrics.{split}.confusion is not {N_SUMS}x{N_SUMS} counts"
-    return ""
+def _is_version(value) -> bool:
+    """A version the leaderboard can order (it picks the newest code version)."""
+    try:
+        Version(value)
+    except (TypeError, ValueError):  # InvalidVersion, or a number of thousands of digits
+        return False
+    return len(value) <= MAX_NAME
 
 
-def _history_problem(history: list) -> str:
-    for entry in history:
-        if not isinstance(entry, dict):
-            return "history[] holds a non-object"
-        missing = [k for k in HISTORY_KEYS if k not in entry]
-        if missing:
-            return f"missing key history[].{', '.join(missing)}"
-        if not _is_int(entry["epoch"], 0):
-            return "history[].epoch is not a whole number"
-        if not all(_is_number(entry[k], nullable=True, finite=False) for k in HISTORY_KEYS[1:]):
-            return "history[] holds a value that is not a number"
-    return ""
+TEXT = _value("a string", lambda v: isinstance(v, str))
+RECIPE = _value("a recipe's name (a Python identifier)", lambda v: isinstance(v, str) and v.isidentifier()
+                and len(v) <= MAX_NAME)  # fmt: skip
+NAMED = _value("a name of letters, digits, '_', '.' and '-'", lambda v: isinstance(v, str) and len(v) <= MAX_NAME
+               and NAME.fullmatch(v) is not None)  # fmt: skip
+SEED = _value(f"a seed in 0..{MAX_SEED}", lambda v: _is_int(v, 0, MAX_SEED))
+WHOLE = _value("a whole number >= 0", lambda v: _is_int(v, 0))
+FRACTION = _value("a fraction in 0..1", lambda v: _is_number(v, 0, 1))
+ERROR = _value("a finite number >= 0", lambda v: _is_number(v, 0))
+NUMBER = _value("a finite number or null", lambda v: _is_number(v, nullable=True))
+ANY_NUMBER = _value("a number or null", lambda v: _is_number(v, nullable=True, finite=False))  # NaN, inf: a run diverged
+TIME = _value("an ISO time", _is_time)
 
-
-def _claims_problem(claimed: list) -> str:
-    for c in claimed:
-        if not (isinstance(c, dict) and {"metric", "value", "split"} <= set(c)):
-            return "claimed[] entries need metric, value and split"
-        if not (isinstance(c["metric"], str) and isinstance(c["split"], str) and isinstance(c.get("note", ""), str)
-                and _is_number(c["value"], nullable=True)):
-            return "claimed[] holds an entry of the wrong types"
-    return ""
+SPLIT = {  # a split's metrics (metrics.SUMMARY_KEYS and per-sum accuracy, confusion)
+    "n": WHOLE, "loss": ANY_NUMBER, "exact": FRACTION, "within_one": FRACTION, "mse": ERROR, "rmse": ERROR,
+    "mae": ERROR, "mse_raw": OptionalKey(ANY_NUMBER),  # absent in records made before it was measured
+    "per_sum": _list(_nullable(FRACTION), N_SUMS),  # null: a sum absent from the split
+    "confusion": _list(_list(WHOLE, N_SUMS), N_SUMS),
+}  # fmt: skip
+HISTORY = {  # one epoch; val_exact is null in a pre-training stage, which is scored otherwise
+    "epoch": WHOLE, "train_loss": ANY_NUMBER, "val_loss": ANY_NUMBER, "val_exact": _nullable(FRACTION),
+    "val_within_one": _nullable(FRACTION), "lr": ANY_NUMBER, "seconds": ANY_NUMBER,
+}  # fmt: skip
+CLAIM = {  # claims.Claim as a dict: the tables show a claim beside the measured metric of its name and split
+    "metric": _value(f"one of {', '.join(CLAIM_NAMES)}", lambda v: v in CLAIM_NAMES),
+    "value": NUMBER, "split": _value(f"one of {', '.join(SPLITS)}", lambda v: v in SPLITS),
+    "note": OptionalKey(TEXT),
+}  # fmt: skip
+CONFIG = {  # the recipe's fields that the leaderboard reads (the rest is shown as it is)
+    "members": OptionalKey(_value("a whole number >= 1", lambda v: _is_int(v, 1))),
+    "train_size": OptionalKey(_nullable(WHOLE)), "assumptions": OptionalKey(_list(TEXT)),
+}  # fmt: skip
+RECORD = {  # a record of this schema: what runner.run_one writes
+    "schema": _value(str(SCHEMA), lambda v: _is_int(v, SCHEMA, SCHEMA)), "recipe": RECIPE, "report": TEXT,
+    "method": TEXT, "seed": SEED, "seeds_requested": _list(SEED), "budget": NAMED, "dataset_id": NAMED,
+    "dataset": TEXT, "code_version": _value("a version", _is_version), "git_commit": TEXT,
+    "git_dirty": _value("true or false", lambda v: isinstance(v, bool)), "device": TEXT,
+    "versions": _value("an object of version strings", lambda v: isinstance(v, dict)
+                       and all(isinstance(s, str) for s in v.values())),  # fmt: skip
+    "pretrained": TEXT, "params_m": NUMBER, "gflops": NUMBER, "train_seconds": NUMBER, "images_per_s": NUMBER,
+    "epochs_run": _nullable(WHOLE), "selected_epoch": _nullable(WHOLE), "started": TIME, "finished": TIME,
+    "config": _object(CONFIG), "claimed": _list(_object(CLAIM)),
+    "metrics": _object({"val": _object(SPLIT), "test": OptionalKey(_nullable(_object(SPLIT)))}),
+    "history": _list(_object(HISTORY)),
+    "members": OptionalKey(_list(_object({"test": OptionalKey(_nullable(_object({"exact": FRACTION})))}))),
+    "pretrain": OptionalKey(_object({"history": _list(_object(HISTORY))})),  # a pre-training stage's epochs
+    "engine": OptionalKey(TEXT), "stacked_seeds": OptionalKey(_nullable(_list(SEED))),
+}  # fmt: skip
+RECORD_KEYS = tuple(k for k, check in RECORD.items() if not isinstance(check, OptionalKey))
+# A note of a recipe left out on a CPU (write_estimate): shown under the tables, so held to the record's names.
+NOTE = {"recipe": RECIPE, "budget": NAMED, "dataset_id": NAMED, "device": OptionalKey(TEXT),
+        "estimated_seconds": ERROR}  # fmt: skip
 
 
 def _is_int(value, low: int = -math.inf, high: int = math.inf) -> bool:
@@ -374,6 +439,7 @@ def record_failure(key: RunKey, results: Path, error: BaseException) -> None:
         key.failed_path(results),
         {"recipe": key.recipe, "seed": key.seed, "budget": key.budget, "dataset_id": key.dataset_id,
          "error": f"{type(error).__name__}: {lines[-1]}", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        results,
     )
 
 
@@ -419,12 +485,12 @@ def write_estimate(results: Path, budget: str, dataset_id: str, recipe: str, sec
     """Note that `recipe` was not run on `device` under `budget`: its estimated time per seed was too long."""
     write_json_atomic(estimate_path(results, budget, dataset_id, recipe),
                       {"recipe": recipe, "budget": budget, "dataset_id": dataset_id, "device": device,
-                       "estimated_seconds": round(seconds), "code_version": __version__})
+                       "estimated_seconds": round(seconds), "code_version": __version__}, results)
 
 
 def remove_estimate(results: Path, budget: str, dataset_id: str, recipe: str) -> None:
     """Drop the note once the recipe is run here after all."""
-    estimate_path(results, budget, dataset_id, recipe).unlink(missing_ok=True)
+    remove(estimate_path(results, budget, dataset_id, recipe), results)
 
 
 def read_estimates(results: Path) -> list[dict]:
@@ -432,7 +498,6 @@ def read_estimates(results: Path) -> list[dict]:
     notes = []
     for path in sorted((Path(results) / "estimates").rglob("*.json")):
         note = _small_json(path)
-        if (isinstance(note, dict) and all(isinstance(note.get(k), str) for k in ("recipe", "budget", "dataset_id"))
-                and _is_number(note.get("estimated_seconds"), 0)):
+        if not _object(NOTE)(note, "note"):
             notes.append(note)
     return notes

@@ -14,7 +14,9 @@ are normalised: `x = (uint8 / 255 - mean) / std`. Its format decides how far it 
 
 - ONNX (the default, and the format for strangers' models): a graph of tensor operations run by
   onnxruntime on the CPU. It has no file, process or Python operations, so it is loaded without
-  trust; `digitsum.json` is a metadata property, and tensors stored outside the file are refused.
+  trust; `digitsum.json` is a metadata property. A tensor stored outside the file is refused wherever it sits
+  (initializers, sparse tensors, attributes, subgraphs, functions): onnxruntime would read that file from the
+  scorer's disk. Its runs stop after `max_seconds` (an endless `Loop` is a valid graph).
 - A `torch.export` program (`.pt2`) or a TorchScript file is a program that runs with the user's
   rights: loaded only with `trust=True` (`--trust-model`), and a `.pt2` archive entry that needs
   full pickle (or compiled code) is refused even then.
@@ -30,10 +32,13 @@ import io
 import json
 import math
 import re
+import tempfile
+import threading
 import warnings
 import zipfile
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -52,6 +57,8 @@ BATCH = EVAL_BATCH["cpu"]  # the batch `train.predict` uses on a CPU: the same b
 CSV_HEADER_BYTES, CSV_ROW_BYTES = 4096, 2048  # a predictions CSV's size limit: 37 probabilities fit a row
 NUMBER = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")  # no 1_0, nan, inf, 0x1p3
 MAX_MODEL_BYTES = 2**31  # an ONNX file is read whole (protobuf's own limit); larger is refused first
+MAX_SECONDS = 3600.0  # an ONNX model's scoring stops after this: a real model takes minutes, an endless Loop forever
+QUOTE_CHARS = 200  # the most an error line quotes of a message or a name from the model
 FORMATS = ("onnx", "export", "torchscript")  # what `export_checkpoint` writes
 TRUST_HINT = ("it is a program that runs with your rights: load it only if you trust its author (--trust-model), "
               "or hand in ONNX (`digitsum-bench export` writes it)")
@@ -234,12 +241,33 @@ class OnnxModel:
     """An ONNX graph run by onnxruntime on the CPU, called like a torch model: a tensor in, a tensor out."""
 
     def __init__(self, session) -> None:
+        import onnxruntime as ort
+
         self.session = session
         self.input = session.get_inputs()[0].name
+        self.run_options = ort.RunOptions()  # its `terminate` flag stops a run between operators and loop steps
+        self.seconds = math.inf
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        (out,) = self.session.run(None, {self.input: x.numpy()})
+        try:
+            (out,) = self.session.run(None, {self.input: x.numpy()}, self.run_options)
+        except Exception:
+            if self.run_options.terminate:
+                raise BenchError(f"scoring stopped after {self.seconds:g} s (--max-seconds)") from None
+            raise
         return torch.from_numpy(out) if isinstance(out, np.ndarray) else out  # anything else is refused by the caller
+
+    @contextmanager
+    def time_bound(self, seconds: float) -> Iterator[None]:
+        """Within the block, runs fail once `seconds` have passed: a watchdog sets onnxruntime's terminate flag."""
+        self.seconds = seconds
+        watchdog = threading.Timer(seconds, setattr, (self.run_options, "terminate", True))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            yield
+        finally:
+            watchdog.cancel()
 
 
 def _load_onnx(path: Path) -> tuple[OnnxModel, dict]:
@@ -257,37 +285,47 @@ def _load_onnx(path: Path) -> tuple[OnnxModel, dict]:
         raise BenchError(f"{not_a_model} ({_first_line(e)})") from None
     if not proto.ir_version or not proto.graph.output:
         raise BenchError(not_a_model)
-    outside = [t.name for t in _onnx_tensors(proto) if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data]
-    if outside:
-        raise BenchError(f"{path}: tensor {outside[0]!r} is stored outside the file; only self-contained ONNX files "
-                         "are read (save with external_data=False)")
+    outside = _outside_tensor(proto)
+    if outside is not None:
+        raise BenchError(f"{path}: tensor {_clip(outside)!r} is stored outside the file; only self-contained ONNX "
+                         "files are read (save with external_data=False)")
     meta = _read_meta(path, {p.key: p.value for p in proto.metadata_props}.get(META_FILE, ""), onnx=True)
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: its warnings about unused initializers are not the user's concern
+    options.log_severity_level = 4  # fatal only: its errors come back as exceptions, told in one line below
     options.intra_op_num_threads = torch.get_num_threads()
-    try:
-        session = ort.InferenceSession(raw, options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # noqa: BLE001 - an invalid graph or an unknown operator, in one line
-        raise BenchError(f"{path}: cannot load the ONNX model ({_first_line(e)})") from None
+    # a model from bytes has its external data resolved against the working directory: give it an empty folder
+    # instead, so that a tensor outside the file that slipped past the check above finds nothing to read
+    with tempfile.TemporaryDirectory() as empty:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+        try:
+            session = ort.InferenceSession(raw, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - an invalid graph or an unknown operator, in one line
+            raise BenchError(f"{path}: cannot load the ONNX model ({_first_line(e)})") from None
     if len(session.get_inputs()) != 1 or len(session.get_outputs()) != 1:
         raise BenchError(f"{path}: the ONNX model has {len(session.get_inputs())} inputs and "
                          f"{len(session.get_outputs())} outputs; expected one of each")
     return OnnxModel(session), meta
 
 
-def _onnx_tensors(proto) -> list:
-    """Every tensor of an ONNX model: initializers and constants, in subgraphs and functions too."""
-    tensors, graphs, nodes = [], [proto.graph], [n for f in proto.functions for n in f.node]
-    while graphs or nodes:
-        if graphs:
-            graph = graphs.pop()
-            tensors += [*graph.initializer, *(t for s in graph.sparse_initializer for t in (s.values, s.indices))]
-            nodes += graph.node
-            continue
-        for a in nodes.pop().attribute:
-            tensors += [a.t, *a.tensors]
-            graphs += [a.g, *a.graphs]
-    return tensors
+def _outside_tensor(proto) -> str | None:
+    """The name of a tensor of an ONNX model stored outside its file, or None.
+
+    Every message of the model is visited, not a list of the places tensors sit today (initializers, sparse
+    initializers, `value` and `sparse_value` attributes, subgraphs, functions, training info): onnxruntime
+    reads external data wherever it finds it."""
+    import onnx
+    from google.protobuf.message import Message
+
+    messages = [proto]
+    while messages:
+        message = messages.pop()
+        if isinstance(message, onnx.TensorProto) and (onnx.external_data_helper.uses_external_data(message)
+                                                       or message.external_data):
+            return message.name
+        for field, value in message.ListFields():
+            if field.type == field.TYPE_MESSAGE:
+                messages += [value] if isinstance(value, Message) else value
+    return None
 
 
 def _check_pt2(path: Path) -> None:
@@ -347,12 +385,12 @@ def _read_meta(path: Path, text: str | bytes, onnx: bool = False) -> dict:
         meta = json.loads(text)
         mean, std = float(meta["mean"]), float(meta["std"])
     except (ValueError, TypeError, KeyError, RecursionError) as e:
-        raise BenchError(f"{path}: bad {META_FILE} (needs numbers 'mean' and 'std'; {type(e).__name__}: {e})") from None
+        raise BenchError(f"{path}: bad {META_FILE} (needs numbers 'mean' and 'std'; {_first_line(e)})") from None
     if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
         raise BenchError(f"{path}: bad {META_FILE}: std must be positive and both numbers finite")
     decode = meta.get("decode", "sum_of_digits")
     if decode not in ("sum_of_digits", "most_likely_sum"):
-        raise BenchError(f"{path}: bad {META_FILE}: decode {decode!r} is not sum_of_digits or most_likely_sum")
+        raise BenchError(f"{path}: bad {META_FILE}: decode {_clip(repr(decode))} is not sum_of_digits or most_likely_sum")
     return {**meta, "mean": mean, "std": std, "decode": decode}
 
 
@@ -377,6 +415,8 @@ def predict_model(model: nn.Module, meta: dict, images: np.ndarray, path: str | 
         x = chunk.unsqueeze(1).float().div_(255).sub_(meta["mean"]).div_(meta["std"])  # as train.to_input
         try:
             out = model(x)
+        except BenchError as e:  # an ONNX model stopped at its time bound
+            raise BenchError(f"{path}: {e}") from None
         except Exception as e:  # noqa: BLE001 - whatever the program raises, the user needs one line
             raise BenchError(f"{path}: the model fails on a (B,1,40,168) float batch ({_first_line(e)})") from None
         if not isinstance(out, torch.Tensor):
@@ -396,13 +436,19 @@ def predict_model(model: nn.Module, meta: dict, images: np.ndarray, path: str | 
 
 
 def evaluate_model(model_path: str | Path, data_path: str | Path, save_predictions: str | Path | None = None,
-                   trust: bool = False) -> dict:
+                   trust: bool = False, max_seconds: float | None = None) -> dict:
     """Score an exported model on a dataset; optionally write its predictions as a CSV.
 
-    `trust` lets a torch.export program or TorchScript file run (see `load_model`)."""
+    `trust` lets a torch.export program or TorchScript file run (see `load_model`). An ONNX model's scoring
+    stops after `max_seconds` (None: MAX_SECONDS); a program has no such bound."""
+    seconds = MAX_SECONDS if max_seconds is None else max_seconds
+    if not 0 < seconds <= threading.TIMEOUT_MAX:
+        raise BenchError(f"--max-seconds {seconds}: expected a positive number of seconds, at most "
+                         f"{threading.TIMEOUT_MAX:.3g}")
     model, meta = load_model(model_path, trust)
     data = datamod.load_path(data_path)
-    out, head = predict_model(model, meta, data.images, model_path)
+    with model.time_bound(seconds) if isinstance(model, OnnxModel) else nullcontext():
+        out, head = predict_model(model, meta, data.images, model_path)
     pred = metrics.predict_sums(out, head, meta["decode"]).numpy()
     raw = metrics.expected_sums(out, head).numpy()
     if save_predictions is not None:
@@ -475,4 +521,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "onnx"
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+    return f"{type(e).__name__}: {_clip(text.splitlines()[0])}" if text else type(e).__name__
+
+
+def _clip(text: str) -> str:
+    """At most about QUOTE_CHARS of `text`, its start and its end: onnxruntime says what failed last."""
+    half = QUOTE_CHARS // 2
+    return text if len(text) <= QUOTE_CHARS else f"{text[:half]} ... {text[-half:]}"

@@ -3,6 +3,7 @@ the epochs a row trained, time to accuracy, and every recipe of the registry in 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict
 
@@ -197,3 +198,39 @@ def test_test_time_table_shows_each_cpu_and_command():
            "slowest": [{"test": "tests/test_gate.py::test_a", "seconds": 120.4}, {"test": "tests/x.py::b", "seconds": 9.6}]}
     table = report.test_time_table({"runs": {"k": run}})
     assert "| EPYC, AVX512, float32 | 2 | `pytest` | 412 | 11.5 min | test_a 120 s; b 10 s |" in table
+
+
+EMA = "r003_resnet50_ema"  # report 003 claims ~90% test exact for an ImageNet-pretrained ResNet-50 with EMA
+
+
+@pytest.mark.parametrize("loaded", [False, True], ids=["from scratch", "ImageNet weights loaded"])
+def test_a_pretrained_recipes_claim_stands_only_beside_a_run_that_loaded_the_weights(tmp_path, loaded):
+    """A run whose record says `pretrained: unavailable` trained from scratch: a different method from the
+    report's, so no view sets the report's claim against it (no verdict, no claimed number, no plot); a run
+    that loaded ImageNet weights (`--weights`) is compared as usual."""
+    status = "imagenet" if loaded else "unavailable"
+    for seed, test in enumerate((0.30, 0.32, 0.34)):
+        write_record(tmp_path, make_record(EMA, seed, test=test, pretrained=status, epochs_run=50, claimed=_claims(EMA),
+                                           config={"name": EMA, "epochs": 50, "train_size": 8_000, "members": 1,
+                                                   "pretrained": "imagenet"}))  # fmt: skip
+    report.write_report(tmp_path)
+    records = load_records(tmp_path)
+    board = leaderboard(records, report.registry_facts())
+    answer = report.README_SECTIONS["answer"](records, board)
+    answer_row = next(line for line in answer.splitlines() if line.startswith(f"| `{EMA}` |"))
+    markdown = _section((tmp_path / "leaderboard.md").read_text(), "full")
+    md_row = next(line for line in markdown.splitlines() if f"| `{EMA}` |" in line)
+    page_row = re.search(rf'<tr data-recipe="{EMA}">.*?</tr>', (tmp_path / "index.html").read_text()).group(0)
+    csv = pd.read_csv(tmp_path / "leaderboard.csv").set_index("recipe").loc[EMA]
+    plot = tmp_path / "plots" / f"claimed_vs_reproduced_full_{DATASET_ID}.png"
+    said = "not comparable: the report started from ImageNet weights, this run from scratch"
+    if loaded:
+        assert "test exact: 90% → 32.0 ± 5.0% (measured lower: the claim is outside the 95% CI)" in answer_row
+        assert said not in md_row + page_row + answer_row and "| test 90% (approximately) |" in md_row
+        assert csv["claimed_exact"] == 0.9 and plot.exists()
+    else:
+        assert f"test exact: 90% → 32.0 ± 5.0% ({said})" in answer_row and "outside" not in answer_row
+        assert f"| {said} |" in md_row and "90%" not in md_row  # the claim's place says why, the number is gone
+        assert said in page_row and "claim: 90%" not in page_row and "outside the 95% CI" not in page_row
+        assert math.isnan(csv["claimed_exact"]) and csv["claimed"].startswith(said)
+        assert not plot.exists()  # the only exact claim of the table is of another method: nothing to plot
