@@ -10,20 +10,28 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-# the metrics a claim can be of, with the name a table gives them
-CLAIM_NAMES = {"exact": "exact", "within_one": "within-one", "mse_raw": "MSE raw", "mse": "MSE (rounded)", "mae": "MAE"}
-PERCENT = ("exact", "within_one")  # fractions shown as percentages
+from .errors import BenchError
+from .metric_table import TableView
+
+# the metrics a claim can be of (metric_table: `claimable`), with the name a table gives them
+CLAIM_NAMES = TableView(lambda m: m.claimable, lambda m: m.label)
+PERCENT = TableView(lambda m: m.percent)  # fractions shown as percentages
 
 
 @dataclass(frozen=True)
 class Claim:
     """A number a report claims; always shown as a claim, never as a measurement."""
 
-    # accuracies as fractions 0..1; "mse_raw": MSE of the unrounded output (the reports' MSE), "mse": of rounded sums
-    metric: Literal["exact", "within_one", "mse_raw", "mse", "mae"]
+    # one of CLAIM_NAMES (metric_table's claimable metrics): accuracies as fractions 0..1; "mse_raw": MSE of the
+    # unrounded output (the reports' MSE), "mse": of rounded sums
+    metric: str
     value: float | None  # None where the report gives words, not a number (the note says them)
     split: Literal["val", "test"]  # the split of the course data the report quoted it on
     note: str = ""  # e.g. "after 87 epochs", "approximately"
+
+    def __post_init__(self):
+        if self.metric not in CLAIM_NAMES:  # the table, not a Literal, says which: checked when a recipe is made
+            raise BenchError(f"claim of {self.metric!r}: a claim is of one of {', '.join(CLAIM_NAMES)}")
 
 
 def claim_number(claim: dict) -> str:

@@ -4,7 +4,8 @@ Owns reading `<results>/records/<budget>/<dataset_id>/<recipe>/seed<seed>.json` 
 (`load_records`), the leaderboard frame (`leaderboard`: one row per recipe, budget and dataset),
 and the formatters that the markdown (report.py), the web page (page.py) and the gate share:
 numbers, durations, the exact-accuracy interval, the test against the best row, and the one
-way a report's claim is written. No torch and no plotting here.
+way a report's claim is written. Which metrics the rows summarise and the tables show, with their
+headers, comes from the metrics table (metric_table.py). No torch and no plotting here.
 """
 
 from __future__ import annotations
@@ -21,21 +22,21 @@ from scipy import stats
 
 from .claims import CLAIM_NAMES, PERCENT, claim_text, claim_value
 from .errors import BenchError
+from .metric_table import METRIC_TABLE, TableView
 from .store import N_SUMS, RECORD_KEYS, read_record
 
 SPLITS = ("val", "test")
-METRICS = ("exact", "within_one", "mse", "mse_raw", "mae")  # summarised over seeds in the leaderboard
-SCALARS = ("n", "loss", "exact", "within_one", "mse", "mse_raw", "rmse", "mae")  # per split; mse_raw may be absent
+METRICS = TableView(lambda m: m.board)  # summarised over seeds in the leaderboard (metric_table: `board`)
+SCALARS = ("n", "loss")  # per split, beside every metric of metric_table (an optional one may be absent: NaN)
 NUMBERS = ("params_m", "gflops", "train_seconds", "images_per_s")  # null in JSON -> NaN
 RUN = ["recipe", "seed", "budget", "dataset_id", "code_version"]  # a second record of one run is a duplicate
 GROUP = ["recipe", "budget", "dataset_id"]  # one leaderboard row
 TABLE = ["budget", "dataset_id"]  # one markdown table, one set of plots
 ALPHA = 0.05  # Welch test level for "not significantly worse than the best row"
 SAME = "≈"  # the mark for such a row
-# The metrics a claim can be of, in table order, each with its measured column's header and its name in claims.
-METRIC_COLUMNS = {"exact": "exact % (95% CI)", "within_one": "within-one %", "mse_raw": "MSE raw",
-                  "mse": "MSE (rounded)", "mae": "MAE"}  # fmt: skip
-CLAIM_METRICS = tuple(METRIC_COLUMNS)
+# The measured metrics' columns, in table order, each with its header (exact's cell gives its interval too).
+METRIC_COLUMNS = TableView(lambda m: m.board, lambda m: m.header + (" (95% CI)" if m.name == "exact" else ""))
+CLAIM_METRICS = TableView(lambda m: m.claimable)  # the metrics a claim can be of, each with `claimed_<name>`
 
 
 # ----------------------------------------------------------------------------------------
@@ -116,11 +117,12 @@ def _epoch_seconds(history: list[dict]) -> list[float]:
 
 def _flatten_split(metrics: dict, split: str) -> dict:
     """`val_exact`, `val_per_sum`, ...; NaN/None for a split the run did not have (test on course data)
-    and for `mse_raw` in records made before it was measured."""
+    and for an optional metric the record lacks (`mse_raw` in records made before it was measured)."""
     values = metrics.get(split)
+    scalars = (*SCALARS, *METRIC_TABLE)
     if values is None:
-        return {f"{split}_{k}": math.nan for k in SCALARS} | {f"{split}_per_sum": None, f"{split}_confusion": None}
-    row = {f"{split}_{k}": _number(values.get(k)) for k in SCALARS}
+        return {f"{split}_{k}": math.nan for k in scalars} | {f"{split}_per_sum": None, f"{split}_confusion": None}
+    row = {f"{split}_{k}": _number(values.get(k)) for k in scalars}
     row[f"{split}_per_sum"] = _array(values["per_sum"], (N_SUMS,), f"metrics.{split}.per_sum")  # null -> NaN
     row[f"{split}_confusion"] = _array(values["confusion"], (N_SUMS, N_SUMS), f"metrics.{split}.confusion")
     return row
@@ -393,7 +395,7 @@ def claim_cell(row: pd.Series, metric: str, split: str | None = None) -> str:
 
 
 def metric_columns(table: pd.DataFrame) -> list[tuple[str, str, str | None]]:
-    """The metric columns of one table, in order, as (kind, metric, split): each measured metric on
+    """The metric columns of one table, in order, as (kind, metric, split): each measured metric (METRICS) on
     the split the rows are ranked on (split None), `vs best` after exact, then for each split the
     reports claim it on, the measured metric on that split (unless it is the ranked one) and the
     claims beside it. Only rows that trained their report's own budget hold claims, so a table of
@@ -401,7 +403,7 @@ def metric_columns(table: pd.DataFrame) -> list[tuple[str, str, str | None]]:
     claimed = {(c["metric"], c["split"]) for claims in table["claims"] for c in claims}
     ranked = set(table["split"])
     columns = []
-    for metric in CLAIM_METRICS:
+    for metric in METRICS:
         splits = [split for split in SPLITS if (metric, split) in claimed]
         columns.append(("measured", metric, None))
         columns += [("claim", metric, split) for split in splits if ranked == {split}]

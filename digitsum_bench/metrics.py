@@ -8,6 +8,12 @@ those integer predictions, so that heads of different kinds are compared on the 
 `mse_raw` is the other MSE, of the unrounded output (`expected_sums`): the one the reports
 quote (report 002's MSE is of raw outputs, its MAE of rounded ones; report 004 quotes its
 MSE loss), so that each claim can be set beside the measurement of its own definition.
+`digit_accuracy`, the fraction of the four digits read right, is measured where a digit head
+(`predict_digits`) meets data with digit labels, and is missing otherwise.
+
+What each metric is called, how it is shown and checked is the metrics table (metric_table.py,
+re-exported here): it lives apart because claims.py and store.py read it without torch. A new
+metric is an entry there and its computation in `compute_metrics`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch
 from sklearn.metrics import confusion_matrix
 
 from .errors import BenchError
+from .metric_table import METRIC_TABLE, Metric, TableView  # noqa: F401  (re-exported: the metrics table)
 from .store import N_SUMS
 
 
@@ -51,12 +58,21 @@ def expected_sums(out: torch.Tensor, head: str) -> torch.Tensor:
     raise BenchError(f"head {head!r} does not predict sums")
 
 
-def compute_metrics(pred: np.ndarray, true: np.ndarray, raw: np.ndarray | None = None) -> dict:
+def predict_digits(output: torch.Tensor, head: str) -> torch.Tensor | None:
+    """The most likely digit at each of the four places (B,4), for a head that reads digits; None for one that
+    does not (the sum's digits cannot be told from a sum)."""
+    return output.argmax(dim=2) if head == "digits4" else None
+
+
+def compute_metrics(pred: np.ndarray, true: np.ndarray, raw: np.ndarray | None = None,
+                    digits: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Exact and within-one accuracy (fractions), MSE, RMSE, MAE, per-sum accuracy and confusion.
 
     `per_sum[s]` is the exact accuracy over images whose true sum is s (None where none occur);
     `confusion[t][p]` counts images of true sum t predicted as p. With `raw`, the unrounded
-    predicted sums (`expected_sums`), the result also has `mse_raw`, their MSE.
+    predicted sums (`expected_sums`), the result also has `mse_raw`, their MSE. With `digits`,
+    the (predicted, true) digits (N,4) (`predict_digits`, the data's labels), it also has
+    `digit_accuracy`, the fraction of the 4N digits predicted right.
     """
     pred = np.asarray(pred, dtype=np.int64).reshape(-1)
     true = np.asarray(true, dtype=np.int64).reshape(-1)
@@ -85,10 +101,26 @@ def compute_metrics(pred: np.ndarray, true: np.ndarray, raw: np.ndarray | None =
     }
     if raw is not None:
         result["mse_raw"] = float(np.mean((raw - true) ** 2))
+    if digits is not None:
+        result["digit_accuracy"] = digit_accuracy(*digits)
     return result
 
 
-SUMMARY_KEYS = ("n", "exact", "within_one", "mse", "rmse", "mae")
+def digit_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
+    """The fraction of digits predicted right, over every place of every image: (N,4) predicted and true digits."""
+    pred, true = np.asarray(pred, dtype=np.int64), np.asarray(true, dtype=np.int64)
+    if pred.shape != true.shape or pred.ndim != 2 or pred.size == 0:
+        raise BenchError(f"metrics: predicted digits of shape {pred.shape} for true digits of shape {true.shape}")
+    return float(np.mean(pred == true))
+
+
+SUMMARY_KEYS = ("n", *(name for name, m in METRIC_TABLE.items() if m.required))  # in every record's splits
+
+
+def summary(result: dict) -> dict:
+    """What `evaluate` reports of `compute_metrics`' result: SUMMARY_KEYS, the optional metrics it has, per_sum."""
+    optional = [name for name, m in METRIC_TABLE.items() if not m.required and name in result]
+    return {k: result[k] for k in (*SUMMARY_KEYS, *optional, "per_sum")}
 
 
 def format_table(metrics_by_split: dict[str, dict | None]) -> str:

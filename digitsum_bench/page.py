@@ -46,6 +46,7 @@ from .leaderboard import (
     verdict,
     vs_best,
 )
+from .metric_table import TableView
 from .plots import PLOTS, plot_file
 from .store import N_SUMS
 
@@ -125,14 +126,8 @@ class Column:
     cell: Callable[[pd.Series, int], str]  # (row, rank) -> the <td>
 
 
-MEASURED_TIPS = {
-    "exact": "measured here: mean over seeds ± half-width of the 95% confidence interval",
-    "within_one": "measured here: |predicted - true| ≤ 1",
-    "mse_raw": "measured here, on the unrounded output (the reports' MSE is of this kind)",
-    "mse": "measured here, on rounded predictions",
-    "mae": "measured here",
-}
-SHOWN_METRICS = ("exact", "within_one", "mse_raw")  # measured on the ranked split, in the default view
+MEASURED_TIPS = TableView(value=lambda m: m.tip)  # each measured column's tooltip (metric_table)
+SHOWN_METRICS = TableView(lambda m: m.shown)  # measured on the ranked split, in the default view
 CLAIM_TIP = "the report's own claim, on the course data: not measured here"
 VERDICT_TIP = ("each exact claim against the 95% confidence interval of the seeds' mean on the claim's own split; "
                "'not comparable' where the report's method started from ImageNet weights and these runs did not")

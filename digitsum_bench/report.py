@@ -53,6 +53,8 @@ regression output, argmax or decoded digits). *MSE raw* scores the unrounded out
 regression output itself, or the expected sum under a 37-way or digit head. The reports'
 MSE claims are of the raw kind (report 002: its MAE x 6,000 is a whole number and its MSE is
 not; report 004 quotes its MSE loss), so they stand beside *MSE raw*.
+*per-digit %*: the fraction of the four digits read right, for recipes with a digit head on data
+with digit labels; "—" for the others and for records made before it was measured.
 *GFLOPs*: forward FLOPs per 40x168 image, counting 2 FLOPs per multiply-add. torchvision's
 tables list multiply-adds: their 4.09 "GFLOPS" for ResNet-50 at 224x224 is 8.18 here.
 *pretrained*: `imagenet` loaded ImageNet weights; `unavailable` means the report used them but
@@ -270,7 +272,8 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
 def write_report(results: Path, out: Path | None = None, readme: Path | None = None) -> list[Path]:
     """Write `leaderboard.csv`, `leaderboard.md`, `plots/*.png` and the web page `index.html` (page.py)
     from the records under `results`, and the result tables of `readme` between its markers
-    (`readme_text`; by default the repository's README.md when `results` and `out` are its `results/`).
+    (`readme_text`; by default those of every file of `doc_files()`, the repository's README.md and
+    docs/*.md, when `results` and `out` are its `results/`).
 
     Everything is rendered in memory first and each file is replaced atomically, so an error
     (a corrupt record, a failing plot) leaves the previous report as it was. Returns the paths.
@@ -288,10 +291,10 @@ def write_report(results: Path, out: Path | None = None, readme: Path | None = N
     files.update({out / "plots" / name: png for name, png in plots.items()})
     files[out / "index.html"] = render_page(records, board, plots).encode()
     committed = out.resolve() == results.resolve() == REPO_README.parent / "results"
-    readme = readme or (REPO_README if committed else None)  # the README quotes the committed board only
-    if readme is not None and readme.exists():
-        files[readme] = readme_text(readme.read_text(encoding="utf-8"), records, board).encode()
-    for path in set(files) - {readme}:  # a folder linked out of `out` (plots/) is refused before any file is replaced
+    docs = [readme] if readme else doc_files() if committed else []  # the README and docs quote the committed board only
+    for doc in (doc for doc in docs if doc.exists()):
+        files[doc] = readme_text(doc.read_text(encoding="utf-8"), records, board).encode()
+    for path in set(files) - set(docs):  # a folder linked out of `out` (plots/) is refused before any file is replaced
         inside(path.parent, out)
     for path, data in files.items():
         _write_atomic(path, data)
@@ -304,6 +307,13 @@ def write_report(results: Path, out: Path | None = None, readme: Path | None = N
 
 REPO_README = Path(__file__).resolve().parent.parent / "README.md"
 BASELINES = REPO_README.parent / "results" / "baselines"  # the gate's files that README sections render
+
+
+def doc_files() -> list[Path]:
+    """The files whose `<!-- report:NAME -->` sections `report` rewrites: the README and each docs/*.md with a
+    marker. Found from REPO_README when called, so that a copy of the README elsewhere (the tests') has its own."""
+    docs = sorted((REPO_README.parent / "docs").glob("*.md"))
+    return [REPO_README, *(doc for doc in docs if MARKER.search(doc.read_text(encoding="utf-8")))]
 
 
 def _seed_list(seeds) -> str:

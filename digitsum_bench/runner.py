@@ -301,4 +301,4 @@ def evaluate_file(checkpoint: str | Path, data_path: str | Path, device: str = "
     split = DeviceData.from_numpy(datamod.load_path(data_path), dev)
     result = evaluate(model, split, recipe, dev)
     return {"recipe": recipe.name, "checkpoint": str(checkpoint), "data": str(data_path),
-            **{k: result[k] for k in (*metrics.SUMMARY_KEYS, "mse_raw", "per_sum")}}
+            **metrics.summary(result)}

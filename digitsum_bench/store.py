@@ -35,6 +35,7 @@ from packaging.version import Version
 from . import __version__
 from .claims import CLAIM_NAMES
 from .errors import BenchError
+from .metric_table import METRIC_TABLE, Metric
 
 
 # A run on another host whose lock and checkpoints have not changed for this long is taken
@@ -295,9 +296,16 @@ NUMBER = _value("a finite number or null", lambda v: _is_number(v, nullable=True
 ANY_NUMBER = _value("a number or null", lambda v: _is_number(v, nullable=True, finite=False))  # NaN, inf: a run diverged
 TIME = _value("an ISO time", _is_time)
 
-SPLIT = {  # a split's metrics (metrics.SUMMARY_KEYS and per-sum accuracy, confusion)
-    "n": WHOLE, "loss": ANY_NUMBER, "exact": FRACTION, "within_one": FRACTION, "mse": ERROR, "rmse": ERROR,
-    "mae": ERROR, "mse_raw": OptionalKey(ANY_NUMBER),  # absent in records made before it was measured
+
+def _metric_check(metric: Metric) -> Check | OptionalKey:
+    """A metric of the table as a record must hold it: an optional one may be absent or null (older records, runs
+    it does not apply to)."""
+    check = FRACTION if metric.percent else ERROR if metric.finite else ANY_NUMBER
+    return check if metric.required else OptionalKey(_nullable(check))
+
+
+SPLIT = {  # a split's metrics (every metric of metric_table, per-sum accuracy, confusion)
+    "n": WHOLE, "loss": ANY_NUMBER, **{name: _metric_check(m) for name, m in METRIC_TABLE.items()},
     "per_sum": _list(_nullable(FRACTION), N_SUMS),  # null: a sum absent from the split
     "confusion": _list(_list(WHOLE, N_SUMS), N_SUMS),
 }  # fmt: skip

@@ -196,7 +196,7 @@ def _score(pred: np.ndarray, sums: np.ndarray, raw: np.ndarray | None, source: s
     """The metrics `evaluate` prints, all finite: JSON has no Infinity."""
     with np.errstate(over="ignore"):  # refused below, in one line
         result = metrics.compute_metrics(pred, sums, raw=raw)
-    summary = {k: result[k] for k in (*metrics.SUMMARY_KEYS, "mse_raw", "per_sum") if k in result}
+    summary = metrics.summary(result)
     overflow = [k for k, v in summary.items() if isinstance(v, float) and not math.isfinite(v)]
     if overflow:
         raise BenchError(f"{source}: {overflow[0]} overflows: unrounded predictions too far outside 0..36")

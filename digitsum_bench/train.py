@@ -307,7 +307,9 @@ def evaluate(model: nn.Module, split: DeviceData, recipe: Recipe, device: torch.
     if recipe.head != "multilabel30":
         pred = metrics.predict_sums(out, recipe.head, recipe.decode)
         raw = metrics.expected_sums(out, recipe.head)  # unrounded: the reports' MSE is of these (mse_raw)
-        result = metrics.compute_metrics(pred.cpu().numpy(), split.sums.cpu().numpy(), raw.cpu().numpy())
+        digits = metrics.predict_digits(out, recipe.head)  # None without a digit head: no digit_accuracy
+        known = None if digits is None or split.digits is None else (digits.cpu().numpy(), split.digits.cpu().numpy())
+        result = metrics.compute_metrics(pred.cpu().numpy(), split.sums.cpu().numpy(), raw.cpu().numpy(), known)
     loss = None
     if not needs_digits(recipe) or split.digits is not None:
         loss = float(losses.compute_loss(recipe.loss, recipe.head, out, split.sums, split.digits))

@@ -1059,6 +1059,7 @@ def test_time_box_that_fits_no_run_exits_non_zero(tmp_path, capsys, monkeypatch)
 # ------------------------------------------------------------------------ round two: records' strings in the report, README and terminal; records report crashed on
 
 import csv  # noqa: E402 - this block's own imports
+import shutil  # noqa: E402
 
 from record_factory import DATASET_ID  # noqa: E402
 
@@ -1083,9 +1084,10 @@ def hostile_strings(record: dict) -> dict:
 
 @pytest.fixture
 def readme_results(tmp_path, monkeypatch):
-    """A results folder of ordinary records beside a copy of the README, which `report` into it rewrites."""
+    """A results folder of ordinary records beside a copy of the README and docs/, which `report` into it rewrites."""
     readme, results = tmp_path / "README.md", tmp_path / "results"
     readme.write_bytes(report.REPO_README.read_bytes())
+    shutil.copytree(report.REPO_README.parent / "docs", tmp_path / "docs")
     monkeypatch.setattr(report, "REPO_README", readme)
     for seed in (0, 1):
         write_record(results, make_record("r003_convnet4", seed, val=0.4 + seed / 10, test=0.3 + seed / 10))
@@ -1104,10 +1106,10 @@ def table_cells(line: str) -> int:
 
 def test_readme_survives_any_record(readme_results, capsys):
     """A record copied in with markers, a heading, links and HTML in every string: `report` shows them as text in
-    the README, and once the record is gone the README is what it was, byte for byte."""
-    readme = readme_results.parent / "README.md"
+    the README and docs/, and once the record is gone they are what they were, byte for byte."""
+    docs = report.doc_files()  # the copies beside readme_results: README.md and docs/*.md with markers
     assert main(["report", "--results", str(readme_results)]) == 0
-    clean = readme.read_bytes()
+    clean = {doc: doc.read_bytes() for doc in docs}
     shown = [write_record(readme_results, hostile_strings(make_record("r002_attention_cnn", 0, budget=budget)))
              for budget in ("full", "quick")]  # fmt: skip
     named = hostile_strings(make_record("r002_attention_cnn", 1)) | {"recipe": HOSTILE, "budget": HOSTILE,
@@ -1117,8 +1119,8 @@ def test_readme_survives_any_record(readme_results, capsys):
     with stderr_warnings():
         assert main(["report", "--results", str(readme_results)]) == 0
     assert f"skipped {refused}: corrupt record (recipe is str " in capsys.readouterr().err
-    text = readme.read_text(encoding="utf-8")
-    assert text.count("<!--") == clean.decode().count("<!--")
+    text = "".join(doc.read_text(encoding="utf-8") for doc in docs)
+    assert text.count("<!--") == b"".join(clean.values()).decode().count("<!--")
     assert text.count("<!-- /report:quick -->") == text.count("<!-- report:quick -->") == 1
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "\\[click\\](javascript:alert(1))" in text  # as text
     for raw in ("<script", "<img", "[click](", "\n# Injected", "\x1b", "\x07"):
@@ -1126,7 +1128,7 @@ def test_readme_survives_any_record(readme_results, capsys):
     for path in [*shown, refused]:
         path.unlink()
     assert main(["report", "--results", str(readme_results)]) == 0
-    assert readme.read_bytes() == clean
+    assert {doc: doc.read_bytes() for doc in docs} == clean
 
 
 def test_record_strings_are_text_in_the_leaderboard_and_csv(readme_results):
@@ -1244,9 +1246,8 @@ def test_status_with_a_seed_file_named_seed_squared(tmp_path, capsys):
 def test_readme_rewrite_never_adds_or_removes_a_marker(readme_results, monkeypatch, capsys):
     """Should a section ever write a marker, `report` fails and writes nothing: a marker too many would take the
     README's text after it into the section for good."""
-    readme = readme_results.parent / "README.md"
-    before = readme.read_bytes()
+    before = {doc: doc.read_bytes() for doc in report.doc_files()}
     monkeypatch.setitem(report.README_SECTIONS, "quick", lambda records, board: "<!-- /report:quick -->\n# injected")
     assert main(["report", "--results", str(readme_results)]) == 2
     assert "add or remove a `<!-- report:... -->` marker" in capsys.readouterr().err
-    assert readme.read_bytes() == before and not (readme_results / "leaderboard.md").exists()
+    assert {doc: doc.read_bytes() for doc in before} == before and not (readme_results / "leaderboard.md").exists()

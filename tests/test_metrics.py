@@ -82,3 +82,23 @@ def test_mse_raw_is_of_unrounded_predictions():
     assert "mse_raw" not in compute_metrics(np.rint(raw), true)
     with pytest.raises(BenchError, match="1 raw predictions for 2 labels"):
         compute_metrics(np.rint(raw), true, raw=raw[:1])
+
+
+def test_per_digit_accuracy_hand_computed():
+    """digit_accuracy: the fraction of the 4N digits read right, from a digit head's most likely digits."""
+    from digitsum_bench.metrics import predict_digits
+
+    true_digits = np.array([[1, 2, 3, 4], [0, 0, 9, 9]])
+    logits = torch.zeros(2, 4, 10)
+    for i, row in enumerate([[1, 2, 3, 5], [0, 1, 9, 9]]):  # 3 of 4 right, then 3 of 4 right: 6 of 8
+        logits[i, range(4), row] = 5.0
+    digits = predict_digits(logits, "digits4")
+    assert digits.tolist() == [[1, 2, 3, 5], [0, 1, 9, 9]]
+    sums = true_digits.sum(axis=1)
+    m = compute_metrics(predict_sums(logits, "digits4").numpy(), sums, digits=(digits.numpy(), true_digits))
+    assert m["digit_accuracy"] == pytest.approx(0.75)
+    assert m["exact"] == 0.0  # both sums are off by one: each digit miss is by one
+    assert predict_digits(torch.zeros(2, 1), "regression") is None and predict_digits(torch.zeros(2, 37), "sum37") is None
+    assert "digit_accuracy" not in compute_metrics(np.array([3]), np.array([3]))  # no digits: absent, shown "—"
+    with pytest.raises(BenchError, match="predicted digits of shape"):
+        compute_metrics(np.array([3]), np.array([3]), digits=(np.zeros((1, 4)), np.zeros((1, 3))))

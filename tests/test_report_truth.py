@@ -177,14 +177,23 @@ def test_train_time_counts_each_epoch_at_the_median_and_a_timed_pretraining_stag
 
 
 def test_committed_readme_tables_are_what_report_writes():
-    """The README's result tables are written from the committed records, never typed in."""
-    readme = report.REPO_README
-    text = readme.read_text(encoding="utf-8")
-    records = load_records(readme.parent / "results")
-    notes = read_estimates(readme.parent / "results")  # the CPU's estimate notes, as report reads them
-    assert report.readme_text(text, records, leaderboard(records, report.registry_facts(), notes)) == text
+    """The result tables of the README and of every docs/*.md with markers are written from the committed records,
+    never typed in; each section is in one of them, and the README holds the answer."""
+    root = report.REPO_README.parent
+    records = load_records(root / "results")
+    notes = read_estimates(root / "results")  # the CPU's estimate notes, as report reads them
+    board = leaderboard(records, report.registry_facts(), notes)
+    docs = report.doc_files()
+    marked = [path for path in [root / "README.md", *(root / "docs").glob("*.md")]
+              if report.MARKER.search(path.read_text(encoding="utf-8"))]  # fmt: skip
+    assert sorted(marked) == sorted(docs)  # report rewrites every file with a marker
+    texts = {path: path.read_text(encoding="utf-8") for path in docs}
+    for path, text in texts.items():
+        assert report.readme_text(text, records, board) == text, path
     for name in report.README_SECTIONS:
-        assert re.search(f"<!-- report:{name} -->\n([^|\n].*\n\n)?\\|", text), name  # in the README, filled: a table
+        filled = f"<!-- report:{name} -->\n([^|\n].*\n\n)?\\|"  # in a file, filled: a table
+        assert any(re.search(filled, text) for text in texts.values()), name
+    assert "<!-- report:answer -->" in texts[report.REPO_README]
 
 
 def test_readme_marker_of_no_section_is_a_one_line_error():

@@ -335,3 +335,20 @@ def test_an_interrupted_ensemble_resumes_at_the_member_it_reached(variant, tmp_p
     rec = runner.run_one(name, 0, RunOptions(budget="full", results=tmp_path, device="cpu", progress=False))
     assert trained == [(runner.member_seed(0, 1), epoch) for epoch in (1, 2, 3)]  # member 0 was finished: not retrained
     assert len(rec["members"]) == 2
+
+
+def test_a_digit_head_records_per_digit_accuracy_and_a_sum_head_does_not(variant, tmp_path):
+    """digit_accuracy (metric_table: optional) where a digit head meets synthetic data with digit labels: its most
+    likely digits against the data's; a regression head's record has none, as records made before it."""
+    name = digit_variant(variant, "tiny_digits", 1)
+    options = RunOptions(budget="full", results=tmp_path, device="cpu", progress=False)
+    rec = runner.run_one(name, 0, options)
+    cpu = torch.device("cpu")
+    final = store.RunKey(name, 0, "full", rec["dataset_id"]).checkpoint_dir(tmp_path) / "final.pt"
+    model, recipe = checkpoints.load_checkpoint(final, cpu)
+    test = data.DeviceData.from_numpy(runner.load_data(recipe, "full", "synth").test, cpu)
+    right = (train.predict(model, test.images, recipe, cpu).argmax(dim=2) == test.digits).float().mean().item()
+    assert rec["metrics"]["test"]["digit_accuracy"] == pytest.approx(right, abs=2e-3)
+    assert 0 <= rec["metrics"]["val"]["digit_accuracy"] <= 1
+    plain = runner.run_one("tiny_test", 0, options)
+    assert not {"digit_accuracy"} & (set(plain["metrics"]["val"]) | set(plain["metrics"]["test"]))
