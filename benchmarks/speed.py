@@ -11,8 +11,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from digitsum_bench import data as datamod
-from digitsum_bench import graphs, stacked, train
-from digitsum_bench.recipes import Recipe
+from digitsum_bench.engine import graphs, stacked, train
+from digitsum_bench.registry.recipes import Recipe
 
 
 def runner_images_per_s(recipe: Recipe, device: torch.device, steps: int, compile: bool = False) -> float:

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from digitsum_bench import budgets, runner, train
 from digitsum_bench import data as datamod
-from digitsum_bench.estimate import estimate_seconds
-from digitsum_bench.recipes import get_recipe
+from digitsum_bench.engine import runner, train
+from digitsum_bench.engine.estimate import estimate_seconds
+from digitsum_bench.registry import budgets
+from digitsum_bench.registry.recipes import get_recipe
 
 RECIPES = ["ours_digitsum", "r003_convnet4", "r002_attention_cnn", "r004_multilabel_transfer", "r003_resnet18_scratch"]
 FACTOR = 1.5

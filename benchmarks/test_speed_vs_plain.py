@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from digitsum_bench import perf
-from digitsum_bench.recipes import get_recipe
+from digitsum_bench.engine import perf
+from digitsum_bench.registry.recipes import get_recipe
 
 from speed import engine_images_per_s, plain_images_per_s, stacked_images_per_s, streams_images_per_s
 

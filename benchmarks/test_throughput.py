@@ -10,8 +10,8 @@ import torch
 from speed import runner_images_per_s
 
 from digitsum_bench import data as datamod
-from digitsum_bench import train
-from digitsum_bench.recipes import get_recipe
+from digitsum_bench.engine import train
+from digitsum_bench.registry.recipes import get_recipe
 
 RECIPES = ["r002_attention_cnn", "r002_resnet50"]
 

@@ -9,8 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from .budgets import BUDGET_NAMES
 from .errors import BenchError, printable
+from .registry.budgets import BUDGET_NAMES
 
 DEFAULT_RESULTS = Path("results")
 DEFAULT_BASELINE = Path("results/baselines/ci.json")
@@ -45,7 +45,7 @@ def _cmd_data_show(a: argparse.Namespace) -> None:
 
 
 def _cmd_list(a: argparse.Namespace) -> None:
-    from .recipes import recipes_table
+    from .registry.recipes import recipes_table
 
     rows = recipes_table()
     if a.format == "json":
@@ -58,9 +58,9 @@ def _cmd_list(a: argparse.Namespace) -> None:
 
 
 def _cmd_run(a: argparse.Namespace) -> None:
-    from .launch import launch, slurm_settings
-    from .recipes import list_recipes
-    from .runner import RunOptions
+    from .engine.launch import launch, slurm_settings
+    from .registry.recipes import list_recipes
+    from .engine.runner import RunOptions
 
     names = list_recipes() if a.all else a.recipe
     if not names:
@@ -79,7 +79,7 @@ def _cmd_run(a: argparse.Namespace) -> None:
         cpu_limit = a.cpu_limit if a.cpu_limit is not None else DEFAULT_CPU_LIMIT if a.all else 0
         failures = launch(names, seeds, options, launcher=a.launcher, jobs=a.jobs, slurm=slurm, cpu_limit=cpu_limit)
     if not a.no_report:
-        from .report import comparison_table, write_report
+        from .reporting.report import comparison_table, write_report
 
         try:
             paths = write_report(a.results)
@@ -94,7 +94,7 @@ def _cmd_run(a: argparse.Namespace) -> None:
 
 def _run_planned(a: argparse.Namespace, names: list[str], seeds: list[int], options) -> int:
     """`run` with --plan, --time-limit or --stack-seeds: the planned runner of plan.py, in this process."""
-    from .plan import parse_duration, run_planned
+    from .engine.plan import parse_duration, run_planned
 
     if a.launcher != "inline":
         raise BenchError(f"--plan, --time-limit and --stack-seeds run in this process, not with --launcher {a.launcher} "
@@ -104,8 +104,8 @@ def _run_planned(a: argparse.Namespace, names: list[str], seeds: list[int], opti
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> None:
-    from . import submit
-    from .metrics import format_table
+    from .scoring import submit
+    from .engine.metrics import format_table
 
     if a.save_predictions and not a.model:
         raise BenchError("evaluate: --save-predictions goes with --model")
@@ -114,7 +114,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
     if a.max_seconds is not None and not a.model:
         raise BenchError("evaluate: --max-seconds goes with --model")
     if a.checkpoint:
-        from .runner import evaluate_file
+        from .engine.runner import evaluate_file
 
         result = evaluate_file(a.checkpoint, a.data, a.device)
         print(f"{result['recipe']} on {a.data}")
@@ -130,7 +130,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def _cmd_export(a: argparse.Namespace) -> None:
-    from .submit import export_checkpoint
+    from .scoring.submit import export_checkpoint
 
     meta = export_checkpoint(a.checkpoint, a.out, a.format)
     trust = "" if a.format == "onnx" else " --trust-model"
@@ -139,14 +139,14 @@ def _cmd_export(a: argparse.Namespace) -> None:
 
 
 def _cmd_report(a: argparse.Namespace) -> None:
-    from .report import write_report
+    from .reporting.report import write_report
 
     for path in write_report(a.results, a.out):
         print(f"wrote {path}")
 
 
 def _cmd_status(a: argparse.Namespace) -> None:
-    from .launch import status_rows
+    from .engine.launch import status_rows
 
     rows = status_rows(a.results, a.recipe or None, a.seeds or [0], a.budget, a.data)
     print(f"{'recipe':<28} {'seed':>4} {'budget':<6} {'state':<9} detail")
@@ -157,7 +157,7 @@ def _cmd_status(a: argparse.Namespace) -> None:
 
 
 def _cmd_perf(a: argparse.Namespace) -> None:
-    from .perf import perf_path, rows_from_records, write_perf
+    from .engine.perf import perf_path, rows_from_records, write_perf
 
     new = rows_from_records(a.results)
     rows = write_perf(perf_path(a.results), new)
@@ -168,8 +168,8 @@ def _cmd_perf(a: argparse.Namespace) -> None:
 
 
 def _cmd_gate(a: argparse.Namespace) -> None:
-    from .devices import cpu_arithmetic
-    from .gate import add_machine, run_gate
+    from .engine.devices import cpu_arithmetic
+    from .scoring.gate import add_machine, run_gate
 
     if a.add_machine:
         baseline = add_machine(a.baseline, a.results, retrain=not a.no_retrain)
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     try:
         if getattr(args, "recipes_from", None):
-            from .recipes import load_recipes_from
+            from .registry.recipes import load_recipes_from
 
             load_recipes_from(*args.recipes_from)
         args.fn(args)

@@ -1,6 +1,8 @@
 """The exceptions that reach users: a one-line error, and the time limit's clean stop; `printable`, the text
-from files (records, markers, paths) as a terminal may show it."""
+from files (records, markers, paths) as a terminal may show it; `duration`, seconds as the terminal and the
+report show them (here, at the bottom, so that the engine and the reporting both reach it)."""
 
+import math
 import re
 
 # C0 and C1 control characters (ANSI escapes start with ESC), DEL and Unicode's line and paragraph separators
@@ -11,6 +13,15 @@ def printable(text: str) -> str:
     """`text` with every run of control characters (newlines, ANSI escapes' ESC) as one space: a record or file
     name from elsewhere can neither break a line of output nor steer the terminal."""
     return CONTROL.sub(" ", str(text))
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '3.5 min', '2.1 h'; '—' for NaN."""
+    if math.isnan(seconds):
+        return "—"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 class BenchError(Exception):

@@ -15,7 +15,7 @@ os.environ.setdefault("DIGITSUM_CACHE", os.path.join(tempfile.gettempdir(), "dig
 # `DIGITSUM_RECIPES_FROM=mymethods.py pytest tests/test_recipes.py` puts a user's own recipes
 # through the registry-wide tests (build, forward and backward, FLOPs) with no test change.
 if os.environ.get("DIGITSUM_RECIPES_FROM"):
-    from digitsum_bench.recipes import load_recipes_from
+    from digitsum_bench.registry.recipes import load_recipes_from
 
     load_recipes_from(*os.environ["DIGITSUM_RECIPES_FROM"].split(os.pathsep))
 
@@ -57,8 +57,8 @@ def pytest_sessionfinish(session, exitstatus):
     if exitstatus != 0:
         print(f"\n--save-test-time: not saved, pytest exited {exitstatus}")
         return
-    from digitsum_bench.devices import cpu_arithmetic
-    from digitsum_bench.report import TEST_TIME
+    from digitsum_bench.engine.devices import cpu_arithmetic
+    from digitsum_bench.reporting.report import TEST_TIME
     from digitsum_bench.store import write_json_atomic
 
     started, threads = session.config.stash["started"]
@@ -92,7 +92,7 @@ class TinyNet(nn.Module):
 @pytest.fixture
 def tiny_recipe():
     """Registers `tiny_test` (3 epochs on 128 images, EMA, best-val selection) for the test's duration."""
-    from digitsum_bench import recipes
+    from digitsum_bench.registry import recipes
 
     base = recipes.Recipe(
         name="tiny_test", report="test", method="tiny regression CNN", model=TinyNet, head="regression",
@@ -107,7 +107,7 @@ def tiny_recipe():
 @pytest.fixture
 def variant(tiny_recipe):
     """Register a variant of the tiny recipe under a new name."""
-    from digitsum_bench import recipes
+    from digitsum_bench.registry import recipes
 
     names = []
 

@@ -7,10 +7,12 @@ from dataclasses import replace
 import pytest
 from record_factory import make_record, write_record
 
-from digitsum_bench import budgets, launch, leaderboard, report
+from digitsum_bench.engine import launch
+from digitsum_bench.engine.runner import RunOptions
 from digitsum_bench.errors import BenchError
-from digitsum_bench.recipes import get_recipe
-from digitsum_bench.runner import RunOptions
+from digitsum_bench.registry import budgets
+from digitsum_bench.registry.recipes import get_recipe
+from digitsum_bench.reporting import leaderboard, report
 from digitsum_bench.store import read_estimates
 
 
@@ -98,7 +100,7 @@ def test_budgets_cap_ensemble_members():
 
 
 def test_budgets_cap_the_recipe(tiny_recipe):
-    from digitsum_bench.recipes import get_recipe
+    from digitsum_bench.registry.recipes import get_recipe
 
     r = budgets.apply_budget(get_recipe("r002_resnet50"), "smoke")
     assert (r.epochs, r.train_size, r.val_size) == (1, 64, 32)

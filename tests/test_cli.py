@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from digitsum_bench.budgets import apply_budget
 from digitsum_bench.cli import main
-from digitsum_bench.recipes import get_recipe, list_recipes
+from digitsum_bench.registry.budgets import apply_budget
+from digitsum_bench.registry.recipes import get_recipe, list_recipes
 
 # r003_resnet18_scratch: its claim is words without a number, which the report must carry through
 SMALL = ["r003_convnet4", "r002_attention_cnn", "r004_multilabel_transfer", "r003_resnet18_scratch"]

@@ -12,10 +12,12 @@ import torch
 from scipy.stats import chisquare
 from sklearn.model_selection import train_test_split
 
-from digitsum_bench import budgets, data, runner
+from digitsum_bench import data
 from digitsum_bench.cli import main
+from digitsum_bench.engine import runner
 from digitsum_bench.errors import BenchError
-from digitsum_bench.recipes import get_recipe
+from digitsum_bench.registry import budgets
+from digitsum_bench.registry.recipes import get_recipe
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from digitsum_bench import data, runner, train
+from digitsum_bench import data
 from digitsum_bench.cli import main
-from digitsum_bench.recipes import get_recipe, list_recipes
-from digitsum_bench.runner import RunOptions
+from digitsum_bench.engine import runner, train
+from digitsum_bench.engine.runner import RunOptions
+from digitsum_bench.registry.recipes import get_recipe, list_recipes
 
 REPORT_RECIPES = [n for n in list_recipes() if get_recipe(n).report[:3] in {"000", "001", "002", "003", "004"}]
 
@@ -141,7 +142,7 @@ def test_list_says_how_flops_are_counted(capsys):
 @pytest.mark.parametrize("name", list_recipes())
 def test_ordinary_choices_are_listed_where_the_fields_make_them(name):
     """What a recipe's fields do that its report did not say is in its assumptions (read from the fields)."""
-    from digitsum_bench import recipes
+    from digitsum_bench.registry import recipes
 
     r = get_recipe(name)
     said = " | ".join(r.assumptions)
@@ -168,7 +169,7 @@ def test_the_listed_choices_are_what_the_code_does():
     assert group["min_lr"] == pytest.approx(recipe.lr / 25 / 1e4)
     ema = train.make_ema(get_recipe("r003_resnet50_ema"), model)
     assert ema.use_buffers
-    from digitsum_bench.metrics import predict_sums
+    from digitsum_bench.engine.metrics import predict_sums
 
     assert predict_sums(torch.tensor([-2.6, 40.2, 7.4]), "regression").tolist() == [0, 36, 7]
     assert get_recipe("r003_convnet4").model()(torch.zeros(1, 1, 40, 168)).shape == (1, 37)

@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 from record_factory import DATASET_ID, make_record, write_record
 
-from digitsum_bench import gate, report, sabotage
 from digitsum_bench.errors import BenchError
-from digitsum_bench.leaderboard import load_records
+from digitsum_bench.reporting import report
+from digitsum_bench.reporting.leaderboard import load_records
+from digitsum_bench.scoring import gate, sabotage
 
 BASELINE = Path(__file__).resolve().parent.parent / "results" / "baselines" / "ci.json"
 A, B = "r002_attention_cnn", "r002_resnet50_pretrained"

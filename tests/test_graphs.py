@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from digitsum_bench import data as datamod
-from digitsum_bench import graphs, train
+from digitsum_bench.engine import graphs, train
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -146,8 +146,8 @@ def test_no_graph_on_a_cpu(tiny_recipe):
 @needs_cuda
 @pytest.mark.parametrize("name", ["r003_convnet4", "ours_digitsum"])  # Adam constant; AdamW + OneCycle + EMA + aux
 def test_graph_engine_on_a_gpu_matches_eager_training(name):
-    from digitsum_bench.recipes import get_recipe
-    from digitsum_bench.runner import load_aux
+    from digitsum_bench.registry.recipes import get_recipe
+    from digitsum_bench.engine.runner import load_aux
 
     dev = torch.device("cuda")
     recipe = replace(get_recipe(name), epochs=2)
@@ -164,7 +164,7 @@ def test_graph_engine_on_a_gpu_matches_eager_training(name):
 
 
 def test_a_graph_engines_checkpoint_resumes_on_a_cpu(tiny_recipe, tmp_path):
-    from digitsum_bench import checkpoints
+    from digitsum_bench.engine import checkpoints
 
     model, opt, sched, ema, split = setup(tiny_recipe)
     graphs.make_capturable(opt, CPU)

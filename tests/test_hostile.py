@@ -21,9 +21,12 @@ import torch
 import torch.nn as nn
 from record_factory import make_record, write_record
 
-from digitsum_bench import __version__, data, launch, recipes, submit
+from digitsum_bench import __version__, data
 from digitsum_bench.cli import main
-from digitsum_bench.leaderboard import load_records
+from digitsum_bench.engine import launch
+from digitsum_bench.registry import recipes
+from digitsum_bench.reporting.leaderboard import load_records
+from digitsum_bench.scoring import submit
 
 SUMS = [3, 10, 17, 36, 0, 22]
 GOOD_CSV = "index,sum\n" + "".join(f"{i},{s}\n" for i, s in enumerate(SUMS))
@@ -485,7 +488,7 @@ RECIPE_FILES = {
 def test_hostile_recipe_files(case, tmp_path, capsys):
     body, words = RECIPE_FILES[case]
     path = tmp_path / "mine.py"
-    path.write_text("from dataclasses import replace\nfrom digitsum_bench.recipes import get_recipe, register\n" + body)
+    path.write_text("from dataclasses import replace\nfrom digitsum_bench.registry.recipes import get_recipe, register\n" + body)
     known = recipes.list_recipes()
     refused(capsys, ["list", "--recipes-from", path], (str(path), words), tmp_path)
     assert recipes.list_recipes() == known  # nothing half-registered
@@ -874,7 +877,7 @@ def test_max_seconds_must_be_a_positive_time(value, work, capsys):
 import errno  # noqa: E402 - this block's own imports
 import socket  # noqa: E402
 
-from digitsum_bench import perf, plan, runner  # noqa: E402
+from digitsum_bench.engine import perf, plan, runner  # noqa: E402
 from digitsum_bench.store import RunKey  # noqa: E402
 
 H200 = "NVIDIA H200"
@@ -1063,7 +1066,7 @@ import shutil  # noqa: E402
 
 from record_factory import DATASET_ID  # noqa: E402
 
-from digitsum_bench import report  # noqa: E402
+from digitsum_bench.reporting import report  # noqa: E402
 
 # Markers, a heading, a javascript: link, HTML, a table cell, a code span, ANSI escapes, a spreadsheet formula, mathtext
 HOSTILE = ('=HYPERLINK("http://evil.example") <!-- /report:quick --> <!-- report:quick -->\n\n# Injected heading\n'

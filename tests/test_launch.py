@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 
 from digitsum_bench import data as datamod
-from digitsum_bench import launch, train
-from digitsum_bench.checkpoints import save_atomic
 from digitsum_bench.cli import main
-from digitsum_bench.runner import RunOptions
+from digitsum_bench.engine import launch, train
+from digitsum_bench.engine.checkpoints import save_atomic
+from digitsum_bench.engine.runner import RunOptions
 from digitsum_bench.store import RunKey
 
 NAMES = ["r003_convnet4", "r002_attention_cnn"]
@@ -85,7 +85,7 @@ def test_slurm_settings_file_and_overrides(tmp_path):
 
 def test_copied_records_from_another_machine_merge(inline, tmp_path):
     """Records copied in under another name are detected as duplicates by the report, not double-counted."""
-    from digitsum_bench.report import leaderboard, load_records
+    from digitsum_bench.reporting.report import leaderboard, load_records
 
     launch.launch(NAMES[:1], [0], RunOptions(budget="smoke", data="synth", results=tmp_path, device="cpu"))
     src = next(tmp_path.glob("records/smoke/*/r003_convnet4/seed0.json"))

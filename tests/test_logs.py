@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from digitsum_bench import train
+from digitsum_bench.engine import train
 
 
 def test_a_run_logged_to_a_file_writes_a_line_per_epoch(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from digitsum_bench.errors import BenchError
-from digitsum_bench.losses import compute_loss, multilabel_targets, sum_log_probs
+from digitsum_bench.registry.losses import compute_loss, multilabel_targets, sum_log_probs
 
 # Number of ways four digits 0..9 add up to s (coefficients of (1 + x + ... + x^9)^4), s = 0..18;
 # the counts for 19..36 mirror them.

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from record_factory import make_record, split_metrics, write_record
 
-from digitsum_bench import metric_table, report, store
+from digitsum_bench import metric_table, store
 from digitsum_bench.claims import CLAIM_NAMES, PERCENT, Claim
 from digitsum_bench.errors import BenchError
-from digitsum_bench.leaderboard import CLAIM_METRICS, METRIC_COLUMNS, METRICS, load_records
 from digitsum_bench.metric_table import METRIC_TABLE, Metric
-from digitsum_bench.page import MEASURED_TIPS, SHOWN_METRICS
+from digitsum_bench.reporting import report
+from digitsum_bench.reporting.leaderboard import CLAIM_METRICS, METRIC_COLUMNS, METRICS, load_records
+from digitsum_bench.reporting.page import MEASURED_TIPS, SHOWN_METRICS
 
 A, B = "r002_attention_cnn", "r003_convnet4"
 REPO_RESULTS = Path(__file__).resolve().parent.parent / "results"

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from digitsum_bench.engine.metrics import compute_metrics, predict_sums
 from digitsum_bench.errors import BenchError
-from digitsum_bench.metrics import compute_metrics, predict_sums
 
 
 def test_metrics_hand_computed():
@@ -57,7 +57,7 @@ def test_bad_inputs():
 def test_expected_sums_per_head():
     """mse_raw's input: the regression output itself, the softmax expectation of a 37-way head, and the
     sum of the four digits' expected values (hand-computed)."""
-    from digitsum_bench.metrics import expected_sums
+    from digitsum_bench.engine.metrics import expected_sums
 
     assert expected_sums(torch.tensor([[3.4], [40.2]]), "regression").tolist() == pytest.approx([3.4, 40.2])
     logits = torch.full((1, 37), -1e9)
@@ -86,7 +86,7 @@ def test_mse_raw_is_of_unrounded_predictions():
 
 def test_per_digit_accuracy_hand_computed():
     """digit_accuracy: the fraction of the 4N digits read right, from a digit head's most likely digits."""
-    from digitsum_bench.metrics import predict_digits
+    from digitsum_bench.engine.metrics import predict_digits
 
     true_digits = np.array([[1, 2, 3, 4], [0, 0, 9, 9]])
     logits = torch.zeros(2, 4, 10)

@@ -8,9 +8,9 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from digitsum_bench import models
 from digitsum_bench.errors import BenchError
-from digitsum_bench.recipes import get_recipe
+from digitsum_bench.registry import models
+from digitsum_bench.registry.recipes import get_recipe
 
 CACHE_NAME = os.path.basename(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url)
 

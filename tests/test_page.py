@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from record_factory import make_record, write_record
 
-from digitsum_bench import page as page_module
-from digitsum_bench import report
 from digitsum_bench.claims import CLAIM_NAMES
-from digitsum_bench.recipes import get_recipe, list_recipes
+from digitsum_bench.registry.recipes import get_recipe, list_recipes
+from digitsum_bench.reporting import page as page_module
+from digitsum_bench.reporting import report
 
 # as the registry stores them: every MSE claim of the reports is of the raw output ("mse_raw")
 CLAIMS = [{"metric": "exact", "value": 0.9492, "split": "val", "note": ""},

@@ -7,11 +7,11 @@ import csv
 import pytest
 import torch
 
-from digitsum_bench import perf, plan
-from digitsum_bench.budgets import apply_budget
 from digitsum_bench.cli import main
+from digitsum_bench.engine import perf, plan
 from digitsum_bench.errors import BenchError
-from digitsum_bench.recipes import get_recipe
+from digitsum_bench.registry.budgets import apply_budget
+from digitsum_bench.registry.recipes import get_recipe
 
 from record_factory import make_record, write_record
 

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from digitsum_bench import checkpoints, plan, runner, stacked, train
 from digitsum_bench.cli import main
+from digitsum_bench.engine import checkpoints, plan, runner, stacked, train
+from digitsum_bench.engine.runner import RunOptions
 from digitsum_bench.errors import BenchError
-from digitsum_bench.runner import RunOptions
 from digitsum_bench.store import RunKey
 
 

@@ -4,11 +4,11 @@
 import pytest
 import torch
 
-from digitsum_bench import models, recipes
 from digitsum_bench.claims import claims_text
 from digitsum_bench.errors import BenchError
-from digitsum_bench.losses import compute_loss
-from digitsum_bench.recipes import Claim, Recipe, get_recipe, list_recipes, recipes_table
+from digitsum_bench.registry import models, recipes
+from digitsum_bench.registry.losses import compute_loss
+from digitsum_bench.registry.recipes import Claim, Recipe, get_recipe, list_recipes, recipes_table
 
 REPORTS = {"000", "001", "002", "003", "004"}
 SHAPES = {"regression": (2,), "sum37": (2, 37), "digits4": (2, 4, 10), "multilabel30": (2, 30)}

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from record_factory import DATASET_ID, make_record, split_metrics, write_record
 
-from digitsum_bench import plots, report
 from digitsum_bench.errors import BenchError
-from digitsum_bench.leaderboard import claim_fields, leaderboard, load_records
+from digitsum_bench.reporting import plots, report
+from digitsum_bench.reporting.leaderboard import claim_fields, leaderboard, load_records
 
 A, B = "r002_attention_cnn", "r002_resnet50_pretrained"
 PNG = b"\x89PNG\r\n\x1a\n"

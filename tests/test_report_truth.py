@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from record_factory import DATASET_ID, make_record, write_record
 
-from digitsum_bench import report
-from digitsum_bench.leaderboard import first_reached, leaderboard, load_records
-from digitsum_bench.recipes import get_recipe, list_recipes
+from digitsum_bench.registry.recipes import get_recipe, list_recipes
+from digitsum_bench.reporting import report
+from digitsum_bench.reporting.leaderboard import first_reached, leaderboard, load_records
 from digitsum_bench.store import read_estimates, write_estimate
 
 A = "r002_attention_cnn"  # its report claims val exact, within-one, MSE raw and MAE

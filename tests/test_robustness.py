@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from record_factory import make_record, write_record
 
-from digitsum_bench import data, launch, runner, store
+from digitsum_bench import data, store
 from digitsum_bench.cli import main
-from digitsum_bench.runner import RunOptions
+from digitsum_bench.engine import launch, runner
+from digitsum_bench.engine.runner import RunOptions
 from digitsum_bench.store import RunKey
 
 

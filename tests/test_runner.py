@@ -11,10 +11,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from digitsum_bench import budgets, checkpoints, data, devices, runner, store, train
+from digitsum_bench import data, store
+from digitsum_bench.engine import checkpoints, devices, runner, train
+from digitsum_bench.engine.runner import RunOptions
 from digitsum_bench.errors import BenchError
-from digitsum_bench.recipes import get_recipe
-from digitsum_bench.runner import RunOptions
+from digitsum_bench.registry import budgets
+from digitsum_bench.registry.recipes import get_recipe
 from digitsum_bench.store import RunKey, run_lock
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from digitsum_bench import budgets, checkpoints, runner
 from digitsum_bench.cli import main
+from digitsum_bench.engine import checkpoints, runner
+from digitsum_bench.engine.runner import RunOptions
 from digitsum_bench.errors import BenchError
-from digitsum_bench.runner import RunOptions
+from digitsum_bench.registry import budgets
 from digitsum_bench.store import RunKey
 
 

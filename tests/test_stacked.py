@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from digitsum_bench import checkpoints, devices, runner, stacked, train
-from digitsum_bench.launch import status_rows
-from digitsum_bench.recipes import get_recipe, list_recipes
-from digitsum_bench.runner import RunOptions
+from digitsum_bench.engine import checkpoints, devices, runner, stacked, train
+from digitsum_bench.engine.launch import status_rows
+from digitsum_bench.engine.runner import RunOptions
+from digitsum_bench.registry.recipes import get_recipe, list_recipes
 from digitsum_bench.store import RunKey
 
 SEEDS = [0, 1, 2]

@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from digitsum_bench import data, metrics, submit
+from digitsum_bench import data
 from digitsum_bench.cli import main
-from digitsum_bench.runner import RunOptions, run_one
+from digitsum_bench.engine import metrics
+from digitsum_bench.engine.runner import RunOptions, run_one
+from digitsum_bench.scoring import submit
 
 SUMS = np.array([3, 10, 17, 36, 0, 22])  # the hand-made dataset's labels
 COMPARED = (*metrics.SUMMARY_KEYS, "per_sum")  # what evaluate --checkpoint reports too

@@ -7,13 +7,13 @@ import textwrap
 
 import pytest
 
-from digitsum_bench import recipes
 from digitsum_bench.cli import main
+from digitsum_bench.registry import recipes
 
 USER_FILE = '''
 import torch.nn as nn
 
-from digitsum_bench.recipes import Recipe, register
+from digitsum_bench.registry.recipes import Recipe, register
 
 
 class MeanPoolNet(nn.Module):

@@ -44,11 +44,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import data as datamod
-from . import metrics
-from .errors import BenchError
-from .store import atomic_write, read_capped
-from .train import EVAL_BATCH
+from .. import data as datamod
+from ..engine import metrics
+from ..engine.train import EVAL_BATCH
+from ..errors import BenchError
+from ..store import atomic_write, read_capped
 
 META_FILE = "digitsum.json"  # the metadata file inside an exported model's archive
 META_FORMAT = "digitsum-bench model 1"
@@ -467,7 +467,7 @@ class Predictor(nn.Module):
         self.normalize = normalize
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from .train import shift
+        from ..engine.train import shift
 
         # the same expression as train.predict, so that the sums round the same way
         return sum(self.model(shift(x, s, self.normalize)).float() for s in self.shifts) / len(self.shifts)
@@ -475,8 +475,8 @@ class Predictor(nn.Module):
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "onnx") -> dict:
     """Write a runner checkpoint as ONNX (the default), a torch.export program or TorchScript; returns the metadata."""
-    from .checkpoints import load_checkpoint  # the registry and every model: only export needs them
-    from .train import TTA_SHIFTS
+    from ..engine.checkpoints import load_checkpoint  # the registry and every model: only export needs them
+    from ..engine.train import TTA_SHIFTS
 
     if fmt not in FORMATS:
         raise BenchError(f"export format {fmt!r}: choose one of {', '.join(FORMATS)}")

@@ -15,9 +15,9 @@ from typing import Callable, Literal
 
 import torch.nn as nn
 
+from ..claims import Claim, claims_text
+from ..errors import BenchError
 from . import models
-from .claims import Claim, claims_text
-from .errors import BenchError
 
 Head = Literal["regression", "sum37", "digits4", "multilabel30"]
 Loss = Literal["mse", "focal_l1", "ce", "sum_nll", "bce"]
@@ -144,7 +144,7 @@ def load_recipes_from(*paths: str | Path) -> list[str]:
             raise BenchError(f"--recipes-from {path}: {type(e).__name__}: {detail}") from None
         if not new:
             raise BenchError(f"--recipes-from {path}: registers no recipe (decorate a function with "
-                             "digitsum_bench.recipes.register)")
+                             "digitsum_bench.registry.recipes.register)")
         _LOADED.append(path)
         added += new
     return added

@@ -1,6 +1,6 @@
 """The leaderboard as one self-contained web page, `results/index.html`.
 
-Owns the page's HTML, styles, script and inline SVG charts. Built from the same leaderboard
+Owns the page's HTML, styles and script; its inline SVG charts are charts.py's. Built from the same leaderboard
 rows and the same cells and claims as `leaderboard.md` (both from leaderboard.py), with no
 network at all: styles and script are inline, the accuracy-vs-GFLOPs plots are embedded as
 PNG data, the detail charts are inline SVG, and the other plots are linked relatively
@@ -19,15 +19,16 @@ import hashlib
 import html
 import json
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .budgets import budget_cap
-from .claims import claim_number
+from ..claims import claim_number
+from ..metric_table import TableView
+from ..registry.budgets import budget_cap
+from .charts import curves_svg, per_sum_svg, table_curves_svg
 from .leaderboard import (
     LEVELS,
     TABLE,
@@ -46,11 +47,8 @@ from .leaderboard import (
     verdict,
     vs_best,
 )
-from .metric_table import TableView
 from .plots import PLOTS, plot_file
-from .store import N_SUMS
 
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 HIDDEN_CONFIG = ("name", "method", "report", "assumptions", "claimed")  # shown elsewhere in the detail view
 
 
@@ -109,7 +107,7 @@ view shows the numbers a reader compares; the others, and each recipe's details,
 </tbody></table></div>
 {_plots_block(budget, dataset_id, plots)}
 <h3>Training curves of this table, against training time</h3>
-{_table_curves_svg(measured_rows, runs)}
+{table_curves_svg(measured_rows, runs)}
 <h3>Recipes in this table</h3>
 {details}
 </section>"""
@@ -300,8 +298,8 @@ def _detail(gid: str, row: pd.Series, runs: pd.DataFrame) -> str:
 <h4>Config</h4>{_config_table(config)}
 </div>
 <div>
-<h4>Training curves</h4>{_curves_svg(runs)}
-<h4>Exact accuracy per true sum ({_e(row['split'])} split, mean over seeds)</h4>{_per_sum_svg(runs, row['split'])}
+<h4>Training curves</h4>{curves_svg(runs)}
+<h4>Exact accuracy per true sum ({_e(row['split'])} split, mean over seeds)</h4>{per_sum_svg(runs, row['split'])}
 <h4>Provenance</h4>{_provenance_table(runs)}
 </div>
 </div>
@@ -343,118 +341,6 @@ def _provenance_table(runs: pd.DataFrame) -> str:
         ("finished", f"{runs['finished'].min():%Y-%m-%d %H:%M} – {runs['finished'].max():%Y-%m-%d %H:%M} UTC"),
     ]
     return '<table class="kv">' + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in items) + "</table>"
-
-
-# ----------------------------------------------------------------------------------------
-# Inline SVG charts (no plotting library: the page stays small and needs nothing)
-# ----------------------------------------------------------------------------------------
-
-W, H, LEFT, RIGHT, TOP, BOTTOM = 420, 190, 40, 10, 10, 30  # chart size and margins, px
-
-
-def _axes(xmax: float, xticks: list[float], xlabel: str, ylabel: str) -> list[str]:
-    """Frame, y grid at 0/25/50/75/100 %, x ticks; returns SVG elements."""
-    out = [f'<rect x="{LEFT}" y="{TOP}" width="{W - LEFT - RIGHT}" height="{H - TOP - BOTTOM}" class="frame"/>']
-    for pct in (0, 25, 50, 75, 100):
-        y = _y(pct)
-        out.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                   f'<text x="{LEFT - 4}" y="{y + 3:.1f}" text-anchor="end">{pct}</text>')
-    for t in xticks:
-        out.append(f'<text x="{_x(t, xmax):.1f}" y="{H - BOTTOM + 13}" text-anchor="middle">{t:g}</text>')
-    out.append(f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 3}" text-anchor="middle">{_e(xlabel)}</text>')
-    out.append(f'<text x="10" y="{(TOP + H - BOTTOM) / 2}" text-anchor="middle" '
-               f'transform="rotate(-90 10 {(TOP + H - BOTTOM) / 2})">{_e(ylabel)}</text>')
-    return out
-
-
-def _x(value: float, xmax: float) -> float:
-    return LEFT + (W - LEFT - RIGHT) * value / max(xmax, 1e-9)
-
-
-def _y(pct: float) -> float:
-    return H - BOTTOM - (H - TOP - BOTTOM) * pct / 100
-
-
-def _curves_svg(runs: pd.DataFrame) -> str:
-    """Validation exact accuracy per epoch, one line per seed."""
-    series = [(int(r["seed"]), [(h["epoch"], h["val_exact"]) for h in r["history"] if h["val_exact"] is not None])
-              for _, r in runs.sort_values("seed").iterrows()]  # fmt: skip
-    series = [(seed, points) for seed, points in series if points]
-    if not series:
-        return '<p class="note">no training history recorded</p>'
-    last = max(e for _, points in series for e, _ in points)
-    step = max(1, math.ceil(last / 8))
-    parts = _axes(last, list(range(0, last + 1, step)), "epoch", "val exact %")
-    legend = []
-    for i, (seed, points) in enumerate(series):
-        color = COLORS[i % len(COLORS)]
-        xy = " ".join(f"{_x(e, last):.1f},{_y(v * 100):.1f}" for e, v in points)
-        parts.append(f'<polyline points="{xy}" fill="none" stroke="{color}" stroke-width="1.8"/>')
-        parts += [f'<circle cx="{_x(e, last):.1f}" cy="{_y(v * 100):.1f}" r="2.2" fill="{color}"/>' for e, v in points]
-        legend.append(f'<span style="color:{color}">■</span> seed {seed}')
-    return _svg(parts, "validation exact accuracy per epoch") + f'<p class="legend">{" ".join(legend)}</p>'
-
-
-def _table_curves_svg(rows: pd.DataFrame, runs: pd.DataFrame) -> str:
-    """Validation exact accuracy of every recipe of a table (seed 0, or its lowest seed) against training time."""
-    series = []
-    for name in rows["recipe"]:
-        mine = runs[runs["recipe"] == name].sort_values("seed")
-        if mine.empty:
-            continue
-        run, elapsed, points = mine.iloc[0], 0.0, []
-        for h in run["history"]:
-            elapsed += h["seconds"] or 0.0
-            if h["val_exact"] is not None:
-                points.append((elapsed / 60, h["val_exact"]))
-        if points:
-            series.append((name, int(run["seed"]), run["device"], points))
-    if not series:
-        return '<p class="note">no training history recorded</p>'
-    last = max(t for *_, points in series for t, _ in points)
-    step = _nice_step(last / 6)
-    parts = _axes(last, [step * i for i in range(int(last / step) + 1)], "training time (min)", "val exact %")
-    legend = []
-    for i, (name, seed, device, points) in enumerate(series):
-        color = COLORS[i % len(COLORS)]
-        xy = " ".join(f"{_x(t, last):.1f},{_y(v * 100):.1f}" for t, v in points)
-        parts.append(f'<polyline points="{xy}" fill="none" stroke="{color}" stroke-width="1.6"><title>{_e(name)}'
-                     f"</title></polyline>")
-        legend.append(f'<span style="color:{color}">■</span> {_e(name)} (seed {seed}, {_e(device)})')
-    return _svg(parts, "validation exact accuracy against training time") + f'<p class="legend">{" ".join(legend)}</p>'
-
-
-def _nice_step(raw: float) -> float:
-    """1, 2 or 5 times a power of ten, at least `raw`: tick spacing."""
-    power = 10 ** math.floor(math.log10(max(raw, 1e-9)))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-
-
-def _per_sum_svg(runs: pd.DataFrame, split: str) -> str:
-    """One bar per true sum 0..36; a sum absent from the split has no bar and a grey mark."""
-    found = [p for p in runs[f"{split}_per_sum"] if p is not None]
-    if not found:
-        return '<p class="note">no per-sum accuracy recorded</p>'
-    with warnings.catch_warnings():  # a sum absent from every seed's split averages to NaN, as it should
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(np.vstack(found), axis=0)
-    parts = _axes(N_SUMS, [0, 6, 12, 18, 24, 30, 36], "true sum", "exact %")
-    width = (W - LEFT - RIGHT) / N_SUMS
-    for s, value in enumerate(mean):
-        x = LEFT + s * width
-        if math.isnan(value):
-            parts.append(f'<rect x="{x + 1:.1f}" y="{_y(0) - 2:.1f}" width="{width - 2:.1f}" height="2" class="absent">'
-                         f"<title>sum {s}: absent from the split</title></rect>")
-            continue
-        top = _y(value * 100)
-        parts.append(f'<rect x="{x + 1:.1f}" y="{top:.1f}" width="{width - 2:.1f}" height="{_y(0) - top:.1f}" '
-                     f'class="bar"><title>sum {s}: {value * 100:.1f}%</title></rect>')
-    return _svg(parts, "exact accuracy per true sum")
-
-
-def _svg(parts: list[str], label: str) -> str:
-    return (f'<svg class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
-            f'aria-label="{_e(label)}">' + "".join(parts) + "</svg>")
 
 
 # ----------------------------------------------------------------------------------------

@@ -18,9 +18,9 @@ import math
 import warnings
 from pathlib import Path
 
-from .errors import BenchError
-from .recipes import Recipe
-from .store import atomic_write, read_capped, read_record
+from ..errors import BenchError
+from ..registry.recipes import Recipe
+from ..store import atomic_write, read_capped, read_record
 
 COLUMNS = ("device", "torch", "commit", "engine", "recipe", "batch", "runs", "images_per_s", "source", "measured")
 KEY = ("device", "torch", "commit", "engine", "recipe", "batch", "runs", "source")  # a row with the same key replaces it

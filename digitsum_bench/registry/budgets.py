@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .errors import BenchError
+from ..errors import BenchError
 
 if TYPE_CHECKING:
     from .recipes import Recipe

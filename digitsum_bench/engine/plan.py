@@ -31,16 +31,15 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from . import data as datamod
+from .. import data as datamod
+from ..errors import BenchError, TimeLimitReached, duration
+from ..registry.budgets import apply_budget, get_budget
+from ..registry.recipes import get_recipe
 from . import runner, stacked
-from .budgets import apply_budget, get_budget
 from .devices import resolve_device
-from .errors import BenchError, TimeLimitReached
 from .estimate import estimate_seconds
 from .launch import pending, share_left, summary_line
-from .leaderboard import duration
 from .perf import gpu_seconds, perf_path, read_perf
-from .recipes import get_recipe
 from .runner import RunOptions
 from .train import progress_bar
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import BenchError
+from ..errors import BenchError
 
 # Which heads each loss can train.
 LOSS_HEADS = {

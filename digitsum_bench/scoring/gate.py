@@ -41,12 +41,12 @@ import pandas as pd
 import torch
 from packaging.version import Version
 
-from .devices import cpu_arithmetic
-from .errors import BenchError
-from .leaderboard import current, load_records
-from .metric_table import METRIC_TABLE
-from .runner import RunOptions, run_one
-from .store import RunKey, atomic_write, write_json_atomic
+from ..engine.devices import cpu_arithmetic
+from ..engine.runner import RunOptions, run_one
+from ..errors import BenchError
+from ..metric_table import METRIC_TABLE
+from ..reporting.leaderboard import current, load_records
+from ..store import RunKey, atomic_write, write_json_atomic
 
 GATE_RECIPES = ("ours_digitsum",)  # recipes that reach >= 80% test exact at the ci budget on 2 CPU cores
 SHOWN = ("within_one", "mse")  # metrics (metric_table) shown beside test exact in the gate's table and baseline

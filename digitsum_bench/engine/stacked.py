@@ -43,14 +43,14 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from ..data import DeviceData
+from ..errors import BenchError, TimeLimitReached
+from ..registry.budgets import apply_budget
+from ..registry.recipes import Recipe, get_recipe
+from ..store import RunKey, finished_record, read_record, write_json_atomic
 from . import runner
-from .budgets import apply_budget
 from .checkpoints import checkpoint_epoch, clear, fresh_state, resume
-from .data import DeviceData
 from .devices import autocast, resolve_device, set_deterministic, synchronize
-from .errors import BenchError, TimeLimitReached
-from .recipes import Recipe, get_recipe
-from .store import RunKey, finished_record, read_record, write_json_atomic
 from .train import (
     EpochStreams,
     batch_loss,

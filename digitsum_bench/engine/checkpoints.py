@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from . import models
-from .errors import BenchError
-from .recipes import Recipe, get_recipe
-from .store import atomic_write, inside, remove
+from ..errors import BenchError
+from ..registry import models
+from ..registry.recipes import Recipe, get_recipe
+from ..store import atomic_write, inside, remove
 
 
 def save_atomic(obj: dict, path: Path, root: Path | None = None) -> None:

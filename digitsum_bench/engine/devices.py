@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import BenchError
+from ..errors import BenchError
 
 
 def resolve_device(device: str) -> torch.device:

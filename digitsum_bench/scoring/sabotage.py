@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 from unittest.mock import patch
 
-from . import runner, train
+from ..engine import runner, train
+from ..store import write_json_atomic
 from .gate import CHECKPOINTS, RETRAINED, judge, outcome, read_baseline, rescore, run_gate
-from .store import write_json_atomic
 
 FILE = "sabotage.json"  # beside the baseline file
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .budgets import BUDGET_NAMES, CHECK_ONLY, budget_cap
-from .claims import CLAIM_NAMES, PERCENT, claim_number
-from .errors import BenchError, printable
+from ..claims import CLAIM_NAMES, PERCENT, claim_number
+from ..errors import BenchError, printable
+from ..registry.budgets import BUDGET_NAMES, CHECK_ONLY, budget_cap
+from ..store import atomic_write, inside, read_estimates
 from .leaderboard import (
     ALPHA,
     LEVELS,
@@ -40,7 +41,6 @@ from .leaderboard import (
 )
 from .page import render_page
 from .plots import render_plots
-from .store import atomic_write, inside, read_estimates
 
 LEGEND = f"""\
 Exact accuracy is the mean over seeds ± the half-width of its 95% confidence interval
@@ -92,7 +92,7 @@ def registry_facts() -> dict[str, dict]:
     (they cost time too), report, method and claims."""
     from dataclasses import asdict
 
-    from .recipes import get_recipe, list_recipes
+    from ..registry.recipes import get_recipe, list_recipes
 
     facts = {}
     for name in list_recipes():
@@ -305,7 +305,7 @@ def write_report(results: Path, out: Path | None = None, readme: Path | None = N
 # The README's result tables
 # ----------------------------------------------------------------------------------------
 
-REPO_README = Path(__file__).resolve().parent.parent / "README.md"
+REPO_README = Path(__file__).resolve().parents[2] / "README.md"  # digitsum_bench/reporting/report.py
 BASELINES = REPO_README.parent / "results" / "baselines"  # the gate's files that README sections render
 
 

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix
 
-from .errors import BenchError
-from .metric_table import METRIC_TABLE, Metric, TableView  # noqa: F401  (re-exported: the metrics table)
-from .store import N_SUMS
+from ..errors import BenchError
+from ..metric_table import METRIC_TABLE, Metric, TableView  # noqa: F401  (re-exported: the metrics table)
+from ..store import N_SUMS
 
 
 def predict_sums(output: torch.Tensor, head: str, decode: str = "sum_of_digits") -> torch.Tensor:
@@ -38,7 +38,7 @@ def predict_sums(output: torch.Tensor, head: str, decode: str = "sum_of_digits")
         if decode == "sum_of_digits":
             return output.argmax(dim=2).sum(dim=1)
         if decode == "most_likely_sum":
-            from .losses import sum_log_probs
+            from ..registry.losses import sum_log_probs
 
             return sum_log_probs(output).argmax(dim=1)
         raise BenchError(f"unknown digit decoding {decode!r}")

@@ -20,10 +20,10 @@ import pandas as pd
 from packaging.version import Version
 from scipy import stats
 
-from .claims import CLAIM_NAMES, PERCENT, claim_text, claim_value
-from .errors import BenchError
-from .metric_table import METRIC_TABLE, TableView
-from .store import N_SUMS, RECORD_KEYS, read_record
+from ..claims import CLAIM_NAMES, PERCENT, claim_text, claim_value
+from ..errors import BenchError, duration
+from ..metric_table import METRIC_TABLE, TableView
+from ..store import N_SUMS, RECORD_KEYS, read_record
 
 SPLITS = ("val", "test")
 METRICS = TableView(lambda m: m.board)  # summarised over seeds in the leaderboard (metric_table: `board`)
@@ -501,15 +501,6 @@ def vs_best(row: pd.Series, best: pd.Series) -> str:
 def fmt(value: float, spec: str, missing: str = "—") -> str:
     """`value` formatted by `spec`; `missing` for None or NaN."""
     return missing if value is None or math.isnan(value) else format(value, spec)
-
-
-def duration(seconds: float) -> str:
-    """'42 s', '3.5 min', '2.1 h'; '—' for NaN."""
-    if math.isnan(seconds):
-        return "—"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def joined(values: pd.Series) -> str:

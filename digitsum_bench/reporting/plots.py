@@ -17,9 +17,9 @@ import seaborn as sns
 from matplotlib import rc_context, ticker
 from matplotlib.figure import Figure
 
-from .errors import printable
+from ..errors import printable
+from ..store import N_SUMS
 from .leaderboard import TABLE, current
-from .store import N_SUMS
 
 # Each plot function takes one table's leaderboard rows, their run records and a title suffix,
 # and returns a figure.

@@ -24,16 +24,18 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from . import __version__, graphs, metrics, models
-from . import data as datamod
-from .budgets import apply_budget, get_budget
-from .checkpoints import checkpoint_epoch, clear, load_checkpoint, load_pt, save_atomic
-from .data import DeviceData
-from .devices import device_name, resolve_device, set_deterministic
-from .errors import BenchError
-from .recipes import Recipe, get_recipe
-from .store import (SCHEMA, RunKey, check_run_folders, finished_record, record_failure, remove, run_lock,
+from .. import __version__
+from .. import data as datamod
+from ..data import DeviceData
+from ..errors import BenchError
+from ..registry import models
+from ..registry.budgets import apply_budget, get_budget
+from ..registry.recipes import Recipe, get_recipe
+from ..store import (SCHEMA, RunKey, check_run_folders, finished_record, record_failure, remove, run_lock,
                     write_json_atomic)
+from . import graphs, metrics
+from .checkpoints import checkpoint_epoch, clear, load_checkpoint, load_pt, save_atomic
+from .devices import device_name, resolve_device, set_deterministic
 from .train import evaluate, fit, memory_format, needs_digits
 
 MAX_SEED = 2**31 - 1  # torch, numpy and every seed derived from it accept 0..2**31-1
@@ -176,7 +178,7 @@ def provenance(device: torch.device) -> dict:
     import timm
     import torchvision
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the repository: digitsum_bench/engine/runner.py
 
     def git(*args: str) -> str:
         try:

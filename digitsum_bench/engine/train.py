@@ -28,12 +28,13 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from . import losses, metrics
+from ..data import COURSE_MEAN, COURSE_STD, DeviceData
+from ..errors import BenchError
+from ..registry import losses
+from ..registry.recipes import Recipe
+from . import metrics
 from .checkpoints import fresh_state, load_pt, resume, save_atomic, save_last
-from .data import COURSE_MEAN, COURSE_STD, DeviceData
 from .devices import autocast, synchronize
-from .errors import BenchError
-from .recipes import Recipe
 
 # ---------------------------------------------------------------------------------------
 # Inputs

@@ -34,9 +34,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from ..data import DeviceData
+from ..registry.recipes import Recipe
 from . import train
-from .data import DeviceData
-from .recipes import Recipe
 from .train import Batch, EpochStreams, train_step
 
 CHECK_STEPS = 3  # graph steps compared with eager ones before a run trusts its graph

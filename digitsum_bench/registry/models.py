@@ -28,8 +28,8 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.ops import SqueezeExcitation
 
-from .data import COURSE_MEAN, COURSE_STD, HEIGHT, WIDTH
-from .errors import BenchError
+from ..data import COURSE_MEAN, COURSE_STD, HEIGHT, WIDTH
+from ..errors import BenchError
 
 HEAD_OUTPUTS = {"regression": 1, "sum37": 37, "digits4": 40, "multilabel30": 30}
 

@@ -18,16 +18,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import data as datamod
+from .. import data as datamod
+from ..errors import BenchError, duration
+from ..registry.budgets import CHECK_ONLY, apply_budget, get_budget
+from ..registry.recipes import get_recipe, list_recipes, load_recipes_from, loaded_files
+from ..store import RunKey, finished_record, remove_estimate, run_states, write_estimate
 from . import runner
-from .budgets import CHECK_ONLY, apply_budget, get_budget
 from .devices import device_name, resolve_device
-from .errors import BenchError
 from .estimate import run_seconds
-from .leaderboard import duration
-from .recipes import get_recipe, list_recipes, load_recipes_from, loaded_files
 from .runner import RunOptions, check_seeds, load_data
-from .store import RunKey, finished_record, remove_estimate, run_states, write_estimate
 from .train import progress_bar
 
 

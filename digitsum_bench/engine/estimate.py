@@ -17,11 +17,11 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
+from ..data import random_split
+from ..registry.budgets import apply_budget, get_budget
+from ..registry.recipes import Recipe, get_recipe
 from . import graphs, stacked
-from .budgets import apply_budget, get_budget
-from .data import random_split
 from .devices import synchronize
-from .recipes import Recipe, get_recipe
 from .train import HISTORY_VAL, TTA_SHIFTS, make_optimizer, memory_format, predict, train_one_epoch
 
 

@@ -1,0 +1,1 @@
+"""Reading records into the leaderboard, the plots, the HTML page and the README's tables. Torch-free."""
