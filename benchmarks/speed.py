@@ -25,10 +25,11 @@ def runner_images_per_s(recipe: Recipe, device: torch.device, steps: int, compil
     opt = train.make_optimizer(recipe, model, device)
     split = datamod.random_split(recipe.batch_size * steps, device)
     one = replace(recipe, epochs=1)
-    train.train_one_epoch(model, opt, None, None, datamod.random_split(recipe.batch_size * 3, device), one, 0, 0, device)
+    train.train_one_epoch(model, opt, None, None, split=datamod.random_split(recipe.batch_size * 3, device), recipe=one,
+                          seed=0, epoch=0, device=device)
     _sync(device)
     t0 = time.perf_counter()
-    train.train_one_epoch(model, opt, None, None, split, one, 0, 1, device)
+    train.train_one_epoch(model, opt, None, None, split=split, recipe=one, seed=0, epoch=1, device=device)
     _sync(device)
     return len(split) / (time.perf_counter() - t0)
 
@@ -49,10 +50,10 @@ def engine_images_per_s(recipe: Recipe, device: torch.device, steps: int, graph:
     """Images/s of one run's `train.train_one_epoch` (batches made as in a run), eager or with the graph engine."""
     model, opt, split, engine = _run(recipe, device, steps, graph)
     one = replace(recipe, epochs=1)
-    train.train_one_epoch(model, opt, None, None, split, one, 0, 0, device, engine=engine)  # warm-up
+    train.train_one_epoch(model, opt, None, None, split=split, recipe=one, seed=0, epoch=0, device=device, engine=engine)  # warm-up
     _sync(device)
     t0 = time.perf_counter()
-    train.train_one_epoch(model, opt, None, None, split, one, 0, 1, device, engine=engine)
+    train.train_one_epoch(model, opt, None, None, split=split, recipe=one, seed=0, epoch=1, device=device, engine=engine)
     _sync(device)
     return len(split) / (time.perf_counter() - t0)
 
@@ -97,7 +98,8 @@ def stacked_images_per_s(recipe: Recipe, device: torch.device, steps: int, seeds
         if epoch == 1:
             _sync(device)
             t0 = time.perf_counter()
-        stacked.train_stacked_epoch(base, stack, opt, None, None, split, one, list(range(seeds)), epoch, device)
+        stacked.train_stacked_epoch(base, stack, opt, None, None, split=split, recipe=one, seeds=list(range(seeds)),
+                                    epoch=epoch, device=device)
     _sync(device)
     return seeds * len(split) / (time.perf_counter() - t0)
 

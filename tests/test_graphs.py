@@ -48,7 +48,7 @@ def test_train_step_is_train_one_epochs_step(tiny_recipe):
     """The one step function, run by hand over an epoch's batches, gives train_one_epoch's parameters, bit for bit."""
     model, opt, sched, ema, split = setup(tiny_recipe)
     twin, twin_opt, twin_sched, twin_ema, _ = setup(tiny_recipe)
-    train.train_one_epoch(model, opt, sched, ema, split, tiny_recipe, 0, 1, CPU)
+    train.train_one_epoch(model, opt, sched, ema, split=split, recipe=tiny_recipe, seed=0, epoch=1, device=CPU)
     twin.train()
     torch.manual_seed(train.epoch_seed(0, 1, 2))  # dropout, as train_one_epoch seeds it
     for batch in train.EpochStreams(split, tiny_recipe, 0, 1, CPU, None).batches(split, tiny_recipe, train.CHANNELS_LAST):
@@ -68,8 +68,9 @@ def test_graph_step_trains_as_eager_steps_with_the_schedule_and_a_partial_batch(
     assert isinstance(step, graphs.GraphStep)
     assert all(torch.equal(a, b) for a, b in zip(params(model), params(twin)))  # the check left no trace
     for epoch in (1, 2):
-        want = train.train_one_epoch(model, opt, sched, ema, split, tiny_recipe, 0, epoch, CPU)
-        got = train.train_one_epoch(twin, twin_opt, twin_sched, twin_ema, split, tiny_recipe, 0, epoch, CPU, engine=step)
+        want = train.train_one_epoch(model, opt, sched, ema, split=split, recipe=tiny_recipe, seed=0, epoch=epoch, device=CPU)
+        got = train.train_one_epoch(twin, twin_opt, twin_sched, twin_ema, split=split, recipe=tiny_recipe, seed=0,
+                                    epoch=epoch, device=CPU, engine=step)
         assert got == pytest.approx(want, rel=1e-5)
     for a, b in zip(params(ema.module), params(twin_ema.module)):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
@@ -117,8 +118,8 @@ def test_a_failed_or_wrong_graph_warns_once_and_leaves_the_run_eager(tiny_recipe
     assert ("RuntimeError" in warning) == (broken == "capture raises")
     assert {k: v for k, v in twin_opt.param_groups[0].items() if k != "params"} == \
         {k: v for k, v in before.items() if k != "params"}  # the eager optimizer's own settings again
-    want = train.train_one_epoch(model, opt, sched, ema, split, tiny_recipe, 0, 1, CPU)
-    got = train.train_one_epoch(twin, twin_opt, twin_sched, twin_ema, split, tiny_recipe, 0, 1, CPU)
+    want = train.train_one_epoch(model, opt, sched, ema, split=split, recipe=tiny_recipe, seed=0, epoch=1, device=CPU)
+    got = train.train_one_epoch(twin, twin_opt, twin_sched, twin_ema, split=split, recipe=tiny_recipe, seed=0, epoch=1, device=CPU)
     assert got == want and all(torch.equal(a, b) for a, b in zip(params(model), params(twin)))
 
 
@@ -157,8 +158,9 @@ def test_graph_engine_on_a_gpu_matches_eager_training(name):
     step = graphs.graph_step(twin, twin_opt, recipe, split, 0, dev, aux)
     assert isinstance(step, graphs.GraphStep)
     for epoch in (1, 2):
-        want = train.train_one_epoch(model, opt, sched, ema, split, recipe, 0, epoch, dev, aux=aux)
-        got = train.train_one_epoch(twin, twin_opt, twin_sched, twin_ema, split, recipe, 0, epoch, dev, aux=aux,
+        want = train.train_one_epoch(model, opt, sched, ema, split=split, recipe=recipe, seed=0, epoch=epoch, device=dev, aux=aux)
+        got = train.train_one_epoch(twin, twin_opt, twin_sched, twin_ema, split=split, recipe=recipe, seed=0,
+                                    epoch=epoch, device=dev, aux=aux,
                                     engine=step)
         assert got == pytest.approx(want, rel=graphs.LOSS_RTOL)
 
@@ -168,11 +170,12 @@ def test_a_graph_engines_checkpoint_resumes_on_a_cpu(tiny_recipe, tmp_path):
 
     model, opt, sched, ema, split = setup(tiny_recipe)
     graphs.make_capturable(opt, CPU)
-    train.train_one_epoch(model, opt, sched, ema, split, tiny_recipe, 0, 1, CPU)
+    train.train_one_epoch(model, opt, sched, ema, split=split, recipe=tiny_recipe, seed=0, epoch=1, device=CPU)
     for group in opt.param_groups:
         group.update(capturable=True, foreach=True)  # as saved on a GPU
     checkpoints.save_last(tmp_path / "last.pt", model, opt, sched, ema, checkpoints.fresh_state())
     model, opt, sched, ema, _ = setup(tiny_recipe)
     assert checkpoints.resume(tmp_path / "last.pt", model, opt, sched, ema, CPU) is not None
-    train.train_one_epoch(model, opt, sched, ema, split, tiny_recipe, 0, 2, CPU)  # capturable kernels would refuse a CPU
+    # capturable kernels would refuse a CPU
+    train.train_one_epoch(model, opt, sched, ema, split=split, recipe=tiny_recipe, seed=0, epoch=2, device=CPU)
     assert torch.is_tensor(opt.param_groups[0]["lr"])

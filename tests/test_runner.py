@@ -56,7 +56,7 @@ def test_killed_run_resumes_and_matches(tiny_recipe, tmp_path, monkeypatch):
     real = train.train_one_epoch
 
     def dies_in_epoch_2(*args, **kw):
-        if args[7] == 2:  # epoch
+        if kw["epoch"] == 2:
             raise KeyboardInterrupt
         return real(*args, **kw)
 
@@ -215,7 +215,7 @@ def test_training_batches_are_augmented(tiny_recipe):
         seen = []
         model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
         opt = train.make_optimizer(recipe, model, cpu)
-        train.train_one_epoch(model, opt, None, None, split, recipe, 0, 1, cpu)
+        train.train_one_epoch(model, opt, None, None, split=split, recipe=recipe, seed=0, epoch=1, device=cpu)
         return seen
 
     plain, augmented = inputs(replace(tiny_recipe, augment=False)), inputs(replace(tiny_recipe, augment=True))
@@ -264,7 +264,8 @@ def test_aux_images_enter_the_loss(monkeypatch):
         torch.manual_seed(0)
         model = recipe.model()
         opt = train.make_optimizer(recipe, model, torch.device("cpu"))
-        return train.train_one_epoch(model, opt, None, None, split, recipe, 0, 1, torch.device("cpu"), aux=aux)
+        return train.train_one_epoch(model, opt, None, None, split=split, recipe=recipe, seed=0, epoch=1,
+                                     device=torch.device("cpu"), aux=aux)
 
     with_aux = one_epoch(runner.load_aux(recipe, torch.device("cpu")))
     assert seen == [12, 12]  # 8 training images + 4 labelled synthetic ones per step

@@ -87,7 +87,7 @@ def test_interrupted_stack_resumes_stacked_or_seed_by_seed(tiny37, tmp_path, mon
     real = stacked.train_stacked_epoch
 
     def dies_in_epoch_2(*args, **kw):
-        if args[8] == 2:  # epoch
+        if kw["epoch"] == 2:
             raise KeyboardInterrupt
         return real(*args, **kw)
 

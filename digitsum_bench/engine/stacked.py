@@ -141,7 +141,7 @@ def _unstack_opt_state(opt: torch.optim.Optimizer, i: int) -> dict:
     return {"state": state, "param_groups": sd["param_groups"]}
 
 
-def train_stacked_epoch(base: nn.Module, stack: Stack, opt, sched, ema, split: DeviceData, recipe: Recipe,
+def train_stacked_epoch(base: nn.Module, stack: Stack, opt, sched, ema, *, split: DeviceData, recipe: Recipe,
                         seeds: list[int], epoch: int, device: torch.device, progress: bool = False,
                         aux: DeviceData | None = None) -> list[float]:
     """One pass of every seed over the training split, as `train.train_one_epoch` makes it per seed.
@@ -199,8 +199,8 @@ def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: DeviceData
                        unit="epoch", initial=states[0]["epoch"], total=recipe.epochs, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
-        train_losses = train_stacked_epoch(base, stack, opt, sched, ema, train_split, recipe, seeds, epoch, device,
-                                           progress, aux)
+        train_losses = train_stacked_epoch(base, stack, opt, sched, ema, split=train_split, recipe=recipe, seeds=seeds,
+                                           epoch=epoch, device=device, progress=progress, aux=aux)
         synchronize(device)
         share = (time.perf_counter() - t0) / len(seeds)  # each seed's share of the stack's step time
         for i in range(len(seeds)):

@@ -261,7 +261,7 @@ def log_epoch(what: str, epoch: int, epochs: int, train_loss: float, val_exact: 
               file=sys.stderr, flush=True)
 
 
-def train_one_epoch(model, opt, sched, ema, split: DeviceData, recipe: Recipe, seed: int, epoch: int,
+def train_one_epoch(model, opt, sched, ema, *, split: DeviceData, recipe: Recipe, seed: int, epoch: int,
                     device: torch.device, progress: bool = False, aux: DeviceData | None = None,
                     engine: Step | None = None) -> float:
     """One pass over the training split; returns the mean training loss.
@@ -383,7 +383,8 @@ def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, se
                        initial=state["epoch"], total=recipe.epochs, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
-        train_loss = train_one_epoch(model, opt, sched, ema, train, recipe, seed, epoch, device, progress, aux, engine)
+        train_loss = train_one_epoch(model, opt, sched, ema, split=train, recipe=recipe, seed=seed, epoch=epoch,
+                                     device=device, progress=progress, aux=aux, engine=engine)
         synchronize(device)
         v = end_epoch(recipe, epoch, train_loss, time.perf_counter() - t0, scored, model, opt, sched, ema, state,
                       val, device, ckpt_dir)
