@@ -255,8 +255,9 @@ def _verdict_cell(row: pd.Series) -> str:
         return _cell("", "—")
     if row["not_comparable"]:
         return _cell("not comparable", "not comparable")
-    text = "; ".join(f"{c['split']}: {verdict(row, c)}" for c in claims)
-    short = "; ".join(f"{c['split']}: {SHORT_VERDICTS.get(verdict(row, c), verdict(row, c))}" for c in claims)
+    verdicts = [(c["split"], verdict(row, c)) for c in claims]
+    text = "; ".join(f"{split}: {v}" for split, v in verdicts)
+    short = "; ".join(f"{split}: {SHORT_VERDICTS.get(v, v)}" for split, v in verdicts)
     return f'<td data-v="{_e(text)}" class="verdict" title="{_e(text)}">{_e(short)}</td>'
 
 
