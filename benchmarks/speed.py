@@ -11,7 +11,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from digitsum_bench import data as datamod
-from digitsum_bench.engine import graphs, stacked, train
+from digitsum_bench.engine import engines, stacked, train
 from digitsum_bench.registry.recipes import Recipe
 
 
@@ -22,38 +22,39 @@ def runner_images_per_s(recipe: Recipe, device: torch.device, steps: int, compil
         model = model.to(memory_format=torch.channels_last)
     if compile:
         model = torch.compile(model)
-    opt = train.make_optimizer(recipe, model, device)
+    state = train.TrainState(model, train.make_optimizer(recipe, model, device), None, None)
     split = datamod.random_split(recipe.batch_size * steps, device)
     one = replace(recipe, epochs=1)
-    train.train_one_epoch(model, opt, None, None, split=datamod.random_split(recipe.batch_size * 3, device), recipe=one,
-                          seed=0, epoch=0, device=device)
+    train.train_one_epoch(state, split=datamod.random_split(recipe.batch_size * 3, device), recipe=one, seed=0, epoch=0,
+                          device=device)
     _sync(device)
     t0 = time.perf_counter()
-    train.train_one_epoch(model, opt, None, None, split=split, recipe=one, seed=0, epoch=1, device=device)
+    train.train_one_epoch(state, split=split, recipe=one, seed=0, epoch=1, device=device)
     _sync(device)
     return len(split) / (time.perf_counter() - t0)
 
 
-def _run(recipe: Recipe, device: torch.device, steps: int, graph: bool, seed: int = 0):
-    """A model with its optimizer and a split of `steps` batches; with `graph`, its checked graph engine
-    (an AssertionError where the check fails: the goal is the graph's)."""
+def _run(recipe: Recipe, device: torch.device, steps: int, engine: str, seed: int = 0):
+    """A training state and a split of `steps` batches, and the step of `engine` (engines.ENGINES; None: eager).
+    An AssertionError where a named engine falls back to eager: the goal is that engine's."""
     torch.manual_seed(seed)
     model = recipe.model().to(device, memory_format=train.memory_format())
-    opt = train.make_optimizer(recipe, model, device)
+    state = train.TrainState(model, train.make_optimizer(recipe, model, device), None, None)
     split = datamod.random_split(recipe.batch_size * steps, device, seed=seed)
-    engine = graphs.graph_step(model, opt, recipe, split, seed, device) if graph else None
-    assert engine is not None or not graph, f"{recipe.name}: the graph engine fell back to eager"
-    return model, opt, split, engine
+    make = engines.engine_maker(engine, device)
+    step = make(model, state.opt, recipe, split, seed, device, None) if make is not None else None
+    assert step is not None or make is None, f"{recipe.name}: the {engine} engine fell back to eager"
+    return state, split, step
 
 
-def engine_images_per_s(recipe: Recipe, device: torch.device, steps: int, graph: bool) -> float:
-    """Images/s of one run's `train.train_one_epoch` (batches made as in a run), eager or with the graph engine."""
-    model, opt, split, engine = _run(recipe, device, steps, graph)
+def engine_images_per_s(recipe: Recipe, device: torch.device, steps: int, engine: str) -> float:
+    """Images/s of one run's `train.train_one_epoch` (batches made as in a run) with `engine` (engines.ENGINES)."""
+    state, split, step = _run(recipe, device, steps, engine)
     one = replace(recipe, epochs=1)
-    train.train_one_epoch(model, opt, None, None, split=split, recipe=one, seed=0, epoch=0, device=device, engine=engine)  # warm-up
+    train.train_one_epoch(state, split=split, recipe=one, seed=0, epoch=0, device=device, engine=step)  # warm-up
     _sync(device)
     t0 = time.perf_counter()
-    train.train_one_epoch(model, opt, None, None, split=split, recipe=one, seed=0, epoch=1, device=device, engine=engine)
+    train.train_one_epoch(state, split=split, recipe=one, seed=0, epoch=1, device=device, engine=step)
     _sync(device)
     return len(split) / (time.perf_counter() - t0)
 
@@ -65,11 +66,11 @@ def streams_images_per_s(recipe: Recipe, device: torch.device, steps: int, runs:
     for r in range(runs):
         stream = torch.cuda.Stream()
         with torch.cuda.stream(stream):
-            setups.append((stream, *_run(recipe, device, steps, True, seed=r)))
+            setups.append((stream, *_run(recipe, device, steps, "graph", seed=r)))
 
     def epoch(e: int) -> None:
         turns = [(stream, engine, train.EpochStreams(split, recipe, 0, e, device, None)
-                  .batches(split, recipe, train.CHANNELS_LAST)) for stream, _, _, split, engine in setups]
+                  .batches(split, recipe, train.CHANNELS_LAST)) for stream, _, split, engine in setups]
         for _ in range(steps):
             for stream, engine, batches in turns:
                 with torch.cuda.stream(stream):
@@ -90,7 +91,7 @@ def stacked_images_per_s(recipe: Recipe, device: torch.device, steps: int, seeds
         torch.manual_seed(s)
         models.append(recipe.model().to(device))
     stack = stacked.Stack(models)
-    opt = train.make_optimizer(recipe, stack, device)
+    state = train.TrainState(stack, train.make_optimizer(recipe, stack, device), None, None)
     base = models[0].to("meta")
     split = datamod.random_split(recipe.batch_size * steps, device)
     one = replace(recipe, epochs=1)
@@ -98,8 +99,8 @@ def stacked_images_per_s(recipe: Recipe, device: torch.device, steps: int, seeds
         if epoch == 1:
             _sync(device)
             t0 = time.perf_counter()
-        stacked.train_stacked_epoch(base, stack, opt, None, None, split=split, recipe=one, seeds=list(range(seeds)),
-                                    epoch=epoch, device=device)
+        stacked.train_stacked_epoch(state, base=base, split=split, recipe=one, seeds=list(range(seeds)), epoch=epoch,
+                                    device=device)
     _sync(device)
     return seeds * len(split) / (time.perf_counter() - t0)
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from digitsum_bench import data as datamod
-from digitsum_bench.engine import runner, train
+from digitsum_bench.engine import engines, runner, train
 from digitsum_bench.engine.estimate import estimate_seconds
 from digitsum_bench.registry import budgets
 from digitsum_bench.registry.recipes import get_recipe
@@ -42,14 +42,15 @@ def short(recipe, budget):
 def test_estimate_within_factor_of_a_measured_run(name, budget, device):
     recipe = short(get_recipe(name), budget)
     test_size = 1024
-    splits = runner.load_data(recipe, budget, "synth")
+    splits = runner.load_data(recipe, budgets.BUDGETS[budget], "synth")
     splits = replace(splits, test=splits.test.subset(slice(0, test_size)))
     estimate = estimate_seconds(recipe, device, test_size)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         model = runner.build_model(recipe, 0, device, Path(tmp), None, progress=False)[0]
         tr, val = runner.device_splits(recipe, splits, device)
-        selected, _ = train.fit(recipe, model, tr, val, 0, device, Path(tmp), False, runner.load_aux(recipe, device))
+        selected, _ = train.fit(recipe, model, tr, val, 0, device, Path(tmp), False, runner.load_aux(recipe, device),
+                                engines.engine_maker("auto", device))  # the engine the estimate timed
         train.evaluate(selected, val, recipe, device)
         train.evaluate(selected, datamod.DeviceData.from_numpy(splits.test, device), recipe, device)
         if device.type == "cuda":

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from digitsum_bench.engine import perf
+from digitsum_bench.engine import engines, perf
 from digitsum_bench.registry.recipes import get_recipe
 
 from speed import engine_images_per_s, plain_images_per_s, stacked_images_per_s, streams_images_per_s
@@ -63,9 +63,9 @@ def test_engines_vs_plain(name, device, steps):
     torch.manual_seed(0)
     plain = plain_images_per_s(recipe.model(), device, steps, batch_size=32)
     _row(name, "plain", 32, plain, plain)
-    _row(name, "eager", recipe.batch_size, engine_images_per_s(recipe, device, steps, graph=False), plain)
-    graph_ips = engine_images_per_s(recipe, device, steps, graph=True)
-    graph = _row(name, "graph", recipe.batch_size, graph_ips, plain)
+    speeds = {engine: engine_images_per_s(recipe, device, steps, engine) for engine in engines.ENGINES}  # all of them
+    ratios = {engine: _row(name, engine, recipe.batch_size, ips, plain) for engine, ips in speeds.items()}
+    graph_ips, graph = speeds["graph"], ratios["graph"]
     streams = _row(name, "graph", recipe.batch_size, streams_images_per_s(recipe, device, steps, RUNS), plain, RUNS)
     stack = _row(name, "stacked", recipe.batch_size, stacked_images_per_s(recipe, device, steps, SEEDS), plain, SEEDS)
     if graph_goal is not None:

@@ -59,6 +59,7 @@ def _cmd_list(a: argparse.Namespace) -> None:
 
 def _cmd_run(a: argparse.Namespace) -> None:
     from .engine.launch import launch, slurm_settings
+    from .engine.plan import parse_duration
     from .registry.recipes import list_recipes
     from .engine.runner import RunOptions
 
@@ -67,17 +68,16 @@ def _cmd_run(a: argparse.Namespace) -> None:
         raise BenchError("run: name recipes with --recipe NAME ... or use --all (see `digitsum-bench list`)")
     seeds = a.seeds or [0]
     options = RunOptions(budget=a.budget, data=a.data, results=a.results, device=a.device, force=a.force,
-                         deterministic=a.deterministic, weights=a.weights)
-    if a.plan or a.time_limit or a.stack_seeds:
-        failures = _run_planned(a, names, seeds, options)
-        if a.plan:
-            return
-    else:
-        slurm = slurm_settings(a.slurm_config, partition=a.partition, time=a.time, gpus=a.gpus, cpus=a.cpus,
-                               mem_gb=a.mem_gb, parallel=a.parallel, wait=a.wait, cluster=a.cluster)
-        # the CPU limit keeps --all inside the time; a recipe the user names is run whatever its estimate
-        cpu_limit = a.cpu_limit if a.cpu_limit is not None else DEFAULT_CPU_LIMIT if a.all else 0
-        failures = launch(names, seeds, options, launcher=a.launcher, jobs=a.jobs, slurm=slurm, cpu_limit=cpu_limit)
+                         deterministic=a.deterministic, weights=a.weights, engine=a.engine)
+    slurm = slurm_settings(a.slurm_config, partition=a.partition, time=a.time, gpus=a.gpus, cpus=a.cpus,
+                           mem_gb=a.mem_gb, parallel=a.parallel, wait=a.wait, cluster=a.cluster)
+    # the CPU limit keeps --all inside the time; a recipe the user names is run whatever its estimate
+    cpu_limit = a.cpu_limit if a.cpu_limit is not None else DEFAULT_CPU_LIMIT if a.all else 0
+    failures = launch(names, seeds, options, launcher=a.launcher, jobs=a.jobs, slurm=slurm, cpu_limit=cpu_limit,
+                      stack=a.stack_seeds, time_limit=parse_duration(a.time_limit) if a.time_limit else None,
+                      plan_only=a.plan)
+    if a.plan:
+        return
     if not a.no_report:
         from .reporting.report import comparison_table, write_report
 
@@ -92,20 +92,9 @@ def _cmd_run(a: argparse.Namespace) -> None:
         raise BenchError(f"{failures} run(s) failed; see `digitsum-bench status --results {a.results}`")
 
 
-def _run_planned(a: argparse.Namespace, names: list[str], seeds: list[int], options) -> int:
-    """`run` with --plan, --time-limit or --stack-seeds: the planned runner of plan.py, in this process."""
-    from .engine.plan import parse_duration, run_planned
-
-    if a.launcher != "inline":
-        raise BenchError(f"--plan, --time-limit and --stack-seeds run in this process, not with --launcher {a.launcher} "
-                         "(inside a SLURM task, give the task's time as --time-limit)")
-    limit = parse_duration(a.time_limit) if a.time_limit else None
-    return run_planned(names, seeds, options, stack=a.stack_seeds, time_limit=limit, plan_only=a.plan)
-
-
 def _cmd_evaluate(a: argparse.Namespace) -> None:
-    from .scoring import submit
     from .engine.metrics import format_table
+    from .scoring import predictions, submit
 
     if a.save_predictions and not a.model:
         raise BenchError("evaluate: --save-predictions goes with --model")
@@ -123,7 +112,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> None:
                                        max_seconds=a.max_seconds)
         print(f"{a.model} ({result['head']} head) on {a.data}")
     else:
-        result = submit.evaluate_predictions(a.predictions, a.data)
+        result = predictions.evaluate_predictions(a.predictions, a.data)
         print(f"{a.predictions} on {a.data}")
     print(format_table({"data": result}) + (f"\nmse_raw {result['mse_raw']:.4f}" if "mse_raw" in result else ""))
     print(json.dumps(result))
@@ -265,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p, "auto: a CUDA GPU when there is one, else the CPU")
     p.add_argument("--force", action="store_true", help="recompute finished runs")
     p.add_argument("--deterministic", action="store_true", help="bitwise-reproducible GPU runs (slower)")
+    p.add_argument("--engine", default="auto", metavar="NAME",
+                   help="how training steps run: auto (a CUDA graph on a GPU where its self-check passes, else "
+                        "eager; the default), eager, or graph (a GPU only); the record names the one that trained it")
     p.add_argument("--weights", default=None,
                    help="ImageNet ResNet-50 weights file (else $DIGITSUM_IMAGENET_WEIGHTS or torchvision's cache)")
     p.add_argument("--no-report", action="store_true", help="do not regenerate the leaderboard afterwards")

@@ -11,7 +11,7 @@ made before it was measured, or runs it does not apply to): every view shows it 
 The readers keep their names (claims.CLAIM_NAMES, leaderboard.METRICS, page.MEASURED_TIPS, ...), as
 `TableView`s: live views of METRIC_TABLE, read at each use, so that an entry added to the table (a
 test's fake one too) reaches every view. Torch-free and importing nothing of the package, so that
-claims.py and store.py can read it; metrics.py, which needs torch, re-exports it.
+claims.py and schema.py can read it; metrics.py, which needs torch, re-exports it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from record_factory import make_record, write_record
 
-from digitsum_bench.engine import launch
+from digitsum_bench.engine import launch, plan
 from digitsum_bench.engine.runner import RunOptions
 from digitsum_bench.errors import BenchError
 from digitsum_bench.registry import budgets
@@ -37,7 +37,7 @@ def test_ci_budget_is_one_epoch_of_all_training_images_with_fewer_labelled_image
 
 def test_slow_recipes_are_left_out_on_a_cpu_and_listed(variant, tmp_path, monkeypatch, capsys):
     fast, slow = variant("tiny_fast"), variant("tiny_slow")
-    monkeypatch.setattr(launch, "run_seconds", lambda name, budget, device, seeds=1: 7200.0 if name == slow else 5.0)
+    monkeypatch.setattr(plan, "estimate_seconds", lambda recipe, *a, **k: 7200.0 if recipe.name == slow else 5.0)
     failures = launch.launch([fast, slow], [0], RunOptions(budget="full", data="synth", results=tmp_path, device="cpu"), cpu_limit=30)
     assert failures == 0
     assert "skip tiny_slow: estimated 2.0 h per seed" in capsys.readouterr().out

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from digitsum_bench import data as datamod
-from digitsum_bench.engine import graphs, train
+from digitsum_bench.engine import engines, graphs, train
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -27,12 +27,12 @@ def eager_capture(model, opt, recipe, static, device):
 
 
 def setup(recipe, device=CPU, n=100, seed=0):
-    """A model with its optimizer, schedule and EMA, and a split of `n` images (100: a partial last batch)."""
+    """A fresh training state (model, optimizer, schedule, EMA) and a split of `n` images (100: a partial last
+    batch)."""
     torch.manual_seed(seed)
     model = recipe.model().to(device, memory_format=train.memory_format())
-    opt = train.make_optimizer(recipe, model, device)
-    sched = train.make_scheduler(recipe, opt, train.steps_per_epoch(recipe, n))
-    return model, opt, sched, train.make_ema(recipe, model), datamod.random_split(n, device)
+    state = train.TrainState.create(recipe, model, device, train.steps_per_epoch(recipe, n))
+    return state, datamod.random_split(n, device)
 
 
 def first_batches(recipe, split, k=graphs.CHECK_STEPS, device=CPU):
@@ -46,43 +46,43 @@ def params(model):
 
 def test_train_step_is_train_one_epochs_step(tiny_recipe):
     """The one step function, run by hand over an epoch's batches, gives train_one_epoch's parameters, bit for bit."""
-    model, opt, sched, ema, split = setup(tiny_recipe)
-    twin, twin_opt, twin_sched, twin_ema, _ = setup(tiny_recipe)
-    train.train_one_epoch(model, opt, sched, ema, split=split, recipe=tiny_recipe, seed=0, epoch=1, device=CPU)
-    twin.train()
+    state, split = setup(tiny_recipe)
+    twin, _ = setup(tiny_recipe)
+    train.train_one_epoch(state, split=split, recipe=tiny_recipe, seed=0, epoch=1, device=CPU)
+    twin.model.train()
     torch.manual_seed(train.epoch_seed(0, 1, 2))  # dropout, as train_one_epoch seeds it
     for batch in train.EpochStreams(split, tiny_recipe, 0, 1, CPU, None).batches(split, tiny_recipe, train.CHANNELS_LAST):
-        train.train_step(twin, twin_opt, tiny_recipe, batch, CPU)
-        train.after_step(twin_sched, twin_ema, twin)
-    assert all(torch.equal(a, b) for a, b in zip(params(model), params(twin)))
-    assert all(torch.equal(a, b) for a, b in zip(params(ema.module), params(twin_ema.module)))
+        train.train_step(twin.model, twin.opt, tiny_recipe, batch, CPU)
+        train.after_step(twin.sched, twin.ema, twin.model)
+    assert all(torch.equal(a, b) for a, b in zip(params(state.model), params(twin.model)))
+    assert all(torch.equal(a, b) for a, b in zip(params(state.scored), params(twin.scored)))
 
 
 def test_graph_step_trains_as_eager_steps_with_the_schedule_and_a_partial_batch(tiny_recipe, monkeypatch):
     """Static buffers, the tensor learning rate and betas, OneCycle, EMA and the eager last batch: two epochs
     through a checked GraphStep end where two eager epochs end."""
     monkeypatch.setattr(graphs, "capture", eager_capture)
-    model, opt, sched, ema, split = setup(tiny_recipe)
-    twin, twin_opt, twin_sched, twin_ema, _ = setup(tiny_recipe)
-    step = graphs.checked(twin, twin_opt, tiny_recipe, first_batches(tiny_recipe, split), CPU)
+    state, split = setup(tiny_recipe)
+    twin, _ = setup(tiny_recipe)
+    step = graphs.checked(twin.model, twin.opt, tiny_recipe, first_batches(tiny_recipe, split), CPU)
     assert isinstance(step, graphs.GraphStep)
-    assert all(torch.equal(a, b) for a, b in zip(params(model), params(twin)))  # the check left no trace
+    assert all(torch.equal(a, b) for a, b in zip(params(state.model), params(twin.model)))  # the check left no trace
     for epoch in (1, 2):
-        want = train.train_one_epoch(model, opt, sched, ema, split=split, recipe=tiny_recipe, seed=0, epoch=epoch, device=CPU)
-        got = train.train_one_epoch(twin, twin_opt, twin_sched, twin_ema, split=split, recipe=tiny_recipe, seed=0,
-                                    epoch=epoch, device=CPU, engine=step)
+        want = train.train_one_epoch(state, split=split, recipe=tiny_recipe, seed=0, epoch=epoch, device=CPU)
+        got = train.train_one_epoch(twin, split=split, recipe=tiny_recipe, seed=0, epoch=epoch, device=CPU, engine=step)
         assert got == pytest.approx(want, rel=1e-5)
-    for a, b in zip(params(ema.module), params(twin_ema.module)):
+    for a, b in zip(params(state.scored), params(twin.scored)):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
-    assert float(twin_opt.param_groups[0]["lr"]) == pytest.approx(opt.param_groups[0]["lr"])
+    assert float(twin.opt.param_groups[0]["lr"]) == pytest.approx(state.opt.param_groups[0]["lr"])
 
 
 def test_graph_step_puts_the_schedules_numbers_into_the_tensors_the_graph_reads(tiny_recipe, monkeypatch):
     monkeypatch.setattr(graphs, "capture", eager_capture)
-    model, opt, sched, _, split = setup(tiny_recipe)
+    state, split = setup(tiny_recipe)
+    opt, sched = state.opt, state.sched
     graphs.make_capturable(opt, CPU)
     batch = first_batches(tiny_recipe, split, 1)[0]
-    step = graphs.GraphStep(model, opt, tiny_recipe, batch, CPU)
+    step = graphs.GraphStep(state.model, opt, tiny_recipe, batch, CPU)
     captured = opt.param_groups[0]["betas"][0]
     for _ in range(3):
         step(batch)
@@ -109,18 +109,18 @@ def test_a_failed_or_wrong_graph_warns_once_and_leaves_the_run_eager(tiny_recipe
         return replay
 
     monkeypatch.setattr(graphs, "capture", fails if broken == "capture raises" else no_update)
-    model, opt, sched, ema, split = setup(tiny_recipe)
-    twin, twin_opt, twin_sched, twin_ema, _ = setup(tiny_recipe)
-    before = copy.deepcopy(twin_opt.param_groups[0])
-    assert graphs.checked(twin, twin_opt, tiny_recipe, first_batches(tiny_recipe, split), CPU) is None
+    state, split = setup(tiny_recipe)
+    twin, _ = setup(tiny_recipe)
+    before = copy.deepcopy(twin.opt.param_groups[0])
+    assert graphs.checked(twin.model, twin.opt, tiny_recipe, first_batches(tiny_recipe, split), CPU) is None
     warning = capsys.readouterr().err.strip()
     assert len(warning.splitlines()) == 1 and "CUDA graph off" in warning and "training eagerly" in warning
     assert ("RuntimeError" in warning) == (broken == "capture raises")
-    assert {k: v for k, v in twin_opt.param_groups[0].items() if k != "params"} == \
+    assert {k: v for k, v in twin.opt.param_groups[0].items() if k != "params"} == \
         {k: v for k, v in before.items() if k != "params"}  # the eager optimizer's own settings again
-    want = train.train_one_epoch(model, opt, sched, ema, split=split, recipe=tiny_recipe, seed=0, epoch=1, device=CPU)
-    got = train.train_one_epoch(twin, twin_opt, twin_sched, twin_ema, split=split, recipe=tiny_recipe, seed=0, epoch=1, device=CPU)
-    assert got == want and all(torch.equal(a, b) for a, b in zip(params(model), params(twin)))
+    want = train.train_one_epoch(state, split=split, recipe=tiny_recipe, seed=0, epoch=1, device=CPU)
+    got = train.train_one_epoch(twin, split=split, recipe=tiny_recipe, seed=0, epoch=1, device=CPU)
+    assert got == want and all(torch.equal(a, b) for a, b in zip(params(state.model), params(twin.model)))
 
 
 def test_fit_records_the_engine_that_trained(tiny_recipe, monkeypatch, tmp_path, capsys):
@@ -140,8 +140,8 @@ def test_fit_records_the_engine_that_trained(tiny_recipe, monkeypatch, tmp_path,
 
 
 def test_no_graph_on_a_cpu(tiny_recipe):
-    model, opt, _, _, split = setup(tiny_recipe)
-    assert graphs.graph_step(model, opt, tiny_recipe, split, 0, CPU) is None
+    state, split = setup(tiny_recipe)
+    assert graphs.graph_step(state.model, state.opt, tiny_recipe, split, 0, CPU) is None
 
 
 @needs_cuda
@@ -153,29 +153,26 @@ def test_graph_engine_on_a_gpu_matches_eager_training(name):
     dev = torch.device("cuda")
     recipe = replace(get_recipe(name), epochs=2)
     aux = load_aux(replace(recipe, aux_size=2_000), dev) if recipe.aux_batch else None
-    model, opt, sched, ema, split = setup(recipe, dev, n=recipe.batch_size * 8 + 5)
-    twin, twin_opt, twin_sched, twin_ema, _ = setup(recipe, dev, n=len(split))
-    step = graphs.graph_step(twin, twin_opt, recipe, split, 0, dev, aux)
+    state, split = setup(recipe, dev, n=recipe.batch_size * 8 + 5)
+    twin, _ = setup(recipe, dev, n=len(split))
+    step = engines.engine_maker("graph", dev)(twin.model, twin.opt, recipe, split, 0, dev, aux)
     assert isinstance(step, graphs.GraphStep)
     for epoch in (1, 2):
-        want = train.train_one_epoch(model, opt, sched, ema, split=split, recipe=recipe, seed=0, epoch=epoch, device=dev, aux=aux)
-        got = train.train_one_epoch(twin, twin_opt, twin_sched, twin_ema, split=split, recipe=recipe, seed=0,
-                                    epoch=epoch, device=dev, aux=aux,
+        want = train.train_one_epoch(state, split=split, recipe=recipe, seed=0, epoch=epoch, device=dev, aux=aux)
+        got = train.train_one_epoch(twin, split=split, recipe=recipe, seed=0, epoch=epoch, device=dev, aux=aux,
                                     engine=step)
         assert got == pytest.approx(want, rel=graphs.LOSS_RTOL)
 
 
 def test_a_graph_engines_checkpoint_resumes_on_a_cpu(tiny_recipe, tmp_path):
-    from digitsum_bench.engine import checkpoints
-
-    model, opt, sched, ema, split = setup(tiny_recipe)
-    graphs.make_capturable(opt, CPU)
-    train.train_one_epoch(model, opt, sched, ema, split=split, recipe=tiny_recipe, seed=0, epoch=1, device=CPU)
-    for group in opt.param_groups:
+    state, split = setup(tiny_recipe)
+    graphs.make_capturable(state.opt, CPU)
+    train.train_one_epoch(state, split=split, recipe=tiny_recipe, seed=0, epoch=1, device=CPU)
+    for group in state.opt.param_groups:
         group.update(capturable=True, foreach=True)  # as saved on a GPU
-    checkpoints.save_last(tmp_path / "last.pt", model, opt, sched, ema, checkpoints.fresh_state())
-    model, opt, sched, ema, _ = setup(tiny_recipe)
-    assert checkpoints.resume(tmp_path / "last.pt", model, opt, sched, ema, CPU) is not None
+    train.save_last(tmp_path / "last.pt", state)
+    state, _ = setup(tiny_recipe)
+    assert train.resume(tmp_path / "last.pt", state, CPU)
     # capturable kernels would refuse a CPU
-    train.train_one_epoch(model, opt, sched, ema, split=split, recipe=tiny_recipe, seed=0, epoch=2, device=CPU)
-    assert torch.is_tensor(opt.param_groups[0]["lr"])
+    train.train_one_epoch(state, split=split, recipe=tiny_recipe, seed=0, epoch=2, device=CPU)
+    assert torch.is_tensor(state.opt.param_groups[0]["lr"])

@@ -23,10 +23,10 @@ from record_factory import make_record, write_record
 
 from digitsum_bench import __version__, data
 from digitsum_bench.cli import main
-from digitsum_bench.engine import launch
+from digitsum_bench.engine import launch, plan
 from digitsum_bench.registry import recipes
 from digitsum_bench.reporting.leaderboard import load_records
-from digitsum_bench.scoring import submit
+from digitsum_bench.scoring import predictions, submit
 
 SUMS = [3, 10, 17, 36, 0, 22]
 GOOD_CSV = "index,sum\n" + "".join(f"{i},{s}\n" for i, s in enumerate(SUMS))
@@ -84,7 +84,7 @@ def refused(capsys, argv: list[str], words: tuple[str, ...], *folders, code: int
 # ------------------------------------------------------------------------ predictions CSV
 
 CSVS = {
-    "no newline, too large": ("0" * (submit.CSV_HEADER_BYTES + 6 * submit.CSV_ROW_BYTES + 1), ("too large",)),
+    "no newline, too large": ("0" * (predictions.CSV_HEADER_BYTES + 6 * predictions.CSV_ROW_BYTES + 1), ("too large",)),
     "underscore digits": (GOOD_CSV.replace("1,10", "1,1_0"), ("line 3: sum '1_0' is not an integer",)),
     "unicode digits": (GOOD_CSV.replace("1,10", "1,١٠"), ("is not an integer",)),
     "hex float": (GOOD_CSV.replace("2,17", "2,0x11"), ("'0x11' is not an integer",)),
@@ -424,7 +424,6 @@ def test_run_with_nothing_to_do_past_a_corrupt_record(tmp_path, capsys, monkeypa
     write_record(tmp_path, make_record("r003_convnet4", 0, budget="smoke", dataset_id=synth, code_version=__version__))
     bad = write_record(tmp_path, make_record("r003_convnet4", 1, budget="smoke", dataset_id=synth), name="seed1.json")
     bad.write_text("[" * 100_000)
-    monkeypatch.setattr(launch, "load_data", lambda *a: type("Splits", (), {"dataset_id": synth})())
     with stderr_warnings():
         assert main(["run", "--recipe", "r003_convnet4", "--budget", "smoke", "--results", str(tmp_path)]) == 0
     captured = capsys.readouterr()
@@ -567,11 +566,15 @@ def test_hostile_arguments(case, work, capsys):
 def test_named_recipe_runs_whatever_the_cpu_estimate(tmp_path, capsys, monkeypatch):
     """The README's main command never exits 0 without a result: the CPU limit is for --all only."""
     started = []
-    monkeypatch.setattr(launch, "pending", lambda names, seeds, *a: [(n, s) for n in names for s in seeds])
-    monkeypatch.setattr(launch, "run_seconds", lambda *a: 10**6)  # far over any limit
-    monkeypatch.setattr(launch, "write_estimate", lambda *a: None)
-    monkeypatch.setattr(launch, "load_data", lambda *a: type("Splits", (), {"dataset_id": "synth-x"})())
-    monkeypatch.setattr(launch, "_inline", lambda todo, job, dataset_id: started.extend(todo) or 0)
+
+    def inline(jobs, *a):
+        started.extend((j.recipe, s) for j in jobs for s in j.seeds)
+        return launch.Outcome(started=len(jobs), finished=len(started))
+
+    monkeypatch.setattr(plan, "pending", lambda names, seeds, *a: [(n, s) for n in names for s in seeds])
+    monkeypatch.setattr(plan, "estimate_seconds", lambda *a, **k: 10**6)  # far over any limit
+    monkeypatch.setattr(plan, "write_estimate", lambda *a: None)
+    monkeypatch.setattr(launch, "_inline", inline)
     argv = ["run", "--budget", "quick", "--device", "cpu", "--results", str(tmp_path), "--no-report"]
     assert main([*argv, "--recipe", "ours_digitsum"]) == 0
     assert started == [("ours_digitsum", 0)]
@@ -877,7 +880,7 @@ def test_max_seconds_must_be_a_positive_time(value, work, capsys):
 import errno  # noqa: E402 - this block's own imports
 import socket  # noqa: E402
 
-from digitsum_bench.engine import perf, plan, runner  # noqa: E402
+from digitsum_bench.engine import perf, runner  # noqa: E402
 from digitsum_bench.store import RunKey  # noqa: E402
 
 H200 = "NVIDIA H200"
@@ -1038,8 +1041,7 @@ def test_run_past_a_failure_marker_that_is_a_folder_succeeds(tiny_recipe, tmp_pa
 def test_run_that_runs_nothing_asked_for_exits_non_zero(tmp_path, capsys, monkeypatch):
     """`run --recipe NAME --cpu-limit N` leaving NAME out ran nothing: not a success; a finished run counts as done."""
     synth = data.dataset_id("synth")
-    monkeypatch.setattr(launch, "run_seconds", lambda *a: 10**6)
-    monkeypatch.setattr(launch, "load_data", lambda *a: type("Splits", (), {"dataset_id": synth})())
+    monkeypatch.setattr(plan, "estimate_seconds", lambda *a, **k: 10**6)
     monkeypatch.setattr(launch, "_inline", lambda *a: pytest.fail("nothing is to run"))
     argv = ["run", "--recipe", "r003_convnet4", "--budget", "quick", "--device", "cpu", "--cpu-limit", "1",
             "--results", tmp_path, "--no-report"]
@@ -1179,7 +1181,6 @@ def test_terminal_shows_no_control_characters_from_files(tmp_path, capsys, monke
         assert main(["report", "--results", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert f"skipped {str(elsewhere).replace(chr(27), ' ')}: corrupt record (bad JSON" in err
-    monkeypatch.setattr(launch, "load_data", lambda *a: type("Splits", (), {"dataset_id": synth})())
     assert main(["run", "--recipe", "r003_convnet4", "--seeds", "2", "--budget", "smoke", "--results", str(tmp_path),
                  "--no-report"]) == 2
     err += capsys.readouterr().err

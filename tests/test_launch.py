@@ -9,7 +9,7 @@ import pytest
 
 from digitsum_bench import data as datamod
 from digitsum_bench.cli import main
-from digitsum_bench.engine import launch, train
+from digitsum_bench.engine import launch, plan, train
 from digitsum_bench.engine.checkpoints import save_atomic
 from digitsum_bench.engine.runner import RunOptions
 from digitsum_bench.store import RunKey
@@ -116,7 +116,7 @@ def test_a_resumed_runs_estimate_counts_only_its_epochs_left(variant, tiny_recip
     options = RunOptions(budget="full", results=tmp_path, device="cpu", progress=False)
     dataset_id = datamod.dataset_id("synth")
     ckpt = RunKey(name, 0, "full", dataset_id).checkpoint_dir(tmp_path)
-    left = lambda opts=options: launch.share_left(name, 0, opts, dataset_id)  # noqa: E731
+    left = lambda opts=options: plan.share_left(name, 0, opts, dataset_id)  # noqa: E731
     assert left() == 1
     save_atomic({"state": {"epoch": 2}}, ckpt / "stage1" / "last.pt")
     assert left() == pytest.approx(1 - 2 / 10)
@@ -126,8 +126,8 @@ def test_a_resumed_runs_estimate_counts_only_its_epochs_left(variant, tiny_recip
     assert left(replace(options, force=True)) == 1
 
     timed = []
-    monkeypatch.setattr(launch, "run_seconds", lambda *a, **k: timed.append(a) or 1000.0)
-    monkeypatch.setattr(launch, "_job", lambda name, seed, *job: f"{name} seed {seed}: done")
+    monkeypatch.setattr(plan, "estimate_seconds", lambda *a, **k: timed.append(a) or 1000.0)
+    monkeypatch.setattr(launch, "run_job", lambda job, *a, **k: [None] * len(job.seeds))
     assert launch.launch([name], [0, 1], options) == 0  # seed 1 from scratch, seed 0 with 3 of 10 epochs left
     assert "estimated time on cpu: 21.7 min" in capsys.readouterr().out
     assert len(timed) == 1  # one estimate a recipe, not one a seed

@@ -233,7 +233,7 @@ HOSTILE_TEXT = HOSTILE + "</script><script>window.__pwned=1</script><!--"  # for
 
 
 def _hostile_record(seed: int) -> dict:
-    """A record whose every string field is hostile (its names excepted, which store.RECORD keeps to their own
+    """A record whose every string field is hostile (its names excepted, which schema.RECORD keeps to their own
     alphabet, and the ones that must parse as what they are)."""
     record = make_record("r003_convnet4", seed, budget="quick", dataset_id="synth-hostile", seeds_requested=(0, 1))
     record.update(report=HOSTILE_TEXT, method=HOSTILE_TEXT, dataset=HOSTILE_TEXT, device=HOSTILE_TEXT,

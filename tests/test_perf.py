@@ -71,7 +71,7 @@ def test_gpu_plan_needs_no_gpu_and_says_what_is_not_measured(measured, tmp_path,
     monkeypatch.setattr(plan, "estimate_seconds", lambda *a, **k: pytest.fail("a GPU plan times nothing"))
     assert main(["run", "--recipe", big, small, "--seeds", "0", "--budget", "smoke", "--device", "cuda",
                  "--results", str(tmp_path), "--plan"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.splitlines()[1:]  # after "2 run(s) to do, ..."
     assert lines[0].startswith(f"plan on cuda (from {tmp_path / 'perf.csv'}") and "1 run(s) not measured" in lines[0]
     assert lines[2].split()[1] == small and f"{round(seconds)} s" in lines[2] and lines[2].split()[-1] == "yes"
     assert lines[3].split()[1] == big and "not measured" in lines[3] and lines[3].split()[-1] == "-"
@@ -79,10 +79,10 @@ def test_gpu_plan_needs_no_gpu_and_says_what_is_not_measured(measured, tmp_path,
 
 def test_cpu_plan_shows_each_jobs_gpu_estimate(measured, tmp_path, monkeypatch, capsys):
     big, small, seconds = measured
-    monkeypatch.setattr(plan, "estimate_seconds", lambda recipe, device, test_size=0, seeds=1: 60.0)
+    monkeypatch.setattr(plan, "estimate_seconds", lambda recipe, device, test_size=0, seeds=1, engine="auto": 60.0)
     assert main(["run", "--recipe", big, small, "--seeds", "0", "--budget", "smoke", "--device", "cpu",
                  "--results", str(tmp_path), "--plan"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = capsys.readouterr().out.splitlines()[1:]
     assert "GPU: training steps at the GPU images/s measured in perf.csv" in lines[0]
     by_recipe = {line.split()[1]: line for line in lines[2:]}
     assert by_recipe[small].split()[-3:-1] == [str(round(seconds)), "s"]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import pickle
 import time
 
 import pytest
+import torch
 
 from digitsum_bench.cli import main
 from digitsum_bench.engine import checkpoints, plan, runner, stacked, train
 from digitsum_bench.engine.runner import RunOptions
 from digitsum_bench.errors import BenchError
+from digitsum_bench.registry.budgets import BUDGETS
 from digitsum_bench.store import RunKey
 
 
@@ -37,7 +41,7 @@ def two(variant, monkeypatch):
     big, small = variant("tiny_big"), variant("tiny_small")
     estimates = {big: 5.0, small: 1.0}
     monkeypatch.setattr(plan, "estimate_seconds",
-                        lambda recipe, device, test_size=0, seeds=1: (2 if seeds > 1 else 1) * estimates[recipe.name])
+                        lambda recipe, device, test_size=0, seeds=1, engine="auto": (2 if seeds > 1 else 1) * estimates[recipe.name])
     return big, small
 
 
@@ -48,21 +52,36 @@ def test_plan_prints_order_and_estimates_and_trains_nothing(two, tmp_path, monke
             "--results", str(tmp_path), "--plan"]
     assert main([*args, "--time-limit", "11s"]) == 0  # 11s less the 5% margin: room for 10.45s
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines()[2:]]
+    assert out.splitlines()[0] == "4 run(s) to do, 0 already finished (smoke budget, inline launcher)"
+    rows = [line.split() for line in out.splitlines()[3:]]
     assert [(r[1], r[2]) for r in rows] == [(small, "0"), (small, "1"), (big, "0"), (big, "1")]  # smallest first
     assert [r[-1] for r in rows] == ["yes", "yes", "yes", "run"]  # 1 + 1 + 5 fit, the second 5 does not
     assert "4 run(s), estimated 12 s in all; 3 run(s) fit in 10 s" in out
     assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.pt"))
 
     assert main([*args, "--stack-seeds"]) == 0  # one job per recipe, its seeds together
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[3:]]
     assert [(r[1], r[2], r[3]) for r in rows] == [(small, "0", "1"), (big, "0", "1")]
+
+
+def test_a_plan_is_jobs_of_plain_data_with_the_budget_resolved(two, tmp_path):
+    big, small = two
+    jobs = plan.make_plan([big, small], [0, 1], RunOptions(budget="smoke", results=tmp_path), torch.device("cpu"))
+    assert [(j.recipe, j.seeds, j.seconds) for j in jobs] == [(small, (0,), 1.0), (small, (1,), 1.0), (big, (0,), 5.0),
+                                                              (big, (1,), 5.0)]
+    assert all(j.budget is BUDGETS["smoke"] for j in jobs)
+    assert pickle.loads(pickle.dumps(jobs)) == jobs  # what a worker process or a SLURM task receives
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        jobs[0].seeds = (5,)
+    assert RunOptions(budget="quick").budget is BUDGETS["quick"]  # a budget's name is resolved once, on creation
+    with pytest.raises(BenchError, match="unknown budget 'fast'"):
+        RunOptions(budget="fast")
 
 
 def test_time_limit_starts_only_runs_that_fit_and_next_run_does_the_rest(two, tmp_path, monkeypatch, capsys):
     big, small = two
     monkeypatch.setattr(plan, "estimate_seconds",
-                        lambda recipe, device, test_size=0, seeds=1: {big: 1000.0, small: 0.01}[recipe.name])
+                        lambda recipe, device, test_size=0, seeds=1, engine="auto": {big: 1000.0, small: 0.01}[recipe.name])
     args = ["run", "--recipe", big, small, "--seeds", "0", "1", "--budget", "smoke", "--device", "cpu",
             "--results", str(tmp_path), "--no-report"]
     assert main([*args, "--time-limit", "60s"]) == 0
@@ -83,7 +102,7 @@ def test_time_limit_starts_only_runs_that_fit_and_next_run_does_the_rest(two, tm
 @pytest.mark.parametrize("stack", [False, True], ids=["separate", "stacked"])
 def test_time_limit_stops_cleanly_mid_run_and_the_next_run_resumes_it(tiny_recipe, tmp_path, monkeypatch, capsys,
                                                                        stack):
-    monkeypatch.setattr(plan, "estimate_seconds", lambda recipe, device, test_size=0, seeds=1: 0.01 * seeds)
+    monkeypatch.setattr(plan, "estimate_seconds", lambda recipe, device, test_size=0, seeds=1, engine="auto": 0.01 * seeds)
     seeds = [0, 1] if stack else [0]
     run = stacked.run_stacked if stack else (lambda name, seeds, options: [runner.run_one(name, seeds[0], options)])
     whole = run("tiny_test", seeds, RunOptions(budget="full", results=tmp_path / "whole", device="cpu", progress=False))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from record_factory import make_record, write_record
 
-from digitsum_bench import data, store
+from digitsum_bench import data, schema, store
 from digitsum_bench.cli import main
 from digitsum_bench.engine import launch, runner
 from digitsum_bench.engine.runner import RunOptions
@@ -56,8 +56,8 @@ def test_record_of_another_schema_is_stale_and_redone(tiny_recipe, tmp_path):
     assert [r["state"] for r in rows] == ["stale"] and "schema 2" in rows[0]["detail"]
     assert store.finished_record(key, tmp_path) is None
     record = runner.run_one("tiny_test", 0, RunOptions(budget="smoke", results=tmp_path, device="cpu", progress=False))
-    assert record["schema"] == store.SCHEMA
-    assert json.loads(key.record_path(tmp_path).read_text())["schema"] == store.SCHEMA
+    assert record["schema"] == schema.SCHEMA
+    assert json.loads(key.record_path(tmp_path).read_text())["schema"] == schema.SCHEMA
     assert [r["state"] for r in launch.status_rows(tmp_path, ["tiny_test"], [0], "smoke")] == ["finished"]
 
 

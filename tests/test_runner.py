@@ -111,7 +111,7 @@ def test_failure_leaves_marker_and_no_record(variant, tmp_path, monkeypatch):
 
 
 def test_lock_held_by_live_process_skips(tiny_recipe, tmp_path):
-    splits = runner.load_data(budgets.apply_budget(tiny_recipe, "smoke"), "smoke", "synth")
+    splits = runner.load_data(budgets.apply_budget(tiny_recipe, "smoke"), budgets.BUDGETS["smoke"], "synth")
     key = RunKey("tiny_test", 0, "smoke", splits.dataset_id)
     with run_lock(key, tmp_path) as mine:
         assert mine
@@ -214,8 +214,8 @@ def test_training_batches_are_augmented(tiny_recipe):
         model = recipe.model()
         seen = []
         model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
-        opt = train.make_optimizer(recipe, model, cpu)
-        train.train_one_epoch(model, opt, None, None, split=split, recipe=recipe, seed=0, epoch=1, device=cpu)
+        state = train.TrainState(model, train.make_optimizer(recipe, model, cpu), None, None)
+        train.train_one_epoch(state, split=split, recipe=recipe, seed=0, epoch=1, device=cpu)
         return seen
 
     plain, augmented = inputs(replace(tiny_recipe, augment=False)), inputs(replace(tiny_recipe, augment=True))
@@ -263,9 +263,9 @@ def test_aux_images_enter_the_loss(monkeypatch):
     def one_epoch(aux):
         torch.manual_seed(0)
         model = recipe.model()
-        opt = train.make_optimizer(recipe, model, torch.device("cpu"))
-        return train.train_one_epoch(model, opt, None, None, split=split, recipe=recipe, seed=0, epoch=1,
-                                     device=torch.device("cpu"), aux=aux)
+        state = train.TrainState(model, train.make_optimizer(recipe, model, torch.device("cpu")), None, None)
+        return train.train_one_epoch(state, split=split, recipe=recipe, seed=0, epoch=1, device=torch.device("cpu"),
+                                     aux=aux)
 
     with_aux = one_epoch(runner.load_aux(recipe, torch.device("cpu")))
     assert seen == [12, 12]  # 8 training images + 4 labelled synthetic ones per step
@@ -309,7 +309,7 @@ def test_an_ensemble_is_scored_as_the_mean_of_its_members_log_probabilities(vari
     x = torch.randn(3, 1, 40, 168)
     model.eval()
     assert torch.allclose(model(x), (model.members[0](x).log_softmax(-1) + model.members[1](x).log_softmax(-1)) / 2)
-    test = data.DeviceData.from_numpy(runner.load_data(recipe, "full", "synth").test, cpu)
+    test = data.DeviceData.from_numpy(runner.load_data(recipe, budgets.BUDGETS["full"], "synth").test, cpu)
     assert train.evaluate(model, test, recipe, cpu)["exact"] == pytest.approx(rec["metrics"]["test"]["exact"], abs=2e-3)
 
 
@@ -349,7 +349,7 @@ def test_a_digit_head_records_per_digit_accuracy_and_a_sum_head_does_not(variant
     cpu = torch.device("cpu")
     final = store.RunKey(name, 0, "full", rec["dataset_id"]).checkpoint_dir(tmp_path) / "final.pt"
     model, recipe = checkpoints.load_checkpoint(final, cpu)
-    test = data.DeviceData.from_numpy(runner.load_data(recipe, "full", "synth").test, cpu)
+    test = data.DeviceData.from_numpy(runner.load_data(recipe, budgets.BUDGETS["full"], "synth").test, cpu)
     right = (train.predict(model, test.images, recipe, cpu).argmax(dim=2) == test.digits).float().mean().item()
     assert rec["metrics"]["test"]["digit_accuracy"] == pytest.approx(right, abs=2e-3)
     assert 0 <= rec["metrics"]["val"]["digit_accuracy"] <= 1

@@ -56,7 +56,7 @@ def test_best_pt_with_a_crafted_final_pt_beside_it_is_refused(tmp_path):
 def test_resume_refuses_a_crafted_last_pt(tiny_recipe, tmp_path):
     """A last.pt copied into a results folder is read on resume: it must not run code either."""
     marker = tmp_path / "pwned"
-    splits = runner.load_data(budgets.apply_budget(tiny_recipe, "smoke"), "smoke", "synth")
+    splits = runner.load_data(budgets.apply_budget(tiny_recipe, "smoke"), budgets.BUDGETS["smoke"], "synth")
     key = RunKey("tiny_test", 0, "smoke", splits.dataset_id)
     last = key.checkpoint_dir(tmp_path) / "last.pt"
     last.parent.mkdir(parents=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +83,23 @@ def test_stacked_equals_separate_runs(tiny37, tmp_path):
     # a finished stack is not trained again
     again = stacked.run_stacked(tiny37, SEEDS, RunOptions(budget="full", results=tmp_path / "stk", device="cpu", progress=False))
     assert again == stk
+
+
+def test_a_stack_writes_each_record_once(tiny37, tmp_path, monkeypatch):
+    """A stack's records are written once each, already saying so (not written, read back and written again)."""
+    written = []
+    real = os.replace  # every atomic write ends in one (store.atomic_write)
+    monkeypatch.setattr(os, "replace", lambda src, dst: written.append(Path(dst).name) or real(src, dst))
+    options = RunOptions(budget="full", results=tmp_path, device="cpu", progress=False)
+    first = stacked.run_stacked(tiny37, [0, 1], options)
+    assert sorted(n for n in written if n.endswith(".json")) == ["seed0.json", "seed1.json"]
+    assert all(r["engine"] == "stacked" and r["stacked_seeds"] == [0, 1] for r in first)
+    written.clear()
+    forced = stacked.run_stacked(tiny37, [0, 1], replace(options, force=True))  # trained again, from scratch
+    assert sorted(n for n in written if n.endswith(".json")) == ["seed0.json", "seed1.json"]
+    assert [r["history"] for r in forced] != [r["history"] for r in first]  # new seconds: really retrained
+    assert [r["metrics"] for r in forced] == [r["metrics"] for r in first]
+    assert all(r["engine"] == "stacked" and r["stacked_seeds"] == [0, 1] for r in forced)
 
 
 def test_interrupted_stack_resumes_stacked_or_seed_by_seed(tiny37, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from digitsum_bench import data
 from digitsum_bench.cli import main
 from digitsum_bench.engine import metrics
 from digitsum_bench.engine.runner import RunOptions, run_one
-from digitsum_bench.scoring import submit
+from digitsum_bench.scoring import predictions, submit
 
 SUMS = np.array([3, 10, 17, 36, 0, 22])  # the hand-made dataset's labels
 COMPARED = (*metrics.SUMMARY_KEYS, "per_sum")  # what evaluate --checkpoint reports too
@@ -66,10 +66,10 @@ def test_csv_probability_columns_give_mse_raw(six, tmp_path):
     lines += [f"{i},{s}," + ",".join(f"{p:g}" for p in probs[i]) for i, s in enumerate(SUMS)]
     csv = tmp_path / "p.csv"
     csv.write_text("\n".join(lines))
-    pred, raw = submit.read_predictions(csv, 6)
+    pred, raw = predictions.read_predictions(csv, 6)
     assert pred.tolist() == SUMS.tolist()
     assert raw.tolist() == pytest.approx((SUMS + np.where(SUMS < 36, 0.5, -0.5)).tolist())
-    assert submit.evaluate_predictions(csv, six)["mse_raw"] == pytest.approx(0.25)
+    assert predictions.evaluate_predictions(csv, six)["mse_raw"] == pytest.approx(0.25)
 
 
 BAD_CSVS = {

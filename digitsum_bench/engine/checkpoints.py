@@ -21,6 +21,7 @@ from ..registry.recipes import Recipe, get_recipe
 from ..store import atomic_write, inside, remove
 
 
+
 def save_atomic(obj: dict, path: Path, root: Path | None = None) -> None:
     """torch.save through a temporary file: a reader never sees half a checkpoint. With `root`, the results
     folder, a folder linked out of it is refused (`store.atomic_write`)."""
@@ -64,38 +65,9 @@ def clear(ckpt_dir: Path, root: Path) -> None:
 
 
 def fresh_state() -> dict:
-    """A run's bookkeeping before its first epoch (saved in last.pt as "state")."""
+    """A run's bookkeeping before its first epoch (`train.TrainState.books`, saved in last.pt as "state")."""
     return {"epoch": 0, "history": [], "best_score": None, "best_epoch": None, "train_seconds": 0.0,
-            "step_seconds": 0.0}
-
-
-def save_last(path: Path, model: nn.Module, opt, sched, ema, state: dict) -> None:
-    """The epoch checkpoint a resumed run starts from."""
-    save_atomic({"model": model.state_dict(), "opt": opt.state_dict(),
-                 "sched": sched.state_dict() if sched is not None else None,
-                 "ema": ema.state_dict() if ema is not None else None, "state": state}, path)
-
-
-def resume(last: Path, model: nn.Module, opt, sched, ema, device: torch.device) -> dict | None:
-    """Load an epoch checkpoint into model, optimizer, schedule and EMA; its state, or None when there is none."""
-    if not last.exists():
-        return None
-    ck = load_pt(last, device)
-    try:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        if device.type != "cuda":  # saved by the graph engine (graphs.make_capturable): capturable kernels are GPU-only
-            for group in opt.param_groups:
-                if group.get("capturable"):
-                    group.update(capturable=False, foreach=False)
-        if sched is not None:
-            sched.load_state_dict(ck["sched"])
-        if ema is not None:
-            ema.load_state_dict(ck["ema"])
-        return ck["state"]
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise BenchError(f"{last}: does not resume this recipe ({type(e).__name__}: {_first_line(e)}); "
-                         f"delete it or use --force") from None
+            "step_seconds": 0.0, "engine": "eager"}
 
 
 def checkpoint_epoch(ckpt_dir: Path) -> int:

@@ -115,6 +115,8 @@ def capture(model: nn.Module, opt: torch.optim.Optimizer, recipe: Recipe, static
 class GraphStep:
     """A `train.Step`: full batches replay the captured `train_step`, a partial batch runs it eagerly."""
 
+    name = "graph"  # the engine a record names (engines.ENGINES)
+
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, recipe: Recipe, example: Batch,
                  device: torch.device) -> None:
         self.model, self.opt, self.recipe, self.device = model, opt, recipe, device

@@ -1,7 +1,9 @@
-"""Launchers: run (recipe, seed) jobs in this process, in local worker processes, or as a SLURM array.
+"""The executor of `run`: the plan's jobs in this process, in local worker processes, or as a SLURM array.
 
-Every job writes its own record into the results store, so a failed or pre-empted job is
-simply launched again: finished runs are skipped, and `report` merges whatever is there.
+`launch` plans (`plan.make_plan`), then runs the plan with one executor whatever the launcher; a job
+(`plan.Job`) is run by `run_job` in any process. Every run writes its own record into the results store,
+so a failed or pre-empted job is simply launched again: finished runs are skipped, and `report` merges
+whatever is there.
 """
 
 from __future__ import annotations
@@ -11,23 +13,32 @@ import multiprocessing as mp
 import os
 import re
 import reprlib
+import signal
+import threading
+import time
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 from .. import data as datamod
-from ..errors import BenchError, duration
-from ..registry.budgets import CHECK_ONLY, apply_budget, get_budget
+from ..errors import BenchError, TimeLimitReached, duration
+from ..registry.budgets import CHECK_ONLY, get_budget
 from ..registry.recipes import get_recipe, list_recipes, load_recipes_from, loaded_files
-from ..store import RunKey, finished_record, remove_estimate, run_states, write_estimate
-from . import runner
-from .devices import device_name, resolve_device
-from .estimate import run_seconds
-from .runner import RunOptions, check_seeds, load_data
+from ..store import RunKey, run_states
+from . import runner, stacked
+from .devices import resolve_device
+from .engines import check_engine, check_stack_engine, engine_maker
+from .perf import perf_path, read_perf
+from .plan import Job, format_plan, leave_out_slow, make_plan, margin_seconds, pending, unique
+from .runner import RunOptions, check_seeds
 from .train import progress_bar
+
+LAUNCHERS = ("inline", "local", "slurm")
 
 
 @dataclass(frozen=True)
@@ -94,11 +105,81 @@ def _checked_setting(key: str, value, where: str):
     return value
 
 
-def _job(name: str, seed: int, options: RunOptions, seeds: list[int], recipes_from: list[str]) -> str:
-    """One (recipe, seed) run; returns its one-line summary. Module-level so that it pickles."""
-    load_recipes_from(*recipes_from)  # a worker process knows only the built-in recipes
-    record = runner.run_one(name, seed, options, seeds)
-    return summary_line(record) if record else f"{name} seed {seed}: skipped (running elsewhere)"
+def launch(names: list[str], seeds: list[int], options: RunOptions, launcher: str = "inline", jobs: int = 2,
+           slurm: SlurmOptions = SlurmOptions(), cpu_limit: float = 0, stack: bool = False,
+           time_limit: float | None = None, plan_only: bool = False) -> int:
+    """Plan every (recipe, seed) not yet finished, print the plan, then (unless `plan_only`) run it; returns the
+    number of failed runs.
+
+    `stack`: one job per recipe trains its seeds together (`stacked.py`). `time_limit` (seconds): smallest
+    first, each job started only where its estimate fits in the time left, stopping cleanly at the limit. On a
+    CPU, recipes estimated over `cpu_limit` minutes per run are left out with a note (`plan.leave_out_slow`);
+    0 runs everything. A BenchError where nothing asked for is finished and nothing could start: "nothing ran"
+    is no success.
+    """
+    start = time.monotonic()
+    if launcher not in LAUNCHERS:
+        raise BenchError(f"unknown launcher {launcher!r}; choose from {', '.join(LAUNCHERS)}")
+    if launcher != "inline" and (plan_only or stack or time_limit is not None):
+        raise BenchError(f"--plan, --time-limit and --stack-seeds run in this process, not with --launcher {launcher} "
+                         "(inside a SLURM task, give the task's time as --time-limit)")
+    if launcher == "slurm" and slurm.cluster is None:
+        _require_slurm()
+    names, seeds = unique(names), unique(seeds)
+    check_seeds(seeds)
+    (check_stack_engine if stack else check_engine)(options.engine)
+    budget, planned = options.budget, plan_only or time_limit is not None
+    from_perf = plan_only and options.device == "cuda"  # planned from perf.csv alone: no GPU needed
+    device = None if launcher == "slurm" else torch.device("cuda") if from_perf else resolve_device(options.device)
+    if device is not None and not from_perf:
+        engine_maker(options.engine, device)  # --engine graph on a CPU: refused before any work
+    timed = device is not None and not from_perf and (planned or budget.name not in CHECK_ONLY)
+    measured = read_perf(perf_path(options.results)) if planned else None
+    plan = make_plan(names, seeds, options, device, stack=stack, timed=timed, measured=measured)
+    asked = len(names) * len(seeds)
+    done = asked - sum(len(j.seeds) for j in plan)
+    print(f"{asked - done} run(s) to do, {done} already finished ({budget.name} budget, {launcher} launcher)")
+    if plan and timed and cpu_limit > 0 and not plan_only and budget.name not in CHECK_ONLY and device.type == "cpu":
+        plan = leave_out_slow(plan, options, cpu_limit, device)
+        if not plan and not done:  # a script must not read "ran nothing" as success; a finished run counts as done
+            raise BenchError(f"nothing run: every run asked for is estimated over the {cpu_limit:g}-minute "
+                             "--cpu-limit on this CPU (--cpu-limit 0 runs them anyway)")
+    seconds = None if time_limit is None else time_limit - margin_seconds(time_limit)
+    if planned or stack:
+        note = f" (from {perf_path(options.results)}: training steps at measured images/s)" if from_perf else ""
+        print(format_plan(plan, device, seconds, note))
+    elif timed and launcher == "inline" and plan:
+        print(f"estimated time on {device}: {duration(sum(j.seconds for j in plan))} (from a few timed training "
+              f"steps; a resumed run's finished epochs left out)")
+    if plan_only or not plan:
+        return 0
+    if launcher == "local":
+        outcome = _local(plan, options, seeds, jobs)
+    elif launcher == "slurm":
+        return _slurm(plan, options, seeds, slurm).failures
+    else:
+        outcome = _inline(plan, options, seeds, None if seconds is None else start + seconds)
+    if outcome.timed_out:
+        tqdm.write(f"time limit reached after {duration(time.monotonic() - start)}: "
+                   f"the run in progress resumes from its last epoch")
+    left = len(pending(names, seeds, budget, datamod.dataset_id(options.data), Path(options.results), False))
+    print(f"{outcome.finished} run(s) finished, {left} left" + ("; run the same command again to continue" if left else ""))
+    if not outcome.started and left == asked:
+        raise BenchError(f"nothing run: no run asked for fits in the time limit of {duration(seconds)} "
+                         "(the plan above); give more time")
+    return outcome.failures
+
+
+def run_job(job: Job, options: RunOptions, seeds_requested: list[int], recipes_from: tuple[str, ...] = (),
+            deadline: float | None = None) -> list[dict | None]:
+    """One job of the plan, in whatever process runs it: its records (None: another process runs that seed).
+    Module-level, so that it pickles; `recipes_from`: the recipe files this command loaded (a worker knows only
+    the built-in recipes)."""
+    load_recipes_from(*recipes_from)
+    options = replace(options, budget=job.budget)
+    if len(job.seeds) > 1:
+        return stacked.run_stacked(job.recipe, list(job.seeds), options, seeds_requested, deadline)
+    return [runner.run_one(job.recipe, job.seeds[0], options, seeds_requested)]
 
 
 def summary_line(record: dict) -> str:
@@ -109,109 +190,66 @@ def summary_line(record: dict) -> str:
             f"within-one {m['within_one']:.2%}, MSE {m['mse']:.3f} ({record['train_seconds']:.0f}s, {record['device']})")
 
 
-def unique(items: list) -> list:
-    """`items` without repeats, in their first order."""
-    return list(dict.fromkeys(items))
+@dataclass
+class Outcome:
+    """What the executor did with the plan."""
+
+    failures: int = 0  # runs that failed
+    started: int = 0  # jobs started
+    finished: int = 0  # runs with a record
+    timed_out: bool = False  # stopped at the time limit
+
+    def ended(self, job: Job, records: list[dict | None], write=tqdm.write) -> None:
+        """Count a job's records and print a line for each."""
+        for seed, record in zip(job.seeds, records):
+            self.finished += record is not None
+            write(summary_line(record) if record else f"{job.recipe} seed {seed}: skipped (running elsewhere)")
+
+    def failed(self, job: Job, e: BaseException, write=tqdm.write) -> None:
+        """Count a failed job and print a line naming it and its error's last line."""
+        self.failures += len(job.seeds)
+        text = str(e).strip()
+        seeds = f"seed {job.seeds[0]}" if len(job.seeds) == 1 else f"seeds {list(job.seeds)}"
+        write(f"{job.recipe} {seeds}: FAILED ({type(e).__name__}: {text.splitlines()[-1] if text else ''})")
 
 
-def pending(names: list[str], seeds: list[int], budget: str, dataset_id: str, results: Path,
-            force: bool) -> list[tuple[str, int]]:
-    """The (recipe, seed) pairs without a finished record on `dataset_id` (all of them with `force`)."""
-    jobs = []
-    for name in names:
-        apply_budget(get_recipe(name), budget)  # an unknown recipe or budget is an error before any work
-        for seed in seeds:
-            if force or finished_record(RunKey(name, seed, budget, dataset_id), results) is None:
-                jobs.append((name, seed))
-    return jobs
+@contextmanager
+def _alarm(deadline: float | None) -> Iterator[None]:
+    """Raise TimeLimitReached in this (main) thread at `deadline` (time.monotonic() seconds)."""
+    if deadline is None or threading.current_thread() is not threading.main_thread():
+        yield  # no signal off the main thread: the checks between jobs and epochs still apply
+        return
+
+    def ring(signum, frame):
+        raise TimeLimitReached("time limit reached")
+
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
-def share_left(name: str, seed: int, options: RunOptions, dataset_id: str) -> float:
-    """The share of a run's epochs still to train: an interrupted run resumes from its checkpoints
-    (`runner.epochs_done`). Every epoch counts as one, a pre-training stage's too; all of them with `force`."""
-    if options.force:
-        return 1.0
-    recipe = apply_budget(get_recipe(name), options.budget)
-    epochs = recipe.epochs + (recipe.pretrain.epochs if recipe.pretrain else 0)
-    done = runner.epochs_done(recipe, RunKey(name, seed, options.budget, dataset_id).checkpoint_dir(options.results))
-    return 1 - done / epochs
-
-
-def skip_slow_on_cpu(todo: list[tuple[str, int]], budget: str, data: str, results: Path,
-                     limit_minutes: float) -> list[tuple[str, int]]:
-    """The runs that fit a CPU: a recipe whose run is estimated over `limit_minutes` is not started.
-
-    Each recipe left out gets a note (store.write_estimate) that the leaderboard lists as
-    "needs a GPU at this budget", with its estimated CPU time, so it is not silently missing.
-    """
-    cpu = torch.device("cpu")
-    kept = []
-    for name in dict.fromkeys(n for n, _ in todo):
-        seconds = run_seconds(name, budget, cpu)
-        dataset_id = load_data(apply_budget(get_recipe(name), budget), budget, data).dataset_id
-        if seconds <= limit_minutes * 60:
-            remove_estimate(results, budget, dataset_id, name)
-            kept += [(n, s) for n, s in todo if n == name]
-            continue
-        write_estimate(results, budget, dataset_id, name, seconds, device_name(cpu))
-        print(f"skip {name}: estimated {duration(seconds)} per seed on this CPU, over the "
-              f"{limit_minutes:g}-minute limit; needs a GPU at the {budget} budget (--cpu-limit 0 runs it anyway)")
-    return kept
-
-
-def launch(names: list[str], seeds: list[int], options: RunOptions, launcher: str = "inline", jobs: int = 2,
-           slurm: SlurmOptions = SlurmOptions(), cpu_limit: float = 0) -> int:
-    """Run every (recipe, seed) not yet finished; returns the number of failed runs.
-
-    On a CPU (inline or local launcher), recipes estimated over `cpu_limit` minutes per run are
-    left out with a note (`skip_slow_on_cpu`); 0 runs everything. Where that leaves nothing to run and
-    no run asked for is finished, a BenchError says so: "nothing ran" is no success.
-    """
-    if launcher == "slurm" and slurm.cluster is None:
-        _require_slurm()
-    names, seeds = unique(names), unique(seeds)
-    check_seeds(seeds)
-    results = Path(options.results)
-    dataset_id = datamod.dataset_id(options.data)  # also checks --data; a run makes its splits when it starts
-    todo = pending(names, seeds, options.budget, dataset_id, results, options.force)
-    done = len(names) * len(seeds) - len(todo)
-    print(f"{len(todo)} run(s) to do, {done} already finished ({options.budget} budget, {launcher} launcher)")
-    if todo and cpu_limit > 0 and options.budget not in CHECK_ONLY and launcher != "slurm" \
-            and resolve_device(options.device).type == "cpu":
-        todo = skip_slow_on_cpu(todo, options.budget, options.data, results, cpu_limit)
-        if not todo and not done:  # a script must not read "ran nothing" as success; a finished run counts as done
-            raise BenchError(f"nothing run: every run asked for is estimated over the {cpu_limit:g}-minute "
-                             "--cpu-limit on this CPU (--cpu-limit 0 runs them anyway)")
-    if not todo:
-        return 0
-    job = (options, seeds, loaded_files())
-    if launcher == "inline":
-        return _inline(todo, job, dataset_id)
-    if launcher == "local":
-        return _local(todo, job, jobs)
-    if launcher == "slurm":
-        return _slurm(todo, job, slurm)
-    raise BenchError(f"unknown launcher {launcher!r}")
-
-
-def _inline(todo: list[tuple[str, int]], job: tuple, dataset_id: str) -> int:
-    options = job[0]
-    device = resolve_device(options.device)
-    if options.budget not in CHECK_ONLY:
-        per_run = {n: run_seconds(n, options.budget, device) for n in dict.fromkeys(n for n, _ in todo)}
-        total = sum(per_run[n] * share_left(n, s, options, dataset_id) for n, s in todo)
-        print(f"estimated time on {device}: {duration(total)} (from a few timed training steps; "
-              f"a resumed run's finished epochs left out)")
-    failures = 0
-    for name, seed in progress_bar(todo, True, desc="runs", unit="run"):
-        try:
-            tqdm.write(_job(name, seed, *job))
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # noqa: BLE001 - one failed run must not stop the others
-            failures += 1
-            tqdm.write(f"{name} seed {seed}: FAILED ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''})")
-    return failures
+def _inline(plan: list[Job], options: RunOptions, seeds: list[int], deadline: float | None) -> Outcome:
+    """The plan in this process, in order; with a `deadline`, only the jobs whose estimates fit in the time left."""
+    outcome = Outcome()
+    try:
+        with _alarm(deadline):
+            for job in progress_bar(plan, options.progress, desc="jobs", unit="job"):
+                if deadline is not None and time.monotonic() + (job.seconds or 0.0) > deadline:
+                    continue  # does not fit in the time left: the next run does it
+                outcome.started += 1
+                try:
+                    records = run_job(job, options, seeds, deadline=deadline)
+                except Exception as e:  # noqa: BLE001 - one failed job must not stop the others
+                    outcome.failed(job, e)
+                    continue
+                outcome.ended(job, records)
+    except TimeLimitReached:  # a KeyboardInterrupt: the run in progress left no failure marker
+        outcome.timed_out = True
+    return outcome
 
 
 def _init_worker(ids: "mp.Queue", n_workers: int) -> None:
@@ -223,25 +261,23 @@ def _init_worker(ids: "mp.Queue", n_workers: int) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
 
 
-def _local(todo: list[tuple[str, int]], job: tuple, n_workers: int) -> int:
+def _local(plan: list[Job], options: RunOptions, seeds: list[int], n_workers: int) -> Outcome:
+    """The plan in `n_workers` local processes, one job each at a time."""
     if n_workers < 1:
         raise BenchError("--jobs must be at least 1")
     ctx = mp.get_context("spawn")
     ids = ctx.Manager().Queue()
     for i in range(n_workers):
         ids.put(i)
-    job = (replace(job[0], progress=False), *job[1:])
-    failures = 0
+    quiet, outcome = replace(options, progress=False), Outcome(started=len(plan))
     with cf.ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=_init_worker, initargs=(ids, n_workers)) as pool:
-        futures = {pool.submit(_job, name, seed, *job): (name, seed) for name, seed in todo}
+        futures = {pool.submit(run_job, job, quiet, seeds, loaded_files()): job for job in plan}
         for fut in progress_bar(cf.as_completed(futures), True, total=len(futures), desc="runs", unit="run"):
-            name, seed = futures[fut]
             try:
-                tqdm.write(fut.result())
+                outcome.ended(futures[fut], fut.result())
             except Exception as e:  # noqa: BLE001
-                failures += 1
-                tqdm.write(f"{name} seed {seed}: FAILED ({type(e).__name__}: {e})")
-    return failures
+                outcome.failed(futures[fut], e)
+    return outcome
 
 
 def _require_slurm() -> None:
@@ -253,10 +289,11 @@ def _require_slurm() -> None:
                          "or use --launcher local to train on this machine")
 
 
-def _slurm(todo: list[tuple[str, int]], job: tuple, s: SlurmOptions) -> int:
+def _slurm(plan: list[Job], options: RunOptions, seeds: list[int], s: SlurmOptions) -> Outcome:
+    """The plan as a SLURM job array, one task a job; waits for the tasks where asked (or off a cluster)."""
     import submitit
 
-    options = replace(job[0], progress=False)
+    options = replace(options, progress=False)
     folder = Path(options.results) / "submitit"
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=s.cluster)
     params = dict(name="digitsum-bench", timeout_min=s.time, cpus_per_task=s.cpus, mem_gb=s.mem_gb,
@@ -266,21 +303,19 @@ def _slurm(todo: list[tuple[str, int]], job: tuple, s: SlurmOptions) -> int:
         if s.partition:
             params["slurm_partition"] = s.partition
     executor.update_parameters(**params)
-    n = len(todo)
-    tasks = executor.map_array(_job, [name for name, _ in todo], [seed for _, seed in todo], [options] * n,
-                               [job[1]] * n, [job[2]] * n)
+    n = len(plan)
+    tasks = executor.map_array(run_job, plan, [options] * n, [seeds] * n, [loaded_files()] * n)
     print(f"submitted {len(tasks)} task(s) as job {tasks[0].job_id.split('_')[0]}; logs under {folder}")
+    outcome = Outcome(started=n)
     if not s.wait and executor.cluster == "slurm":
-        print(f"follow with: digitsum-bench status --results {options.results} --budget {options.budget}")
-        return 0
-    failures = 0
-    for task, (name, seed) in zip(tasks, todo):
+        print(f"follow with: digitsum-bench status --results {options.results} --budget {options.budget.name}")
+        return outcome
+    for task, job in zip(tasks, plan):
         try:
-            print(task.result())
+            outcome.ended(job, task.result(), print)
         except Exception as e:  # noqa: BLE001 - submitit wraps the task's exception
-            failures += 1
-            print(f"{name} seed {seed}: FAILED ({str(e).strip().splitlines()[-1]})")
-    return failures
+            outcome.failed(job, e, print)
+    return outcome
 
 
 def status_rows(results: Path, recipes: list[str] | None, seeds: list[int], budget: str, data: str | None = None) -> list[dict]:

@@ -12,7 +12,7 @@ MSE loss), so that each claim can be set beside the measurement of its own defin
 (`predict_digits`) meets data with digit labels, and is missing otherwise.
 
 What each metric is called, how it is shown and checked is the metrics table (metric_table.py,
-re-exported here): it lives apart because claims.py and store.py read it without torch. A new
+re-exported here): it lives apart because claims.py and schema.py read it without torch. A new
 metric is an entry there and its computation in `compute_metrics`.
 """
 
@@ -24,7 +24,7 @@ from sklearn.metrics import confusion_matrix
 
 from ..errors import BenchError
 from ..metric_table import METRIC_TABLE, Metric, TableView  # noqa: F401  (re-exported: the metrics table)
-from ..store import N_SUMS
+from ..schema import N_SUMS
 
 
 def predict_sums(output: torch.Tensor, head: str, decode: str = "sum_of_digits") -> torch.Tensor:

@@ -21,10 +21,11 @@ from pathlib import Path
 from ..errors import BenchError
 from ..registry.recipes import Recipe
 from ..store import atomic_write, read_capped, read_record
+from . import engines
 
 COLUMNS = ("device", "torch", "commit", "engine", "recipe", "batch", "runs", "images_per_s", "source", "measured")
 KEY = ("device", "torch", "commit", "engine", "recipe", "batch", "runs", "source")  # a row with the same key replaces it
-ENGINES = ("eager", "graph", "stacked")  # the runner's engines; a benchmark's "plain" loop is none of them
+ENGINES = (*engines.ENGINES, "stacked")  # what trains a record; a benchmark's "plain" loop is none of them
 TEXT = ("device", "torch", "commit", "engine", "recipe", "source", "measured")  # the columns that are not numbers
 MAX_PERF_BYTES = 4 << 20  # a perf.csv is some hundred rows of 200 bytes: far more is not one (/dev/zero, a huge file)
 MAX_FIELD = 1000  # characters in one field (a device name, a record's path): a longer one is not one

@@ -1,57 +1,56 @@
-"""The plan and the time box of `run`: which runs, in what order, and which fit in the time left.
+"""The plan of `run`: which runs are left, as jobs, in what order, with what each is expected to cost.
 
-`run --plan` prints the runs still to do with an estimate of each on this device
-(`estimate.estimate_seconds`: a few timed training steps) and trains nothing. A CPU plan also
-shows each job's GPU estimate from the measured images/s in `results/perf.csv` (`perf.py`), and
-`run --plan --device cuda` plans by those alone, so it needs no GPU: GPU time is planned before
-it starts. A recipe with no measurement says "not measured".
+Every `run` plans first (`make_plan`): the (recipe, seed) runs without a finished record become jobs
+(`Job`: a recipe's name, its seeds, the resolved `Budget`, estimates), and one executor
+(`launch.launch`) runs them, in this process, in local workers or as a SLURM array. Stacking seeds
+(`--stack-seeds`: one job trains several seeds of a recipe) and the time box (`--time-limit`) are
+properties of the plan, not separate loops.
 
-`run --time-limit 25m` runs that plan smallest first, so that the most runs finish in the
-time, and starts a run only when its estimate fits in the time left. At the limit it stops
-cleanly: finished runs keep their records, the run in progress stops like a Ctrl-C (no
-failure marker, lock released) and resumes from its last epoch checkpoint, and the same
-command run again does exactly the missing runs. The same option suits a SLURM task with a
-wall-time limit: give it the task's time, inside the task.
+Estimates come from a few timed training steps on this device (`estimate.estimate_seconds`); a CPU
+plan also shows each job's GPU estimate from the measured images/s in `results/perf.csv` (`perf.py`),
+and `run --plan --device cuda` plans by those alone, so it needs no GPU. A recipe with no measurement
+says "not measured". On a CPU, `--cpu-limit` leaves out the recipes estimated over it, with a note
+the leaderboard lists (`leave_out_slow`).
 
-The limit counts from the start of the command (planning included) and keeps a small margin
+`run --time-limit 25m` runs the plan smallest first, so that the most runs finish in the time, and
+starts a job only when its estimate fits in the time left. At the limit it stops cleanly: finished
+runs keep their records, the run in progress stops like a Ctrl-C (no failure marker, lock released)
+and resumes from its last epoch checkpoint, and the same command run again does exactly the missing
+runs. The limit counts from the start of the command (planning included) and keeps a small margin
 (`margin_seconds`) for regenerating the leaderboard afterwards.
 """
 
 from __future__ import annotations
 
 import re
-import signal
-import threading
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
-from tqdm.auto import tqdm
 
 from .. import data as datamod
-from ..errors import BenchError, TimeLimitReached, duration
-from ..registry.budgets import apply_budget, get_budget
+from ..errors import BenchError, duration
+from ..registry.budgets import Budget, apply_budget
 from ..registry.recipes import get_recipe
-from . import runner, stacked
-from .devices import resolve_device
+from ..store import RunKey, finished_record, remove_estimate, write_estimate
+from . import runner
+from .devices import device_name
 from .estimate import estimate_seconds
-from .launch import pending, share_left, summary_line
-from .perf import gpu_seconds, perf_path, read_perf
+from .perf import gpu_seconds
 from .runner import RunOptions
-from .train import progress_bar
 
 
 @dataclass(frozen=True)
 class Job:
-    """One step of the plan: a run, or several seeds of one recipe trained as one stack."""
+    """One step of the plan: a run, or several seeds of one recipe trained as one stack. Plain data, so that
+    it travels to a worker process or a SLURM task as it is."""
 
-    recipe: str
+    recipe: str  # the registry's name
     seeds: tuple[int, ...]  # one seed, or the seeds of a stack
-    seconds: float | None  # estimated wall time on this device, for the epochs still to train; None: not measured
+    budget: Budget  # resolved: how much of the recipe to train
+    seconds: float | None = None  # estimated wall time here, for the epochs still to train; None: not timed
     gpu: float | None = None  # the same on a GPU, from results/perf.csv; None: not measured
+    per_run: float | None = None  # one whole run's estimate here (a stack: each seed's share), for --cpu-limit
 
 
 MAX_TIME_LIMIT = 366 * 24 * 3600.0  # seconds; more is a typo or "no limit"
@@ -77,22 +76,50 @@ def margin_seconds(limit: float) -> float:
     return min(60.0, 0.05 * limit)
 
 
-def make_plan(names: list[str], seeds: list[int], options: RunOptions, device: torch.device,
-              stack: bool = False, measured: list[dict] | None = None, timed: bool = True) -> list[Job]:
-    """The unfinished runs as jobs with estimates, smallest first (the most finished runs in a given time).
+def unique(items: list) -> list:
+    """`items` without repeats, in their first order."""
+    return list(dict.fromkeys(items))
 
-    `timed`: estimates from timed steps on `device` (`estimate_seconds`); without, from the GPU images/s of
-    the `measured` perf.csv rows only (a stack of S seeds counted as S runs: stacks are not measured).
+
+def pending(names: list[str], seeds: list[int], budget: Budget, dataset_id: str, results: Path,
+            force: bool) -> list[tuple[str, int]]:
+    """The (recipe, seed) pairs without a finished record on `dataset_id` (all of them with `force`)."""
+    jobs = []
+    for name in names:
+        apply_budget(get_recipe(name), budget)  # an unknown recipe is an error before any work
+        for seed in seeds:
+            if force or finished_record(RunKey(name, seed, budget.name, dataset_id), results) is None:
+                jobs.append((name, seed))
+    return jobs
+
+
+def share_left(name: str, seed: int, options: RunOptions, dataset_id: str) -> float:
+    """The share of a run's epochs still to train: an interrupted run resumes from its checkpoints
+    (`runner.epochs_done`). Every epoch counts as one, a pre-training stage's too; all of them with `force`."""
+    if options.force:
+        return 1.0
+    recipe = apply_budget(get_recipe(name), options.budget)
+    epochs = recipe.epochs + (recipe.pretrain.epochs if recipe.pretrain else 0)
+    key = RunKey(name, seed, options.budget.name, dataset_id)
+    return 1 - runner.epochs_done(recipe, key.checkpoint_dir(options.results)) / epochs
+
+
+def make_plan(names: list[str], seeds: list[int], options: RunOptions, device: torch.device | None, *,
+              stack: bool = False, timed: bool = True, measured: list[dict] | None = None) -> list[Job]:
+    """The unfinished runs as jobs with estimates, smallest first (the most finished runs in a given time;
+    registry order among equals, and where nothing is timed).
+
+    `timed`: estimates from timed steps on `device` (`estimate_seconds`), one timing a recipe; without, from the
+    GPU images/s of the `measured` perf.csv rows only (a stack of S seeds counted as S runs: stacks are not measured).
     """
-    results = Path(options.results)
-    by_recipe: dict[str, list[int]] = {}
+    budget = options.budget
     dataset_id = datamod.dataset_id(options.data)  # also checks --data; the splits are made when the run starts
-    for name, seed in pending(names, seeds, options.budget, dataset_id, results, options.force):
+    by_recipe: dict[str, list[int]] = {}
+    for name, seed in pending(names, seeds, budget, dataset_id, Path(options.results), options.force):
         by_recipe.setdefault(name, []).append(seed)
     jobs = []
     for name, todo in by_recipe.items():
-        recipe = apply_budget(get_recipe(name), options.budget)
-        test_size = get_budget(options.budget).test_size
+        recipe = apply_budget(get_recipe(name), budget)
         left = {s: share_left(name, s, options, dataset_id) for s in todo}
         gpu = None if measured is None else gpu_seconds(recipe, measured)
 
@@ -100,13 +127,36 @@ def make_plan(names: list[str], seeds: list[int], options: RunOptions, device: t
             return None if seconds is None else seconds * n * fraction
 
         if stack and len(todo) > 1:
-            here = estimate_seconds(recipe, device, test_size, len(todo)) if timed else scaled(gpu, 1.0, len(todo))
+            here = estimate_seconds(recipe, device, budget.test_size, len(todo), engine=options.engine) if timed \
+                else scaled(gpu, 1.0, len(todo))
             most = max(left.values())
-            jobs.append(Job(name, tuple(todo), scaled(here, most), scaled(gpu, most, len(todo))))
+            jobs.append(Job(name, tuple(todo), budget, scaled(here, most), scaled(gpu, most, len(todo)),
+                            scaled(here, 1 / len(todo))))
         else:
-            one = estimate_seconds(recipe, device, test_size) if timed else gpu
-            jobs += [Job(name, (s,), scaled(one, left[s]), scaled(gpu, left[s])) for s in todo]
+            one = estimate_seconds(recipe, device, budget.test_size, engine=options.engine) if timed else gpu
+            jobs += [Job(name, (s,), budget, scaled(one, left[s]), scaled(gpu, left[s]), one) for s in todo]
     return sorted(jobs, key=lambda j: (j.seconds is None, j.seconds or 0.0))  # stable: registry order among equals
+
+
+def leave_out_slow(jobs: list[Job], options: RunOptions, limit_minutes: float, device: torch.device) -> list[Job]:
+    """The jobs that fit a CPU: a recipe whose run is estimated over `limit_minutes` is not started.
+
+    Each recipe left out gets a note (store.write_estimate) that the leaderboard lists as
+    "needs a GPU at this budget", with its estimated CPU time, so it is not silently missing.
+    """
+    budget, results = options.budget, Path(options.results)
+    dataset_id = datamod.dataset_id(options.data)
+    slow = set()
+    for name in unique([j.recipe for j in jobs]):
+        seconds = next(j.per_run for j in jobs if j.recipe == name)
+        if seconds is None or seconds <= limit_minutes * 60:
+            remove_estimate(results, budget.name, dataset_id, name)
+            continue
+        slow.add(name)
+        write_estimate(results, budget.name, dataset_id, name, seconds, device_name(device))
+        print(f"skip {name}: estimated {duration(seconds)} per seed on this CPU, over the "
+              f"{limit_minutes:g}-minute limit; needs a GPU at the {budget.name} budget (--cpu-limit 0 runs it anyway)")
+    return [j for j in jobs if j.recipe not in slow]
 
 
 def fitting(jobs: list[Job], seconds: float | None) -> list[bool]:
@@ -149,74 +199,3 @@ def format_plan(jobs: list[Job], device: torch.device, seconds: float | None = N
                      f"{_estimate(job.seconds):>12} {duration(end) if ok else '-':>8}  "
                      + (f"{_estimate(job.gpu):>12}  " if gpu else "") + verdict)
     return "\n".join(lines)
-
-
-@contextmanager
-def _alarm(deadline: float | None) -> Iterator[None]:
-    """Raise TimeLimitReached in this (main) thread at `deadline` (time.monotonic() seconds)."""
-    if deadline is None or threading.current_thread() is not threading.main_thread():
-        yield  # no signal off the main thread: the checks between jobs and epochs still apply
-        return
-
-    def ring(signum, frame):
-        raise TimeLimitReached("time limit reached")
-
-    old = signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 1e-3))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
-def run_planned(names: list[str], seeds: list[int], options: RunOptions, stack: bool = False,
-                time_limit: float | None = None, plan_only: bool = False) -> int:
-    """Print the plan, then (unless `plan_only`) run it inside the time limit; returns the number of failed runs.
-    A BenchError where no run started and none asked for was finished before: nothing fits in the time."""
-    start = time.monotonic()
-    measured = read_perf(perf_path(options.results))
-    if plan_only and options.device == "cuda":  # planned from perf.csv alone: no GPU needed
-        dev = torch.device("cuda")
-        jobs = make_plan(names, seeds, options, dev, stack, measured, timed=False)
-        note = f" (from {perf_path(options.results)}: training steps at measured images/s)"
-    else:
-        dev = resolve_device(options.device)
-        jobs = make_plan(names, seeds, options, dev, stack, measured)
-        note = ""
-    seconds = None if time_limit is None else time_limit - margin_seconds(time_limit)
-    print(format_plan(jobs, dev, seconds, note))
-    if plan_only or not jobs:
-        return 0
-    deadline = None if seconds is None else start + seconds
-    failures, started, finished = 0, 0, 0
-    try:
-        with _alarm(deadline):
-            for job in progress_bar(jobs, options.progress, desc="jobs", unit="job"):
-                if deadline is not None and time.monotonic() + job.seconds > deadline:
-                    continue  # does not fit in the time left: the next run does it
-                started += 1
-                try:
-                    if len(job.seeds) > 1:
-                        records = stacked.run_stacked(job.recipe, list(job.seeds), options, seeds, deadline)
-                    else:
-                        records = [runner.run_one(job.recipe, job.seeds[0], options, seeds)]
-                except TimeLimitReached:
-                    raise
-                except Exception as e:  # noqa: BLE001 - one failed job must not stop the others
-                    failures += len(job.seeds)
-                    tqdm.write(f"{job.recipe} seeds {list(job.seeds)}: FAILED ({type(e).__name__}: {e})")
-                    continue
-                for record in records:
-                    if record is not None:
-                        finished += 1
-                        tqdm.write(summary_line(record))
-    except TimeLimitReached:
-        tqdm.write(f"time limit reached after {duration(time.monotonic() - start)}: "
-                   f"the run in progress resumes from its last epoch")
-    left = len(pending(names, seeds, options.budget, datamod.dataset_id(options.data), Path(options.results), False))
-    print(f"{finished} run(s) finished, {left} left" + ("; run the same command again to continue" if left else ""))
-    if not started and left == len(names) * len(seeds):  # a script must not read "ran nothing" as success
-        raise BenchError(f"nothing run: no run asked for fits in the time limit of {duration(seconds)} "
-                         "(the plan above); give more time")
-    return failures

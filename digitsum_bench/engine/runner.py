@@ -29,11 +29,11 @@ from .. import data as datamod
 from ..data import DeviceData
 from ..errors import BenchError
 from ..registry import models
-from ..registry.budgets import apply_budget, get_budget
+from ..registry.budgets import BUDGETS, Budget, apply_budget, get_budget
 from ..registry.recipes import Recipe, get_recipe
-from ..store import (SCHEMA, RunKey, check_run_folders, finished_record, record_failure, remove, run_lock,
-                    write_json_atomic)
-from . import graphs, metrics
+from ..schema import SCHEMA
+from ..store import RunKey, check_run_folders, finished_record, record_failure, remove, run_lock, write_json_atomic
+from . import engines, metrics
 from .checkpoints import checkpoint_epoch, clear, load_checkpoint, load_pt, save_atomic
 from .devices import device_name, resolve_device, set_deterministic
 from .train import evaluate, fit, memory_format, needs_digits
@@ -46,7 +46,7 @@ STAGE1 = "stage1"  # a pre-training stage's epoch checkpoints: <run folder>/stag
 class RunOptions:
     """How runs are made, the same for every (recipe, seed) of one command."""
 
-    budget: str = "smoke"  # budgets.BUDGETS: how much of each recipe to train
+    budget: Budget = BUDGETS["smoke"]  # how much of each recipe to train; a name ("quick") is resolved on creation
     data: str = "synth"  # "synth" (DigitSum-Synth) or a path to course files
     results: Path = Path("results")  # the results folder: records, checkpoints, leaderboard
     device: str = "auto"  # "auto", "cpu" or "cuda"
@@ -54,6 +54,11 @@ class RunOptions:
     deterministic: bool = False  # bitwise-reproducible GPU kernels (always on a CPU)
     weights: str | None = None  # an ImageNet weights file for the recipes that start from one
     progress: bool = True  # progress bars
+    engine: str = "auto"  # engines.ENGINES: how the training steps run ("auto": the fastest that checks out here)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.budget, str):  # an unknown name is a BenchError naming the budgets
+            object.__setattr__(self, "budget", get_budget(self.budget))
 
 
 def check_seeds(seeds: list[int]) -> None:
@@ -69,9 +74,9 @@ def member_seed(seed: int, k: int) -> int:
     return seed if k == 0 else int(np.random.SeedSequence([seed, k, 4]).generate_state(1)[0]) & MAX_SEED
 
 
-def load_data(recipe: Recipe, budget: str, data: str) -> datamod.Splits:
+def load_data(recipe: Recipe, budget: Budget, data: str) -> datamod.Splits:
     """The recipe's splits under the budget (data seed 0: the same data for every training seed)."""
-    return datamod.cached_splits(data, recipe.data, recipe.train_size, recipe.val_size, get_budget(budget).test_size)
+    return datamod.cached_splits(data, recipe.data, recipe.train_size, recipe.val_size, budget.test_size)
 
 
 def device_splits(recipe: Recipe, splits: datamod.Splits, device: torch.device) -> tuple[DeviceData, DeviceData]:
@@ -90,14 +95,14 @@ def load_aux(recipe: Recipe, device: torch.device) -> DeviceData | None:
 
 
 def build_model(recipe: Recipe, seed: int, device: torch.device, ckpt_dir: Path, weights: str | None,
-                progress: bool) -> tuple[nn.Module, str, dict | None]:
-    """The recipe's model, seeded, after its pre-training stage where it has one (report 004); its weight
-    status; and that stage's seconds and history (`_stage1`), None without one."""
+                progress: bool, engine: str = "auto") -> tuple[nn.Module, str, dict | None]:
+    """The recipe's model, seeded, after its pre-training stage where it has one (report 004, trained with
+    `engine`); its weight status; and that stage's seconds and history (`_stage1`), None without one."""
     torch.manual_seed(seed)
     model, status = recipe.create_model(weights)
     stage = None
     if recipe.pretrain is not None:
-        stage1, stage = _stage1(recipe.pretrain, seed, device, ckpt_dir, weights, progress)
+        stage1, stage = _stage1(recipe.pretrain, seed, device, ckpt_dir, weights, progress, engine)
         model.features.load_state_dict(stage1.features.state_dict())
     return model.to(device, memory_format=memory_format()), status, stage
 
@@ -113,9 +118,9 @@ def epochs_done(recipe: Recipe, ckpt_dir: Path) -> int:
 
 
 def _stage1(stage: Recipe, seed: int, device: torch.device, ckpt_dir: Path, weights: str | None,
-            progress: bool) -> tuple[nn.Module, dict | None]:
+            progress: bool, engine: str = "auto") -> tuple[nn.Module, dict | None]:
     """A pre-training stage's trained model, from `stage1.pt` where an earlier attempt saved it, else
-    fitted on the stage's own data (`data.pretrain_splits`) and saved there; and its training seconds and
+    fitted with `engine` on the stage's own data (`data.pretrain_splits`) and saved there; and its training seconds and
     per-epoch history for the record (from the stage's own last.pt for a stage1.pt saved without them; None
     when neither has them)."""
     stage1_file = ckpt_dir / f"{STAGE1}.pt"
@@ -132,22 +137,26 @@ def _stage1(stage: Recipe, seed: int, device: torch.device, ckpt_dir: Path, weig
         raise BenchError(f"recipe {stage.name}: a pre-training stage needs its own data_seed")
     splits = datamod.pretrain_splits(stage.train_size, stage.val_size, stage.data_seed)
     train, val = device_splits(stage, splits, device)
-    model, fitted = fit(stage, model, train, val, seed, device, ckpt_dir / STAGE1, progress, make_engine=graphs.graph_step)
+    model, fitted = fit(stage, model, train, val, seed, device, ckpt_dir / STAGE1, progress,
+                        make_engine=engines.engine_maker(engine, device))
     summary = {"train_seconds": fitted["train_seconds"], "history": fitted["history"]}
     save_atomic({"recipe": stage.name, "model": model.state_dict(), "summary": summary}, stage1_file)
     return model, summary
 
 
 def fit_members(recipe: Recipe, train: DeviceData, val: DeviceData, test: DeviceData | None, seed: int,
-                device: torch.device, ckpt_dir: Path, weights: str | None, progress: bool) -> tuple[nn.Module, str, dict]:
+                device: torch.device, ckpt_dir: Path, weights: str | None, progress: bool,
+                engine: str = "auto") -> tuple[nn.Module, str, dict]:
     """Build and `fit` each of the recipe's members: the scored model (their `models.Ensemble` when there
     are several), its weight status, and the summary `fit` gives (member 0's history; the seconds and
-    images/s of all members).
+    images/s of all members). `engine` (engines.engine_names()) runs the training steps; an engine this device
+    cannot run is a BenchError before any training.
 
     Member k > 0 trains with `member_seed(seed, k)` in `ckpt_dir/member{k}`, so an interrupted ensemble
     resumes at the member and epoch it reached. With several members the summary also lists each
     member's seed and its own test metrics, so that a record shows what the ensemble adds.
     """
+    make_engine = engines.engine_maker(engine, device)
     aux = load_aux(recipe, device)
     seeds = [member_seed(seed, k) for k in range(recipe.members)]
     fitted, status = [], "none"
@@ -155,8 +164,8 @@ def fit_members(recipe: Recipe, train: DeviceData, val: DeviceData, test: Device
         d = ckpt_dir if k == 0 else ckpt_dir / f"member{k}"
         if len(seeds) > 1 and progress:
             tqdm.write(f"{recipe.name} seed {seed}: member {k + 1} of {len(seeds)} (training seed {s})")
-        model, status, stage = build_model(recipe, s, device, d, weights, progress)
-        model, summary = fit(recipe, model, train, val, s, device, d, progress, aux, graphs.graph_step)
+        model, status, stage = build_model(recipe, s, device, d, weights, progress, engine)
+        model, summary = fit(recipe, model, train, val, s, device, d, progress, aux, make_engine)
         if stage is not None:  # the record's seconds are the whole training: the pre-training stage's too
             summary = {**summary, "train_seconds": summary["train_seconds"] + stage["train_seconds"], "pretrain": stage}
         fitted.append((model, summary))
@@ -238,39 +247,50 @@ def guarded(keys: list[RunKey], results: Path) -> Iterator[list[RunKey]]:
             warnings.warn(f"{e}; an old failure marker, left as it is", stacklevel=1)
 
 
-def run_one(name: str, seed: int, options: RunOptions = RunOptions(), seeds_requested: list[int] | None = None) -> dict | None:
-    """Train one (recipe, seed) under a budget and write its record; returns the record.
+@dataclass(frozen=True)
+class Stacked:
+    """How a run was trained in a stack of seeds (`stacked.py`): when the stack started, and its seeds."""
+
+    started: str  # ISO time, UTC
+    seeds: tuple[int, ...]
+
+
+def run_one(name: str, seed: int, options: RunOptions = RunOptions(), seeds_requested: list[int] | None = None,
+            stacked: Stacked | None = None) -> dict | None:
+    """Train one (recipe, seed) under a budget and write its record once; returns the record.
 
     A finished record of this code version is returned as it is unless `options.force`. A run whose
     lock another live process holds is skipped (returns None). A failure leaves a marker for
-    `status` and re-raises; nothing half-written is left behind.
+    `status` and re-raises; nothing half-written is left behind. `stacked`: the run's epochs were
+    trained in a stack (its checkpoints are finished), which its record says.
     """
     check_seeds([seed])
+    engines.engine_maker(options.engine, resolve_device(options.device))  # an engine this device lacks: before the lock
     recipe = apply_budget(get_recipe(name), options.budget)
     splits = load_data(recipe, options.budget, options.data)
-    key = RunKey(name, seed, options.budget, splits.dataset_id)
+    key = RunKey(name, seed, options.budget.name, splits.dataset_id)
     results = Path(options.results)
     if not options.force and (done := finished_record(key, results)) is not None:
         return done
     with guarded([key], results) as mine:
         if not mine:
             return None
-        return _train_and_record(recipe, key, splits, options, seeds_requested or [seed])
+        return _train_and_record(recipe, key, splits, options, seeds_requested or [seed], stacked)
 
 
 def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, options: RunOptions,
-                      seeds_requested: list[int]) -> dict:
+                      seeds_requested: list[int], stacked: Stacked | None) -> dict:
     device = resolve_device(options.device)
     set_deterministic(options.deterministic or device.type == "cpu")
     results = Path(options.results)
     ckpt_dir = key.checkpoint_dir(results)
-    if options.force:
+    if options.force and stacked is None:  # a stack's checkpoints are this run's training
         clear(ckpt_dir, results)
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    started = stacked.started if stacked else dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     train, val = device_splits(recipe, splits, device)
     test = DeviceData.from_numpy(splits.test, device) if splits.test is not None else None
     selected, status, summary = fit_members(recipe, train, val, test, key.seed, device, ckpt_dir, options.weights,
-                                            options.progress)
+                                            options.progress, engine=options.engine)
     params_m = models.count_params(selected) / 1e6
     gflops = models.gflops_per_image(copy.deepcopy(selected).cpu().float())
     scores = {"val": evaluate(selected, val, recipe, device),
@@ -284,13 +304,14 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, optio
         "pretrained": status, "params_m": params_m, "gflops": gflops,
         "train_seconds": summary["train_seconds"], "images_per_s": summary["images_per_s"],
         "epochs_run": recipe.epochs, "selected_epoch": summary["selected_epoch"],
-        "engine": summary.get("engine", "eager"),  # optional key: what trained it (eager, graph, stacked)
+        "engine": "stacked" if stacked else summary.get("engine", "eager"),  # optional key: what trained it
         "started": started, "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "config": recipe_config(recipe),
         "claimed": [asdict(c) for c in recipe.claimed],
         "metrics": scores, "history": summary["history"],
         **({"members": summary["members"]} if "members" in summary else {}),
         **({"pretrain": summary["pretrain"]} if "pretrain" in summary else {}),  # optional: a pre-training stage
+        **({"stacked_seeds": sorted(stacked.seeds)} if stacked else {}),  # optional: trained in a stack of these seeds
     }
     write_json_atomic(key.record_path(results), record, results)
     return record

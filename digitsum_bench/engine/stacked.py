@@ -36,7 +36,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -47,21 +46,20 @@ from ..data import DeviceData
 from ..errors import BenchError, TimeLimitReached
 from ..registry.budgets import apply_budget
 from ..registry.recipes import Recipe, get_recipe
-from ..store import RunKey, finished_record, read_record, write_json_atomic
-from . import runner
-from .checkpoints import checkpoint_epoch, clear, fresh_state, resume
+from ..store import RunKey, finished_record
+from . import engines, runner
+from .checkpoints import checkpoint_epoch, clear
 from .devices import autocast, resolve_device, set_deterministic, synchronize
 from .train import (
     EpochStreams,
+    TrainState,
     batch_loss,
     end_epoch,
     epoch_seed,
     log_epoch,
-    make_ema,
-    make_optimizer,
-    make_scheduler,
     optimizer_step,
     progress_bar,
+    resume,
     steps_per_epoch,
 )
 
@@ -141,13 +139,15 @@ def _unstack_opt_state(opt: torch.optim.Optimizer, i: int) -> dict:
     return {"state": state, "param_groups": sd["param_groups"]}
 
 
-def train_stacked_epoch(base: nn.Module, stack: Stack, opt, sched, ema, *, split: DeviceData, recipe: Recipe,
-                        seeds: list[int], epoch: int, device: torch.device, progress: bool = False,
+def train_stacked_epoch(state: TrainState, *, base: nn.Module, split: DeviceData, recipe: Recipe, seeds: list[int],
+                        epoch: int, device: torch.device, progress: bool = False,
                         aux: DeviceData | None = None) -> list[float]:
     """One pass of every seed over the training split, as `train.train_one_epoch` makes it per seed.
 
-    Returns each seed's mean training loss.
+    `state.model` is the `Stack`; `base` supplies the code (`stacked_forward`). Returns each seed's mean
+    training loss.
     """
+    stack = state.model
     base.train()
     streams = [EpochStreams(split, recipe, s, epoch, device, aux) for s in seeds]
     torch.manual_seed(epoch_seed(seeds[0], epoch, 2))  # dropout: one stream for the stack (module doc)
@@ -160,7 +160,8 @@ def train_stacked_epoch(base: nn.Module, stack: Stack, opt, sched, ema, *, split
         with autocast(device):
             out = stacked_forward(base, stack, torch.stack([b.x for b in batches]))
         per_seed = torch.stack([batch_loss(recipe, out[i], b) for i, b in enumerate(batches)])
-        optimizer_step(per_seed.sum(), opt, sched, ema, stack)  # seed s's parameters get exactly seed s's gradient
+        # seed s's parameters get exactly seed s's gradient
+        optimizer_step(per_seed.sum(), state.opt, state.sched, state.ema, stack)
         total += per_seed.detach() * idx.shape[1]
         count += idx.shape[1]
     return (total / count).tolist()
@@ -168,76 +169,79 @@ def train_stacked_epoch(base: nn.Module, stack: Stack, opt, sched, ema, *, split
 
 def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: DeviceData, val: DeviceData,
                 seeds: list[int], device: torch.device, ckpt_dirs: list[Path], progress: bool = True,
-                deadline: float | None = None, aux: DeviceData | None = None) -> None:
+                deadline: float | None = None, aux: DeviceData | None = None, engine: str = "auto") -> None:
     """Train the seeds' models as one stack, saving each seed's epoch checkpoints as `train.fit` does.
 
     Resumes from the seeds' `last.pt` files, which must all be at the same epoch. With a
     `deadline` (time.monotonic() seconds) it stops after the last epoch that is expected to
     end before it, by raising `TimeLimitReached` (the saved checkpoints resume the run).
+    `engine`: a stack trains eagerly under vmap with "auto" and "eager"; "graph" is a BenchError
+    (`engines.check_stack_engine`: a stack is not captured).
     """
+    engines.check_stack_engine(engine)
     steps = steps_per_epoch(recipe, len(train_split))
-    opts = [make_optimizer(recipe, m, device) for m in models]
-    scheds = [make_scheduler(recipe, o, steps) for o in opts]
-    emas = [make_ema(recipe, m) for m in models]
-    states = [resume(d / "last.pt", m, o, sc, e, device) or fresh_state()  # as train.fit, per seed
-              for d, m, o, sc, e in zip(ckpt_dirs, models, opts, scheds, emas)]
-    if len({s["epoch"] for s in states}) != 1:
+    seed_states = [TrainState.create(recipe, m, device, steps) for m in models]
+    for d, s in zip(ckpt_dirs, seed_states):
+        resume(d / "last.pt", s, device)  # as train.fit, per seed
+    done = seed_states[0].books["epoch"]
+    if any(s.books["epoch"] != done for s in seed_states):
         raise BenchError(f"recipe {recipe.name}: seeds {seeds} are at different epochs; stack only equal ones")
-    stack = Stack(models)
-    opt, ema = make_optimizer(recipe, stack, device), make_ema(recipe, stack)
-    sched = make_scheduler(recipe, opt, steps)
-    if states[0]["epoch"] > 0:
-        opt.load_state_dict(_stack_opt_state(opts))
-        if sched is not None:
-            sched.load_state_dict(scheds[0].state_dict())
-        if ema is not None:
-            ema.module.copy_from([e.module for e in emas])
-            ema.n_averaged.copy_(emas[0].n_averaged)
+    stack = TrainState.create(recipe, Stack(models), device, steps)  # its books stay unused: each seed keeps its own
+    if done > 0:
+        stack.opt.load_state_dict(_stack_opt_state([s.opt for s in seed_states]))
+        if stack.sched is not None:
+            stack.sched.load_state_dict(seed_states[0].sched.state_dict())
+        if stack.ema is not None:
+            stack.ema.module.copy_from([s.ema.module for s in seed_states])
+            stack.ema.n_averaged.copy_(seed_states[0].ema.n_averaged)
     base = copy.deepcopy(models[0]).to("meta")  # code and mode only: the stack holds the tensors
 
-    bar = progress_bar(range(states[0]["epoch"] + 1, recipe.epochs + 1), progress, desc=f"{recipe.name} seeds {seeds}",
-                       unit="epoch", initial=states[0]["epoch"], total=recipe.epochs, leave=False)
+    bar = progress_bar(range(done + 1, recipe.epochs + 1), progress, desc=f"{recipe.name} seeds {seeds}",
+                       unit="epoch", initial=done, total=recipe.epochs, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
-        train_losses = train_stacked_epoch(base, stack, opt, sched, ema, split=train_split, recipe=recipe, seeds=seeds,
+        train_losses = train_stacked_epoch(stack, base=base, split=train_split, recipe=recipe, seeds=seeds,
                                            epoch=epoch, device=device, progress=progress, aux=aux)
         synchronize(device)
         share = (time.perf_counter() - t0) / len(seeds)  # each seed's share of the stack's step time
-        for i in range(len(seeds)):
-            _end_epoch(recipe, i, epoch, train_losses[i], share, stack, opt, sched, ema, models[i], opts[i], emas[i],
-                       states[i], val, device, ckpt_dirs[i])
+        for i, (seed_state, ckpt_dir) in enumerate(zip(seed_states, ckpt_dirs)):
+            _end_epoch(stack, seed_state, i, recipe=recipe, epoch=epoch, train_loss=train_losses[i],
+                       step_seconds=share, val=val, device=device, ckpt_dir=ckpt_dir)
         epoch_seconds = time.perf_counter() - t0
         log_epoch(f"{recipe.name} seeds {seeds}", epoch, recipe.epochs, sum(train_losses) / len(train_losses),
-                  states[0]["history"][-1]["val_exact"], epoch_seconds, progress)
+                  seed_states[0].books["history"][-1]["val_exact"], epoch_seconds, progress)
         if deadline is not None and epoch < recipe.epochs and time.monotonic() + epoch_seconds > deadline:
             raise TimeLimitReached(f"{recipe.name} seeds {seeds}: stopped after epoch {epoch} at the time limit")
 
 
-def _end_epoch(recipe: Recipe, i: int, epoch: int, train_loss: float, share: float, stack: Stack, opt, sched, ema,
-               model: nn.Module, seed_opt, seed_ema, state: dict, val: DeviceData, device: torch.device,
-               ckpt_dir: Path) -> None:
-    """Split seed i out of the stack, then end its epoch as `train.fit` does (validation, history, checkpoints)."""
-    stack.copy_to(i, model)
-    seed_opt.load_state_dict(_unstack_opt_state(opt, i))
-    if ema is not None:
-        ema.module.copy_to(i, seed_ema.module)
-        seed_ema.n_averaged.copy_(ema.n_averaged)
-    scored = seed_ema.module if seed_ema is not None else model
-    end_epoch(recipe, epoch, train_loss, share, scored, model, seed_opt, sched, seed_ema, state, val, device, ckpt_dir)
+def _end_epoch(stack: TrainState, seed: TrainState, i: int, *, recipe: Recipe, epoch: int, train_loss: float,
+               step_seconds: float, val: DeviceData, device: torch.device, ckpt_dir: Path) -> None:
+    """Split seed i out of the stack (weights, optimizer, schedule, EMA), then end its epoch as `train.fit` does
+    (validation, history, checkpoints)."""
+    stack.model.copy_to(i, seed.model)
+    seed.opt.load_state_dict(_unstack_opt_state(stack.opt, i))
+    if stack.sched is not None:  # OneCycle depends only on the step count, which all seeds share
+        seed.sched.load_state_dict(stack.sched.state_dict())
+    if stack.ema is not None:
+        stack.ema.module.copy_to(i, seed.ema.module)
+        seed.ema.n_averaged.copy_(stack.ema.n_averaged)
+    end_epoch(seed, recipe=recipe, epoch=epoch, train_loss=train_loss, step_seconds=step_seconds, val=val,
+              device=device, ckpt_dir=ckpt_dir)
 
 
 def run_stacked(name: str, seeds: list[int], options: runner.RunOptions = runner.RunOptions(),
                 seeds_requested: list[int] | None = None, deadline: float | None = None) -> list[dict]:
-    """Train the unfinished seeds of one recipe as one stack and write one record per seed.
+    """Train the unfinished seeds of one recipe as one stack and write one record per seed, once.
 
     Finished seeds are returned as they are (unless `options.force`); seeds another live process is
     running are skipped. Seeds whose checkpoints are at different epochs are stacked by
     epoch; a seed left alone trains as an ordinary run. Returns the seeds' records.
     """
+    engines.check_stack_engine(options.engine)  # before any lock or work
     recipe = apply_budget(get_recipe(name), options.budget)
     splits = runner.load_data(recipe, options.budget, options.data)
     results = Path(options.results)
-    keys = {s: RunKey(name, s, options.budget, splits.dataset_id) for s in seeds}
+    keys = {s: RunKey(name, s, options.budget.name, splits.dataset_id) for s in seeds}
     todo = [keys[s] for s in seeds if options.force or finished_record(keys[s], results) is None]
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     trained: list[int] = []
@@ -254,29 +258,12 @@ def run_stacked(name: str, seeds: list[int], options: runner.RunOptions = runner
             if len(group) < 2 or epoch >= recipe.epochs:
                 continue  # nothing to stack: runner.run_one below trains (or just records) it
             dirs = [key.checkpoint_dir(results) for key in group]
-            models = [runner.build_model(recipe, key.seed, dev, d, options.weights, options.progress)[0]
+            models = [runner.build_model(recipe, key.seed, dev, d, options.weights, options.progress, options.engine)[0]
                       for key, d in zip(group, dirs)]
             train_split, val = runner.device_splits(recipe, splits, dev)
             fit_stacked(recipe, models, train_split, val, [key.seed for key in group], dev, dirs, options.progress,
-                        deadline, runner.load_aux(recipe, dev))
+                        deadline, runner.load_aux(recipe, dev), options.engine)
             trained += [key.seed for key in group]
-    records = []
-    for s in seeds:
-        if options.force and s in trained:
-            keys[s].record_path(results).unlink(missing_ok=True)  # replaced just below, from the new checkpoints
-        one = replace(options, force=options.force and s not in trained)
-        record = runner.run_one(name, s, one, seeds_requested or seeds)
-        if record is not None and s in trained:
-            record = _mark_stacked(keys[s].record_path(results), started, trained)
-        records.append(record)
-    return records
-
-
-def _mark_stacked(path: Path, started: str, seeds: list[int]) -> dict:
-    """Say in the record that it was trained in a stack, and when the stack started."""
-    record = read_record(path)
-    record["started"] = started
-    record["stacked_seeds"] = sorted(seeds)
-    record["engine"] = "stacked"
-    write_json_atomic(path, record)
-    return record
+    stack = runner.Stacked(started, tuple(trained))
+    # a stacked seed's record comes from its finished checkpoints (run_one clears none of a stack's)
+    return [runner.run_one(name, s, options, seeds_requested or seeds, stack if s in trained else None) for s in seeds]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
@@ -29,11 +29,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ..data import COURSE_MEAN, COURSE_STD, DeviceData
-from ..errors import BenchError
+from ..errors import BenchError, first_line
 from ..registry import losses
 from ..registry.recipes import Recipe
 from . import metrics
-from .checkpoints import fresh_state, load_pt, resume, save_atomic, save_last
+from .checkpoints import fresh_state, load_pt, save_atomic
 from .devices import autocast, synchronize
 
 # ---------------------------------------------------------------------------------------
@@ -133,6 +133,59 @@ def steps_per_epoch(recipe: Recipe, n_train: int) -> int:
     return -(-n_train // recipe.batch_size)
 
 
+@dataclass
+class TrainState:
+    """What training carries from step to step and epoch to epoch, as one object: what last.pt holds
+    (`save_last`/`resume`)."""
+
+    model: nn.Module  # the weights the optimizer steps (a `stacked.Stack` for a stack of seeds)
+    opt: torch.optim.Optimizer  # the recipe's (`make_optimizer`)
+    sched: torch.optim.lr_scheduler.LRScheduler | None  # None: a constant learning rate
+    ema: AveragedModel | None  # None: the recipe keeps no EMA
+    books: dict = field(default_factory=fresh_state)  # epoch, history, best, seconds, engine: last.pt's "state"
+
+    @property
+    def scored(self) -> nn.Module:
+        """The model that is validated and selected: the EMA's where the recipe keeps one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @classmethod
+    def create(cls, recipe: Recipe, model: nn.Module, device: torch.device, steps: int) -> TrainState:
+        """A fresh state for `model`: the recipe's optimizer, schedule over `steps` steps an epoch, and EMA."""
+        opt = make_optimizer(recipe, model, device)
+        return cls(model, opt, make_scheduler(recipe, opt, steps), make_ema(recipe, model))
+
+
+def save_last(path: Path, state: TrainState) -> None:
+    """The epoch checkpoint a resumed run starts from: model, optimizer, schedule, EMA and bookkeeping."""
+    save_atomic({"model": state.model.state_dict(), "opt": state.opt.state_dict(),
+                 "sched": state.sched.state_dict() if state.sched is not None else None,
+                 "ema": state.ema.state_dict() if state.ema is not None else None, "state": state.books}, path)
+
+
+def resume(last: Path, state: TrainState, device: torch.device) -> bool:
+    """Load an epoch checkpoint (`save_last`) into `state`; False, and `state` as it was, when there is none."""
+    if not last.exists():
+        return False
+    ck = load_pt(last, device)
+    try:
+        state.model.load_state_dict(ck["model"])
+        state.opt.load_state_dict(ck["opt"])
+        if device.type != "cuda":  # saved by the graph engine (graphs.make_capturable): capturable kernels are GPU-only
+            for group in state.opt.param_groups:
+                if group.get("capturable"):
+                    group.update(capturable=False, foreach=False)
+        if state.sched is not None:
+            state.sched.load_state_dict(ck["sched"])
+        if state.ema is not None:
+            state.ema.load_state_dict(ck["ema"])
+        state.books = fresh_state() | ck["state"]  # a checkpoint saved before "engine" was kept lacks it
+        return True
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise BenchError(f"{last}: does not resume this recipe ({first_line(e)}); "
+                         f"delete it or use --force") from None
+
+
 # ---------------------------------------------------------------------------------------
 # Batches and losses
 # ---------------------------------------------------------------------------------------
@@ -170,7 +223,9 @@ class Batch(NamedTuple):
     aux_digits: torch.Tensor | None  # the synthetic images' digit labels, where the recipe draws them
 
 
-Step = Callable[[Batch], torch.Tensor]  # forward, loss, backward and optimizer step on one batch; returns the loss
+# Forward, loss, backward and optimizer step on one batch; returns the loss. A step object names its engine for
+# the record in `name` (graphs.GraphStep: "graph").
+Step = Callable[[Batch], torch.Tensor]
 
 
 def batch_loss(recipe: Recipe, out: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -261,7 +316,7 @@ def log_epoch(what: str, epoch: int, epochs: int, train_loss: float, val_exact: 
               file=sys.stderr, flush=True)
 
 
-def train_one_epoch(model, opt, sched, ema, *, split: DeviceData, recipe: Recipe, seed: int, epoch: int,
+def train_one_epoch(state: TrainState, *, split: DeviceData, recipe: Recipe, seed: int, epoch: int,
                     device: torch.device, progress: bool = False, aux: DeviceData | None = None,
                     engine: Step | None = None) -> float:
     """One pass over the training split; returns the mean training loss.
@@ -270,6 +325,7 @@ def train_one_epoch(model, opt, sched, ema, *, split: DeviceData, recipe: Recipe
     carries `aux_batch` of its images, whose per-digit cross-entropy is added to the loss.
     `engine` takes each batch's `train_step` where given (a CUDA graph's replay, `graphs.GraphStep`).
     """
+    model = state.model
     model.train()
     streams = EpochStreams(split, recipe, seed, epoch, device, aux)
     torch.manual_seed(epoch_seed(seed, epoch, 2))  # dropout
@@ -277,8 +333,8 @@ def train_one_epoch(model, opt, sched, ema, *, split: DeviceData, recipe: Recipe
     batches = streams.batches(split, recipe, CHANNELS_LAST)
     for batch in progress_bar(batches, progress, total=steps_per_epoch(recipe, len(split)), desc=f"epoch {epoch}",
                               leave=False, unit="batch"):
-        loss = engine(batch) if engine is not None else train_step(model, opt, recipe, batch, device)
-        after_step(sched, ema, model)
+        loss = engine(batch) if engine is not None else train_step(model, state.opt, recipe, batch, device)
+        after_step(state.sched, state.ema, model)
         total += loss.detach() * len(batch.sums)
         count += len(batch.sums)
     return float(total) / count
@@ -334,24 +390,25 @@ def _selection_score(recipe: Recipe, val: dict) -> float | None:
     return None
 
 
-def end_epoch(recipe: Recipe, epoch: int, train_loss: float, step_seconds: float, scored: nn.Module,
-              model: nn.Module, opt, sched, ema, state: dict, val: DeviceData, device: torch.device,
-              ckpt_dir: Path) -> dict:
-    """After an epoch's steps: validate `scored`, add the history entry, save best.pt (where the recipe
+def end_epoch(state: TrainState, *, recipe: Recipe, epoch: int, train_loss: float, step_seconds: float,
+              val: DeviceData, device: torch.device, ckpt_dir: Path) -> dict:
+    """After an epoch's steps: validate `state.scored`, add the history entry, save best.pt (where the recipe
     selects by validation) and last.pt, the checkpoint a resumed run starts from. Returns the val metrics."""
     t0 = time.perf_counter()
-    v = evaluate(scored, history_split(val, recipe), replace(recipe, tta=False), device)  # one view is enough
-    state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": v["loss"],
+    v = evaluate(state.scored, history_split(val, recipe), replace(recipe, tta=False), device)  # one view is enough
+    books = state.books
+    books["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": v["loss"],
                              "val_exact": v.get("exact"), "val_within_one": v.get("within_one"),
-                             "lr": float(opt.param_groups[0]["lr"]), "seconds": step_seconds + time.perf_counter() - t0})
-    state["epoch"] = epoch
-    state["train_seconds"] += state["history"][-1]["seconds"]
-    state["step_seconds"] += step_seconds
+                             "lr": float(state.opt.param_groups[0]["lr"]),
+                             "seconds": step_seconds + time.perf_counter() - t0})
+    books["epoch"] = epoch
+    books["train_seconds"] += books["history"][-1]["seconds"]
+    books["step_seconds"] += step_seconds
     score = _selection_score(recipe, v)
-    if score is not None and (state["best_score"] is None or score > state["best_score"]):
-        state["best_score"], state["best_epoch"] = score, epoch
-        save_atomic({"recipe": recipe.name, "model": scored.state_dict()}, ckpt_dir / "best.pt")
-    save_last(ckpt_dir / "last.pt", model, opt, sched, ema, state)
+    if score is not None and (books["best_score"] is None or score > books["best_score"]):
+        books["best_score"], books["best_epoch"] = score, epoch
+        save_atomic({"recipe": recipe.name, "model": state.scored.state_dict()}, ckpt_dir / "best.pt")
+    save_last(ckpt_dir / "last.pt", state)
     return v
 
 
@@ -363,34 +420,33 @@ def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, se
         make_engine: EngineMaker | None = None) -> tuple[nn.Module, dict]:
     """Train `model` under `recipe`, resuming from `ckpt_dir/last.pt` if a previous attempt left one.
 
-    `make_engine` (`graphs.graph_step`) may give a faster step for the run, built after the resume
-    so that it starts from the resumed state; its time counts in the run's seconds.
+    `make_engine` (`engines.engine_maker`; None: eager) may give a faster step for the run, built
+    after the resume so that it starts from the resumed state; its time counts in the run's seconds.
+    The record's engine is the one that trained the last epochs: "eager", or the step's `name`.
     Returns the selected model (EMA weights where the recipe uses EMA; best epoch where it
     selects on validation) and a summary: history, selected epoch, seconds, images/s, engine.
     """
-    opt = make_optimizer(recipe, model, device)
-    sched = make_scheduler(recipe, opt, steps_per_epoch(recipe, len(train)))
-    ema = make_ema(recipe, model)
-    state = resume(ckpt_dir / "last.pt", model, opt, sched, ema, device) or fresh_state()
-    scored = ema.module if ema is not None else model
-    engine = None
-    if make_engine is not None and state["epoch"] < recipe.epochs:
+    state = TrainState.create(recipe, model, device, steps_per_epoch(recipe, len(train)))
+    resume(ckpt_dir / "last.pt", state, device)
+    books, engine = state.books, None
+    if books["epoch"] < recipe.epochs:
         t0 = time.perf_counter()
-        engine = make_engine(model, opt, recipe, train, seed, device, aux)
-        state["train_seconds"] += time.perf_counter() - t0
-        state["engine"] = "eager" if engine is None else "graph"
-    bar = progress_bar(range(state["epoch"] + 1, recipe.epochs + 1), progress, desc=recipe.name, unit="epoch",
-                       initial=state["epoch"], total=recipe.epochs, leave=False)
+        engine = make_engine(model, state.opt, recipe, train, seed, device, aux) if make_engine is not None else None
+        books["train_seconds"] += time.perf_counter() - t0
+        books["engine"] = "eager" if engine is None else getattr(engine, "name", "custom")
+    bar = progress_bar(range(books["epoch"] + 1, recipe.epochs + 1), progress, desc=recipe.name, unit="epoch",
+                       initial=books["epoch"], total=recipe.epochs, leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
-        train_loss = train_one_epoch(model, opt, sched, ema, split=train, recipe=recipe, seed=seed, epoch=epoch,
-                                     device=device, progress=progress, aux=aux, engine=engine)
+        train_loss = train_one_epoch(state, split=train, recipe=recipe, seed=seed, epoch=epoch, device=device,
+                                     progress=progress, aux=aux, engine=engine)
         synchronize(device)
-        v = end_epoch(recipe, epoch, train_loss, time.perf_counter() - t0, scored, model, opt, sched, ema, state,
-                      val, device, ckpt_dir)
+        v = end_epoch(state, recipe=recipe, epoch=epoch, train_loss=train_loss, step_seconds=time.perf_counter() - t0,
+                      val=val, device=device, ckpt_dir=ckpt_dir)
         bar.set_postfix(loss=f"{train_loss:.3f}", val_exact=f"{v.get('exact', float('nan')):.3f}")
-        log_epoch(recipe.name, epoch, recipe.epochs, train_loss, v.get("exact"), state["history"][-1]["seconds"], progress)
-    return select(scored, state, ckpt_dir, device), summarise(state, recipe, len(train))
+        log_epoch(recipe.name, epoch, recipe.epochs, train_loss, v.get("exact"), books["history"][-1]["seconds"],
+                  progress)
+    return select(state.scored, books, ckpt_dir, device), summarise(books, recipe, len(train))
 
 
 def select(scored: nn.Module, state: dict, ckpt_dir: Path, device: torch.device) -> nn.Module:

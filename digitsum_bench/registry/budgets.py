@@ -51,9 +51,9 @@ def get_budget(name: str) -> Budget:
     return BUDGETS[name]
 
 
-def apply_budget(recipe: Recipe, budget: str) -> Recipe:
-    """The recipe as run under `budget` (the record stores this version)."""
-    b = get_budget(budget)
+def apply_budget(recipe: Recipe, budget: Budget | str) -> Recipe:
+    """The recipe as run under `budget` (a Budget, or its name; the record stores this version)."""
+    b = budget if isinstance(budget, Budget) else get_budget(budget)
 
     def cap(value: int, limit: int | None) -> int:
         return value if limit is None else min(value, limit)
@@ -66,7 +66,7 @@ def apply_budget(recipe: Recipe, budget: str) -> Recipe:
         aux_size=cap(recipe.aux_size, b.max_train),
         members=cap(recipe.members, b.max_members),
         aux_batch=cap(recipe.aux_batch, b.max_aux_batch),
-        pretrain=apply_budget(recipe.pretrain, budget) if recipe.pretrain else None,
+        pretrain=apply_budget(recipe.pretrain, b) if recipe.pretrain else None,
     )
 
 

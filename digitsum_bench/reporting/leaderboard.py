@@ -23,7 +23,8 @@ from scipy import stats
 from ..claims import CLAIM_NAMES, PERCENT, claim_text, claim_value
 from ..errors import BenchError, duration
 from ..metric_table import METRIC_TABLE, TableView
-from ..store import N_SUMS, RECORD_KEYS, read_record
+from ..schema import N_SUMS, RECORD_KEYS
+from ..store import read_record
 
 SPLITS = ("val", "test")
 METRICS = TableView(lambda m: m.board)  # summarised over seeds in the leaderboard (metric_table: `board`)

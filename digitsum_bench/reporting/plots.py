@@ -18,7 +18,7 @@ from matplotlib import rc_context, ticker
 from matplotlib.figure import Figure
 
 from ..errors import printable
-from ..store import N_SUMS
+from ..schema import N_SUMS
 from .leaderboard import TABLE, current
 
 # Each plot function takes one table's leaderboard rows, their run records and a title suffix,

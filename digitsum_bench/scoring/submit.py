@@ -1,12 +1,7 @@
-"""Scoring models trained elsewhere: a CSV of predicted sums, or an exported model file.
+"""Scoring models trained elsewhere as exported model files (a CSV of predicted sums: predictions.py).
 
-Both are scored with the same `metrics.compute_metrics` as the runner's own checkpoints, on
+They are scored with the same `metrics.compute_metrics` as the runner's own checkpoints, on
 any dataset `data.load_path` reads (course files, an .npz from `digitsum-bench data make`).
-
-A predictions CSV has one row per image: `index,sum`, where `index` is the image's position
-in the dataset (0..N-1, any order) and `sum` its predicted sum (an integer 0..36). An optional
-`expected_sum` column (the unrounded prediction), or the 37 probability columns `p0`..`p36`,
-feeds `mse_raw`.
 
 A model file maps a float batch (B,1,40,168) to sums (B,), 37 logits (B,37) or digit logits
 (B,4,10); the head is read from the output shape. It carries `digitsum.json` saying how pixels
@@ -27,7 +22,6 @@ they score as their checkpoints do.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -47,18 +41,15 @@ import torch.nn as nn
 from .. import data as datamod
 from ..engine import metrics
 from ..engine.train import EVAL_BATCH
-from ..errors import BenchError
-from ..store import atomic_write, read_capped
+from ..errors import BenchError, clip, first_line
+from ..store import atomic_write
+from .predictions import score, write_predictions
 
 META_FILE = "digitsum.json"  # the metadata file inside an exported model's archive
 META_FORMAT = "digitsum-bench model 1"
-PROB_COLUMNS = tuple(f"p{s}" for s in range(metrics.N_SUMS))
 BATCH = EVAL_BATCH["cpu"]  # the batch `train.predict` uses on a CPU: the same batches give the same floating-point sums
-CSV_HEADER_BYTES, CSV_ROW_BYTES = 4096, 2048  # a predictions CSV's size limit: 37 probabilities fit a row
-NUMBER = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")  # no 1_0, nan, inf, 0x1p3
 MAX_MODEL_BYTES = 2**31  # an ONNX file is read whole (protobuf's own limit); larger is refused first
 MAX_SECONDS = 3600.0  # an ONNX model's scoring stops after this: a real model takes minutes, an endless Loop forever
-QUOTE_CHARS = 200  # the most an error line quotes of a message or a name from the model
 FORMATS = ("onnx", "export", "torchscript")  # what `export_checkpoint` writes
 TRUST_HINT = ("it is a program that runs with your rights: load it only if you trust its author (--trust-model), "
               "or hand in ONNX (`digitsum-bench export` writes it)")
@@ -68,139 +59,6 @@ PT2_ENTRY = re.compile(r"(archive_format|archive_version|byteorder|\.data/versio
                        r"|models/\w+\.json|data/weights/(weight_\d+|\w+_weights_config\.json)"
                        r"|data/constants/(tensor_\d+|\w+_constants_config\.json)|data/sample_inputs/\w+\.pt|extra/[^/]+)",
                        re.ASCII)
-
-
-# ----------------------------------------------------------------------------------------
-# Predictions CSV
-# ----------------------------------------------------------------------------------------
-
-
-def read_predictions(path: str | Path, n: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Predicted sums (n,) in dataset order and the unrounded sums (n,) or None, from a CSV.
-
-    Every problem is a BenchError naming the file and, where there is one, the line.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise BenchError(f"{path}: no such predictions file")
-    raw = read_capped(path, CSV_HEADER_BYTES + n * CSV_ROW_BYTES, "too large for predictions of the data's images")
-    try:  # utf-8-sig: spreadsheet programs start a CSV with a byte-order mark
-        lines = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise BenchError(f"{path}: cannot read predictions ({_first_line(e)})") from None
-    while lines and not any(cell.strip() for cell in lines[-1]):  # trailing blank lines are harmless
-        lines.pop()
-    if not lines:
-        raise BenchError(f"{path}: empty; expected a header line index,sum")
-    header = [c.strip() for c in lines[0]]
-    _check_header(path, header)
-    rows = lines[1:]
-    if len(rows) != n:
-        raise BenchError(f"{path}: {len(rows)} prediction rows for {n} images in the data")
-    col = {name: i for i, name in enumerate(header)}
-    for lineno, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise BenchError(f"{path}: line {lineno} has {len(row)} fields, the header {len(header)}")
-    index = np.array([_integer(path, k, "index", row[col["index"]], 0, n - 1) for k, row in enumerate(rows, start=2)],
-                     dtype=np.int64)
-    _check_indexes(path, index, n)
-    pred = np.empty(n, dtype=np.int64)
-    pred[index] = [_integer(path, k, "sum", row[col["sum"]], 0, metrics.N_SUMS - 1) for k, row in enumerate(rows, start=2)]
-    raw = None
-    if "expected_sum" in col:
-        raw = np.empty(n)
-        raw[index] = [_real(path, k, "expected_sum", row[col["expected_sum"]]) for k, row in enumerate(rows, start=2)]
-    elif len(header) > 2:
-        raw = np.empty(n)
-        raw[index] = [_expected_from_probs(path, k, [row[col[c]] for c in PROB_COLUMNS])
-                      for k, row in enumerate(rows, start=2)]
-    return pred, raw
-
-
-def _check_indexes(path: Path, index: np.ndarray, n: int) -> None:
-    """n rows whose indexes lie in 0..n-1: each index once, or one is missing and another repeated."""
-    counts = np.bincount(index, minlength=n)
-    if (counts == 1).all():
-        return
-    missing, twice = int(np.argmin(counts)), int(np.argmax(counts))
-    lines = ", ".join(str(k + 2) for k in np.flatnonzero(index == twice)[:3])
-    raise BenchError(f"{path}: index {missing} is missing ({(counts == 0).sum()} in all; "
-                     f"index {twice} appears {counts[twice]} times, lines {lines})")
-
-
-def _check_header(path: Path, header: list[str]) -> None:
-    expected = "index,sum[,expected_sum | ,p0,...,p36]"
-    missing = [c for c in ("index", "sum") if c not in header]
-    if missing:
-        raise BenchError(f"{path}: no column {' or '.join(missing)} in the header; expected {expected}")
-    extra = [c for c in header if c not in ("index", "sum")]
-    probs = [c for c in extra if c in PROB_COLUMNS]
-    unknown = [c for c in extra if c not in PROB_COLUMNS and c != "expected_sum"]
-    if unknown:
-        raise BenchError(f"{path}: unknown column(s) {', '.join(unknown)}; expected {expected}")
-    if len(set(header)) != len(header):
-        raise BenchError(f"{path}: a column appears twice in the header")
-    if probs and "expected_sum" in header:
-        raise BenchError(f"{path}: give expected_sum or the probability columns p0..p36, not both")
-    if probs and len(probs) != len(PROB_COLUMNS):
-        lacking = [c for c in PROB_COLUMNS if c not in probs]
-        raise BenchError(f"{path}: probability columns p0..p36 incomplete (missing {', '.join(lacking[:3])}"
-                         f"{', ...' if len(lacking) > 3 else ''})")
-
-
-def _integer(path: Path, lineno: int, what: str, text: str, low: int, high: int) -> int:
-    """An integer cell; '7' and '7.0' are 7, '7.5', '1_0' and 'x' are errors."""
-    value = float(text) if NUMBER.fullmatch(text) else math.nan
-    if not value.is_integer():
-        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()[:40]!r} is not an integer")
-    if not low <= value <= high:
-        raise BenchError(f"{path}: line {lineno}: {what} {int(value)} is outside {low}..{high}")
-    return int(value)
-
-
-def _real(path: Path, lineno: int, what: str, text: str) -> float:
-    """A decimal number cell (Python's own spellings 'nan', 'inf' and '1_0' are not numbers in a CSV)."""
-    if not NUMBER.fullmatch(text):
-        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()[:40]!r} is not a number")
-    value = float(text)
-    if not math.isfinite(value):
-        raise BenchError(f"{path}: line {lineno}: {what} {text.strip()[:40]} is too large")
-    return value
-
-
-def _expected_from_probs(path: Path, lineno: int, cells: list[str]) -> float:
-    """The expected sum under one row's 37 probabilities, which must be a distribution."""
-    p = np.array([_real(path, lineno, f"p{s}", c) for s, c in enumerate(cells)])
-    if (p < 0).any() or abs(p.sum() - 1) > 1e-3:
-        raise BenchError(f"{path}: line {lineno}: p0..p36 are not probabilities (negative, or sum {p.sum():.4g} != 1)")
-    return float(p @ np.arange(metrics.N_SUMS))
-
-
-def write_predictions(path: str | Path, pred: np.ndarray, raw: np.ndarray | None = None) -> None:
-    """Write predictions in the format `read_predictions` reads (index,sum[,expected_sum])."""
-    lines = ["index,sum" + (",expected_sum" if raw is not None else "")]
-    for i, s in enumerate(np.asarray(pred).reshape(-1)):
-        lines.append(f"{i},{int(s)}" + (f",{float(raw[i])!r}" if raw is not None else ""))
-    with atomic_write(Path(path)) as f:
-        f.write(("\n".join(lines) + "\n").encode())
-
-
-def evaluate_predictions(predictions: str | Path, data_path: str | Path) -> dict:
-    """Score a predictions CSV on a dataset file or folder."""
-    data = datamod.load_path(data_path)
-    pred, raw = read_predictions(predictions, len(data))
-    return {"predictions": str(predictions), "data": str(data_path), **_score(pred, data.sums, raw, predictions)}
-
-
-def _score(pred: np.ndarray, sums: np.ndarray, raw: np.ndarray | None, source: str | Path) -> dict:
-    """The metrics `evaluate` prints, all finite: JSON has no Infinity."""
-    with np.errstate(over="ignore"):  # refused below, in one line
-        result = metrics.compute_metrics(pred, sums, raw=raw)
-    summary = metrics.summary(result)
-    overflow = [k for k, v in summary.items() if isinstance(v, float) and not math.isfinite(v)]
-    if overflow:
-        raise BenchError(f"{source}: {overflow[0]} overflows: unrounded predictions too far outside 0..36")
-    return summary
 
 
 # ----------------------------------------------------------------------------------------
@@ -233,7 +91,7 @@ def load_model(path: str | Path, trust: bool = False) -> tuple[Callable[[torch.T
                 warnings.simplefilter("ignore", FutureWarning)
                 model = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as e:  # noqa: BLE001 - a damaged archive is reported in one line
-        raise BenchError(f"{path}: cannot load the {kind} model ({_first_line(e)})") from None
+        raise BenchError(f"{path}: cannot load the {kind} model ({first_line(e)})") from None
     return model, _read_meta(path, extra[META_FILE])
 
 
@@ -282,12 +140,12 @@ def _load_onnx(path: Path) -> tuple[OnnxModel, dict]:
     try:
         proto = onnx.load_model_from_string(raw)
     except Exception as e:  # noqa: BLE001 - protobuf's errors for bytes that are not a model
-        raise BenchError(f"{not_a_model} ({_first_line(e)})") from None
+        raise BenchError(f"{not_a_model} ({first_line(e)})") from None
     if not proto.ir_version or not proto.graph.output:
         raise BenchError(not_a_model)
     outside = _outside_tensor(proto)
     if outside is not None:
-        raise BenchError(f"{path}: tensor {_clip(outside)!r} is stored outside the file; only self-contained ONNX "
+        raise BenchError(f"{path}: tensor {clip(outside)!r} is stored outside the file; only self-contained ONNX "
                          "files are read (save with external_data=False)")
     meta = _read_meta(path, {p.key: p.value for p in proto.metadata_props}.get(META_FILE, ""), onnx=True)
     options = ort.SessionOptions()
@@ -300,7 +158,7 @@ def _load_onnx(path: Path) -> tuple[OnnxModel, dict]:
         try:
             session = ort.InferenceSession(raw, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - an invalid graph or an unknown operator, in one line
-            raise BenchError(f"{path}: cannot load the ONNX model ({_first_line(e)})") from None
+            raise BenchError(f"{path}: cannot load the ONNX model ({first_line(e)})") from None
     if len(session.get_inputs()) != 1 or len(session.get_outputs()) != 1:
         raise BenchError(f"{path}: the ONNX model has {len(session.get_inputs())} inputs and "
                          f"{len(session.get_outputs())} outputs; expected one of each")
@@ -346,7 +204,7 @@ def _check_pt2(path: Path) -> None:
                     config = json.loads(z.read(name))["config"]
                     pickled = [k for k, v in config.items() if v.get("use_pickle")]
                 except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-                    raise BenchError(f"{path}: bad archive entry {entry} ({_first_line(e)})") from None
+                    raise BenchError(f"{path}: bad archive entry {entry} ({first_line(e)})") from None
                 if pickled:
                     raise BenchError(f"{path}: archive entry {entry} needs full pickle for {pickled[0]!r}; "
                                      "refused even with --trust-model")
@@ -364,7 +222,7 @@ def _archive_kind(path: Path) -> str:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
     except (OSError, zipfile.BadZipFile) as e:
-        raise BenchError(f"{path}: not a torch.export program (.pt2) or TorchScript file ({_first_line(e)})") from None
+        raise BenchError(f"{path}: not a torch.export program (.pt2) or TorchScript file ({first_line(e)})") from None
     if any(n.endswith("archive_format") for n in names):
         return "export"
     if any(n.endswith("/data.pkl") for n in names) and any("/code/" in n for n in names):
@@ -385,12 +243,12 @@ def _read_meta(path: Path, text: str | bytes, onnx: bool = False) -> dict:
         meta = json.loads(text)
         mean, std = float(meta["mean"]), float(meta["std"])
     except (ValueError, TypeError, KeyError, RecursionError) as e:
-        raise BenchError(f"{path}: bad {META_FILE} (needs numbers 'mean' and 'std'; {_first_line(e)})") from None
+        raise BenchError(f"{path}: bad {META_FILE} (needs numbers 'mean' and 'std'; {first_line(e)})") from None
     if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
         raise BenchError(f"{path}: bad {META_FILE}: std must be positive and both numbers finite")
     decode = meta.get("decode", "sum_of_digits")
     if decode not in ("sum_of_digits", "most_likely_sum"):
-        raise BenchError(f"{path}: bad {META_FILE}: decode {_clip(repr(decode))} is not sum_of_digits or most_likely_sum")
+        raise BenchError(f"{path}: bad {META_FILE}: decode {clip(repr(decode))} is not sum_of_digits or most_likely_sum")
     return {**meta, "mean": mean, "std": std, "decode": decode}
 
 
@@ -418,7 +276,7 @@ def predict_model(model: nn.Module, meta: dict, images: np.ndarray, path: str | 
         except BenchError as e:  # an ONNX model stopped at its time bound
             raise BenchError(f"{path}: {e}") from None
         except Exception as e:  # noqa: BLE001 - whatever the program raises, the user needs one line
-            raise BenchError(f"{path}: the model fails on a (B,1,40,168) float batch ({_first_line(e)})") from None
+            raise BenchError(f"{path}: the model fails on a (B,1,40,168) float batch ({first_line(e)})") from None
         if not isinstance(out, torch.Tensor):
             raise BenchError(f"{path}: the model returns {type(out).__name__}, not one tensor")
         try:
@@ -454,7 +312,7 @@ def evaluate_model(model_path: str | Path, data_path: str | Path, save_predictio
     if save_predictions is not None:
         write_predictions(save_predictions, pred, raw)
     return {"recipe": str(meta.get("recipe", "-"))[:100], "model": str(model_path), "head": head, "data": str(data_path),
-            **_score(pred, data.sums, raw, model_path)}
+            **score(pred, data.sums, raw, model_path)}
 
 
 class Predictor(nn.Module):
@@ -503,7 +361,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "onnx"
             else:
                 program = torch.jit.trace(predictor, example, check_trace=False)
     except Exception as e:  # noqa: BLE001 - a model torch cannot trace is reported in one line
-        raise BenchError(f"{checkpoint}: cannot export recipe {recipe.name} as {fmt} ({_first_line(e)})") from None
+        raise BenchError(f"{checkpoint}: cannot export recipe {recipe.name} as {fmt} ({first_line(e)})") from None
     with atomic_write(Path(out)) as f, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         if fmt == "onnx":
@@ -517,14 +375,3 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str = "onnx"
         else:
             torch.jit.save(program, f, _extra_files={META_FILE: json.dumps(meta)})
     return meta
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {_clip(text.splitlines()[0])}" if text else type(e).__name__
-
-
-def _clip(text: str) -> str:
-    """At most about QUOTE_CHARS of `text`, its start and its end: onnxruntime says what failed last."""
-    half = QUOTE_CHARS // 2
-    return text if len(text) <= QUOTE_CHARS else f"{text[:half]} ... {text[-half:]}"
