@@ -252,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--recipe", nargs="+", action="extend", metavar="NAME", help="recipes to run (repeatable)")
     _add_run_selection(p)
     _add_device(p, "auto: a CUDA GPU when there is one, else the CPU")
-    p.add_argument("--force", action="store_true", help="recompute finished runs")
+    p.add_argument("--force", action="store_true",
+                   help="recompute finished runs from scratch: each run's old record and checkpoints are deleted as "
+                        "it starts, so an interrupted forced run resumes when run again without --force")
     p.add_argument("--deterministic", action="store_true", help="bitwise-reproducible GPU runs (slower)")
     p.add_argument("--engine", default="auto", metavar="NAME",
                    help="how training steps run: auto (a CUDA graph on a GPU where its self-check passes, else "
@@ -354,8 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         print(f"error: {printable(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished runs are kept; run the same command again to resume", file=sys.stderr)
+    except KeyboardInterrupt:  # a forced run deleted its old record: --force again would start it from scratch
+        again = "run it again without --force" if getattr(args, "force", False) else "run the same command again"
+        print(f"interrupted: finished runs are kept; {again} to resume", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `digitsum-bench ... | head` stopped reading: nothing to say, and no one to say it to
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's exit flush stays quiet

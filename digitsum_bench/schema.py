@@ -145,6 +145,7 @@ def _is_version(value) -> bool:
 
 
 TEXT = _value("a string", lambda v: isinstance(v, str))
+BOOL = _value("true or false", lambda v: isinstance(v, bool))
 RECIPE = _value("a recipe's name (a Python identifier)", lambda v: isinstance(v, str) and v.isidentifier()
                 and len(v) <= MAX_NAME)  # fmt: skip
 NAMED = _value("a name of letters, digits, '_', '.' and '-'", lambda v: isinstance(v, str) and len(v) <= MAX_NAME
@@ -179,6 +180,9 @@ CLAIM = {  # claims.Claim as a dict: the tables show a claim beside the measured
     "value": NUMBER, "split": _value(f"one of {', '.join(SPLITS)}", lambda v: v in SPLITS),
     "note": OptionalKey(TEXT),
 }  # fmt: skip
+LEG = {  # one process that trained a run (runner.LEG_KEYS), from the first epoch it trained (of its part, if named)
+    "epoch": WHOLE, "git_commit": TEXT, "git_dirty": BOOL, "device": TEXT, "part": OptionalKey(TEXT),
+}  # fmt: skip
 CONFIG = {  # the recipe's fields that the leaderboard reads (the rest is shown as it is)
     "members": OptionalKey(_value("a whole number >= 1", lambda v: is_int(v, 1))),
     "train_size": OptionalKey(_nullable(WHOLE)), "assumptions": OptionalKey(_list(TEXT)),
@@ -187,7 +191,7 @@ RECORD = {  # a record of this schema: what runner.run_one writes
     "schema": _value(str(SCHEMA), lambda v: is_int(v, SCHEMA, SCHEMA)), "recipe": RECIPE, "report": TEXT,
     "method": TEXT, "seed": SEED, "seeds_requested": _list(SEED), "budget": NAMED, "dataset_id": NAMED,
     "dataset": TEXT, "code_version": _value("a version", _is_version), "git_commit": TEXT,
-    "git_dirty": _value("true or false", lambda v: isinstance(v, bool)), "device": TEXT,
+    "git_dirty": BOOL, "device": TEXT,
     "versions": _value("an object of version strings", lambda v: isinstance(v, dict)
                        and all(isinstance(s, str) for s in v.values())),  # fmt: skip
     "pretrained": TEXT, "params_m": NUMBER, "gflops": NUMBER, "train_seconds": NUMBER, "images_per_s": NUMBER,
@@ -198,6 +202,7 @@ RECORD = {  # a record of this schema: what runner.run_one writes
     "members": OptionalKey(_list(_object({"test": OptionalKey(_nullable(_object({"exact": FRACTION})))}))),
     "pretrain": OptionalKey(_object({"history": _list(_object(HISTORY))})),  # a pre-training stage's epochs
     "engine": OptionalKey(TEXT), "stacked_seeds": OptionalKey(_nullable(_list(SEED))),
+    "legs": OptionalKey(_list(_object(LEG))),  # where a resumed run's legs differ in commit, dirty tree or device
 }  # fmt: skip
 RECORD_KEYS = tuple(k for k, check in RECORD.items() if not isinstance(check, OptionalKey))
 # A note of a recipe left out on a CPU (write_estimate): shown under the tables, so held to the record's names.

@@ -120,7 +120,7 @@ def test_a_saved_training_state_resumes_whole(tiny_recipe, tmp_path):
     state.books.update(epoch=1, best_score=0.5, best_epoch=1, history=[{"epoch": 1, "train_loss": 2.0}],
                        train_seconds=3.0, step_seconds=2.0, engine="graph")
     train.save_last(tmp_path / "last.pt", state)
-    assert set(checkpoints.load_pt(tmp_path / "last.pt")) == {"model", "opt", "sched", "ema", "state"}
+    assert set(checkpoints.load_pt(tmp_path / "last.pt")) == {"model", "opt", "sched", "ema", "state", "config"}
 
     fresh = new_state(tiny_recipe, 1)
     assert not same(fresh.model.state_dict(), state.model.state_dict())

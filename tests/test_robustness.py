@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from digitsum_bench import data, schema, store
 from digitsum_bench.cli import main
 from digitsum_bench.engine import launch, runner
 from digitsum_bench.engine.runner import RunOptions
+from digitsum_bench.errors import BenchError
 from digitsum_bench.store import RunKey
 
 
@@ -165,3 +167,31 @@ def test_recipe_or_seed_named_twice_runs_and_reports_once(tmp_path, capsys, monk
     assert calls == [("r003_convnet4", 0, (0,))]
     assert "1 run(s) to do, 0 already finished" in capsys.readouterr().out
     assert len(launch.status_rows(tmp_path, ["r003_convnet4", "r003_convnet4"], [0, 0], "smoke")) == 1
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_an_interrupted_run_says_how_to_resume(tmp_path, capsys, monkeypatch, force):
+    """A forced run deleted its old record as it started: --force again would start it from scratch."""
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launch, "launch", ctrl_c)
+    assert main(["run", "--recipe", "r003_convnet4", "--results", str(tmp_path), "--no-report",
+                 *(["--force"] if force else [])]) == 130
+    again = "run it again without --force" if force else "run the same command again"
+    assert capsys.readouterr().err == f"interrupted: finished runs are kept; {again} to resume\n"
+
+
+def test_a_records_legs_are_optional_and_checked(tmp_path):
+    """"legs" (runner: a run resumed under another commit, dirty tree or device) may be absent; present, each
+    leg's fields are checked."""
+    leg = {"epoch": 3, "git_commit": "b" * 40, "git_dirty": True, "device": "cpu", "part": "member 1"}
+    for legs, problem in [(None, ""), ([leg], ""), ([leg | {"git_dirty": "yes"}], "legs[0].git_dirty is str"),
+                          ([{k: v for k, v in leg.items() if k != "epoch"}], "missing key legs[0].epoch")]:
+        record = make_record() | ({} if legs is None else {"legs": legs})
+        text = json.dumps(record).encode()
+        if problem:
+            with pytest.raises(BenchError, match=re.escape(problem)):
+                schema.parse_record(text, tmp_path / "seed0.json")
+        else:
+            assert schema.parse_record(text, tmp_path / "seed0.json") == record

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from digitsum_bench import data, store
-from digitsum_bench.engine import checkpoints, devices, runner, train
+from digitsum_bench.engine import checkpoints, devices, runner, stacked, train
 from digitsum_bench.engine.runner import RunOptions
 from digitsum_bench.errors import BenchError
 from digitsum_bench.registry import budgets
@@ -33,6 +34,7 @@ def test_record_contents(tiny_recipe, tmp_path):
         assert key in rec
     assert rec["pretrained"] == "none"
     assert rec["engine"] == "eager"  # a CPU run trains eagerly; the record says which engine trained it
+    assert "legs" not in rec  # one process trained it: its provenance is the record's own
     assert rec["config"]["model"] == "TinyNet" and rec["config"]["epochs"] == 3
     assert len(rec["history"]) == 3 and rec["epochs_run"] == 3
     assert rec["metrics"]["test"]["n"] == budgets.BUDGETS["full"].test_size
@@ -355,3 +357,154 @@ def test_a_digit_head_records_per_digit_accuracy_and_a_sum_head_does_not(variant
     assert 0 <= rec["metrics"]["val"]["digit_accuracy"] <= 1
     plain = runner.run_one("tiny_test", 0, options)
     assert not {"digit_accuracy"} & (set(plain["metrics"]["val"]) | set(plain["metrics"]["test"]))
+
+
+def interrupted(monkeypatch, run, epoch: int) -> None:
+    """`run()` with a Ctrl-C as training epoch `epoch` starts; the loop is restored afterwards."""
+    real = train.train_one_epoch
+
+    def dies(*a, **kw):
+        if kw["epoch"] == epoch:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train, "train_one_epoch", dies)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(train, "train_one_epoch", real)
+
+
+def test_a_checkpoint_of_an_edited_recipe_is_refused_not_resumed(variant, tmp_path, monkeypatch):
+    """Resumed after its recipe changed, a run would train on with the old optimizer and schedule under a record
+    showing the new config: refused in one line. A last.pt saved before configs were kept resumes as before."""
+    name = variant("tiny_edited")
+    options = RunOptions(budget="full", results=tmp_path, device="cpu", progress=False)
+    interrupted(monkeypatch, lambda: runner.run_one(name, 0, options), epoch=2)
+    variant(name, lr=1e-2, epochs=4)
+    with pytest.raises(BenchError, match=rf"seed0/last\.pt: saved under other settings of recipe {name} \(lr, epochs\); "
+                                         r"delete it or use --force$"):
+        runner.run_one(name, 0, options)
+    variant(name, lr=1e-2)  # a changed epoch count would not resume at all: the schedule's steps are saved
+    last = next(tmp_path.rglob("last.pt"))
+    torch.save({k: v for k, v in checkpoints.load_pt(last).items() if k != "config"}, last)  # as saved before
+    assert [h["epoch"] for h in runner.run_one(name, 0, options)["history"]] == [1, 2, 3]
+
+
+def test_editing_only_a_recipes_words_does_not_block_its_resume(tiny_recipe):
+    """Claims, assumptions and the method's name train nothing: a checkpoint resumes under their edits, not under lr's."""
+    saved = checkpoints.recipe_config(tiny_recipe)
+    words = replace(tiny_recipe, method="renamed", assumptions=("a new note",), claimed=())
+    checkpoints.check_config(Path("last.pt"), saved, checkpoints.recipe_config(words))
+    with pytest.raises(BenchError, match=r"last\.pt: saved under other settings of recipe tiny_test \(lr\)"):
+        checkpoints.check_config(Path("last.pt"), saved, checkpoints.recipe_config(replace(words, lr=0.5)))
+
+
+def test_a_pretraining_stage_of_an_edited_recipe_is_refused(variant, tiny_recipe, tmp_path):
+    """stage1.pt keeps its stage's config: a stage trained under other settings is refused, not reused."""
+    stage = replace(tiny_recipe, name="tiny_stage1", model=TinyDigits, head="digits4", loss="sum_nll",
+                    decode="most_likely_sum", data_seed=4, epochs=1, train_size=64, val_size=32)
+    recipe = replace(stage, name="tiny_pretrained", data_seed=None, pretrain=stage)
+    cpu = torch.device("cpu")
+    runner.build_model(recipe, 0, cpu, tmp_path, None, False, "eager")
+    edited = replace(recipe, pretrain=replace(stage, lr=1e-2))
+    with pytest.raises(BenchError, match=r"stage1\.pt: saved under other settings of recipe tiny_stage1 \(lr\); "
+                                         r"delete it or use --force$"):
+        runner.build_model(edited, 0, cpu, tmp_path, None, False, "eager")
+    saved = checkpoints.load_pt(tmp_path / "stage1.pt")
+    torch.save({k: v for k, v in saved.items() if k != "config"}, tmp_path / "stage1.pt")  # as saved before
+    runner.build_model(edited, 0, cpu, tmp_path, None, False, "eager")
+
+
+def test_a_stack_of_an_edited_recipe_is_refused(variant, tmp_path, monkeypatch):
+    """A stack resumes its seeds' last.pt through `train.resume`, under the same check."""
+    name = variant("tiny_stack_edited")
+    options = RunOptions(budget="full", results=tmp_path, device="cpu", progress=False)
+    real = stacked.train_stacked_epoch
+
+    def dies_in_epoch_2(*a, **kw):
+        if kw["epoch"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(stacked, "train_stacked_epoch", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        stacked.run_stacked(name, [0, 1], options)
+    monkeypatch.setattr(stacked, "train_stacked_epoch", real)
+    variant(name, weight_decay=0.1)
+    with pytest.raises(BenchError, match=rf"last\.pt: saved under other settings of recipe {name} \(weight_decay\)"):
+        stacked.run_stacked(name, [0, 1], options)
+
+
+def test_a_forced_run_that_is_interrupted_resumes_without_force(tiny_recipe, tmp_path, monkeypatch):
+    """--force deletes the old record and final.pt with the checkpoints as the run starts: the command run again
+    without --force resumes the forced run where it stopped (before, it returned the old record)."""
+    options = RunOptions(budget="full", results=tmp_path, device="cpu", progress=False)
+    first = runner.run_one("tiny_test", 0, options)
+    key = RunKey("tiny_test", 0, "full", first["dataset_id"])
+    interrupted(monkeypatch, lambda: runner.run_one("tiny_test", 0, replace(options, force=True)), epoch=2)
+    assert not key.record_path(tmp_path).exists() and not (key.checkpoint_dir(tmp_path) / "final.pt").exists()
+    trained, real = [], train.train_one_epoch
+    monkeypatch.setattr(train, "train_one_epoch", lambda *a, **kw: trained.append(kw["epoch"]) or real(*a, **kw))
+    again = runner.run_one("tiny_test", 0, options)
+    assert trained == [2, 3] and _summary(again) == _summary(first) and again["started"] >= first["started"]
+
+
+def test_an_interruption_between_last_pt_and_best_pt_scores_the_best_epochs_weights(tiny_recipe, tmp_path,
+                                                                                      monkeypatch):
+    """A Ctrl-C between end_epoch's two saves: the record's selected epoch and its scored weights stay one epoch's,
+    with no trust in a redone epoch reproducing the abandoned one (on a GPU it does not, bit for bit)."""
+    scores = iter([1.0, 2.0])  # epochs 1 and 2 of the first attempt improve; nothing later does
+    monkeypatch.setattr(train, "_selection_score", lambda recipe, v: next(scores, 0.0))
+    weights, real_end = {}, train.end_epoch  # epoch -> the scored weights it ended with
+
+    def keep(state, **kw):
+        weights[kw["epoch"]] = {k: v.clone() for k, v in state.scored.state_dict().items()}
+        return real_end(state, **kw)
+
+    monkeypatch.setattr(train, "end_epoch", keep)
+    saves, real_save = [], train.save_atomic
+
+    def dies_at_the_fourth_save(obj, path, *a):  # epoch 1: best.pt and last.pt; epoch 2: the first of them
+        saves.append(path.name)
+        if len(saves) == 4:
+            raise KeyboardInterrupt
+        return real_save(obj, path, *a)
+
+    options = RunOptions(budget="full", results=tmp_path, device="cpu", progress=False)
+    monkeypatch.setattr(train, "save_atomic", dies_at_the_fourth_save)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_one("tiny_test", 0, options)
+    monkeypatch.setattr(train, "save_atomic", real_save)
+    rec = runner.run_one("tiny_test", 0, options)
+    folder = RunKey("tiny_test", 0, "full", rec["dataset_id"]).checkpoint_dir(tmp_path)
+    final = checkpoints.load_pt(folder / "final.pt")["model"]
+    assert all(torch.equal(v, weights[rec["selected_epoch"]][k]) for k, v in final.items())
+    assert checkpoints.load_pt(folder / "best.pt")["epoch"] == rec["selected_epoch"]
+
+
+def test_a_run_finished_by_another_process_meanwhile_is_returned_not_retrained(tiny_recipe, tmp_path, monkeypatch):
+    options = RunOptions(budget="full", results=tmp_path, device="cpu", progress=False)
+    first = runner.run_one("tiny_test", 0, options)
+    checks, real = [], store.finished_record
+
+    def not_yet_then_finished(key, results):  # the check before the lock finds nothing: the other process was at it
+        checks.append(key)
+        return None if len(checks) == 1 else real(key, results)
+
+    monkeypatch.setattr(runner, "finished_record", not_yet_then_finished)
+    monkeypatch.setattr(runner, "fit", lambda *a, **k: pytest.fail("retrained a finished run"))
+    assert runner.run_one("tiny_test", 0, options) == first
+
+
+def test_a_run_resumed_elsewhere_records_each_legs_provenance(tiny_recipe, tmp_path, monkeypatch):
+    """git_commit, git_dirty and device are the last leg's; "legs" says which process trained which epochs."""
+    real = runner.provenance
+    options = RunOptions(budget="full", results=tmp_path, device="cpu", progress=False)
+    monkeypatch.setattr(runner, "provenance", lambda device: real(device) | {"git_commit": "a" * 40, "git_dirty": False})
+    interrupted(monkeypatch, lambda: runner.run_one("tiny_test", 0, options), epoch=3)
+    monkeypatch.setattr(runner, "provenance", lambda device: real(device) | {"git_commit": "b" * 40, "git_dirty": True})
+    rec = runner.run_one("tiny_test", 0, options)
+    assert rec["git_commit"] == "b" * 40 and rec["git_dirty"]
+    assert [(x["epoch"], x["git_commit"], x["git_dirty"], x["device"]) for x in rec["legs"]] == \
+        [(1, "a" * 40, False, rec["device"]), (3, "b" * 40, True, rec["device"])]
+    assert store.read_record(RunKey("tiny_test", 0, "full", rec["dataset_id"]).record_path(tmp_path)) == rec

@@ -2,14 +2,16 @@
 
 Every checkpoint is read with `torch.load(weights_only=True)` (`load_pt`): tensors and plain data
 only, so that a file copied from another machine can never run code. A run's folder holds
-`last.pt` (model, optimizer, schedule, EMA and bookkeeping after the last finished epoch: what a
-resumed run starts from), `best.pt` where the recipe selects an epoch on validation, `stage1.pt`
-for a pre-training stage, and `final.pt`, the scored model with its recipe's config.
+`last.pt` (model, optimizer, schedule, EMA and bookkeeping after the last finished epoch, and the
+recipe's config: what a resumed run starts from, refused under another config), `best.pt` (with its
+epoch) where the recipe selects an epoch on validation, `stage1.pt` (with its config) for a
+pre-training stage, and `final.pt`, the scored model with its recipe's config.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -64,10 +66,50 @@ def clear(ckpt_dir: Path, root: Path) -> None:
         remove(f, root)
 
 
+def recipe_config(recipe: Recipe) -> dict:
+    """The recipe as JSON-safe data (callables by name): a record's config, and what last.pt, stage1.pt and
+    final.pt were trained under (`check_config`)."""
+    def clean(v):
+        if callable(v):
+            return getattr(v, "__name__", repr(v))
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return clean(asdict(replace(recipe, pretrain=None)) | {"pretrain": recipe_config(recipe.pretrain) if recipe.pretrain else None})
+
+
+def check_config(path: Path, saved: object, config: dict) -> None:
+    """A one-line BenchError where the checkpoint `path` was saved under other settings of its recipe than
+    `config` (the recipe as run now): resumed, it would train on with the old optimizer, schedule or data while
+    the record shows the new config. A checkpoint saved before configs were kept (`saved` None) passes."""
+    if saved is None:
+        return
+    saved, now = _training(saved if isinstance(saved, dict) else {}), _training(config)
+    fields = [str(k) for k in dict.fromkeys([*now, *saved]) if saved.get(k) != now.get(k)]
+    if fields:
+        raise BenchError(f"{path}: saved under other settings of recipe {config.get('name')} "
+                         f"({', '.join(fields)}); delete it or use --force")
+
+
+DESCRIPTIVE = ("report", "method", "claimed", "assumptions")  # words about a recipe: editing them changes no training
+
+
+def _training(config: dict) -> dict:
+    """`config` without its descriptive fields, its pre-training stage's too."""
+    kept = {k: v for k, v in config.items() if k not in DESCRIPTIVE}
+    if isinstance(kept.get("pretrain"), dict):
+        kept["pretrain"] = _training(kept["pretrain"])
+    return kept
+
+
 def fresh_state() -> dict:
-    """A run's bookkeeping before its first epoch (`train.TrainState.books`, saved in last.pt as "state")."""
+    """A run's bookkeeping before its first epoch (`train.TrainState.books`, saved in last.pt as "state").
+    "legs": one entry per process that trained the run (`train.start_leg`), for the record's provenance."""
     return {"epoch": 0, "history": [], "best_score": None, "best_epoch": None, "train_seconds": 0.0,
-            "step_seconds": 0.0, "engine": "eager"}
+            "step_seconds": 0.0, "engine": "eager", "legs": []}
 
 
 def checkpoint_epoch(ckpt_dir: Path) -> int:

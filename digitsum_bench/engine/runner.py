@@ -15,7 +15,7 @@ import platform
 import subprocess
 import warnings
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -34,12 +34,13 @@ from ..registry.recipes import Recipe, get_recipe
 from ..schema import SCHEMA
 from ..store import RunKey, check_run_folders, finished_record, record_failure, remove, run_lock, write_json_atomic
 from . import engines, metrics
-from .checkpoints import checkpoint_epoch, clear, load_checkpoint, load_pt, save_atomic
+from .checkpoints import check_config, checkpoint_epoch, clear, load_checkpoint, load_pt, recipe_config, save_atomic
 from .devices import device_name, resolve_device, set_deterministic
 from .train import evaluate, fit, memory_format, needs_digits
 
 MAX_SEED = 2**31 - 1  # torch, numpy and every seed derived from it accept 0..2**31-1
 STAGE1 = "stage1"  # a pre-training stage's epoch checkpoints: <run folder>/stage1/; its trained model: stage1.pt
+LEG_KEYS = ("git_commit", "git_dirty", "device")  # the provenance of each process that trains a run (train.start_leg)
 
 
 @dataclass(frozen=True)
@@ -95,14 +96,15 @@ def load_aux(recipe: Recipe, device: torch.device) -> DeviceData | None:
 
 
 def build_model(recipe: Recipe, seed: int, device: torch.device, ckpt_dir: Path, weights: str | None,
-                progress: bool, engine: str = "auto") -> tuple[nn.Module, str, dict | None]:
+                progress: bool, engine: str = "auto", leg: dict | None = None) -> tuple[nn.Module, str, dict | None]:
     """The recipe's model, seeded, after its pre-training stage where it has one (report 004, trained with
-    `engine`); its weight status; and that stage's seconds and history (`_stage1`), None without one."""
+    `engine` under this process's provenance `leg`); its weight status; and that stage's seconds, history and
+    legs (`_stage1`), None without one."""
     torch.manual_seed(seed)
     model, status = recipe.create_model(weights)
     stage = None
     if recipe.pretrain is not None:
-        stage1, stage = _stage1(recipe.pretrain, seed, device, ckpt_dir, weights, progress, engine)
+        stage1, stage = _stage1(recipe.pretrain, seed, device, ckpt_dir, weights, progress, engine, leg)
         model.features.load_state_dict(stage1.features.state_dict())
     return model.to(device, memory_format=memory_format()), status, stage
 
@@ -118,15 +120,17 @@ def epochs_done(recipe: Recipe, ckpt_dir: Path) -> int:
 
 
 def _stage1(stage: Recipe, seed: int, device: torch.device, ckpt_dir: Path, weights: str | None,
-            progress: bool, engine: str = "auto") -> tuple[nn.Module, dict | None]:
-    """A pre-training stage's trained model, from `stage1.pt` where an earlier attempt saved it, else
-    fitted with `engine` on the stage's own data (`data.pretrain_splits`) and saved there; and its training seconds and
-    per-epoch history for the record (from the stage's own last.pt for a stage1.pt saved without them; None
-    when neither has them)."""
+            progress: bool, engine: str = "auto", leg: dict | None = None) -> tuple[nn.Module, dict | None]:
+    """A pre-training stage's trained model, from `stage1.pt` where an earlier attempt saved it (under the stage's
+    config: `checkpoints.check_config`), else fitted with `engine` on the stage's own data (`data.pretrain_splits`)
+    and saved there with its config; and its training seconds, per-epoch history and legs for the record (from the
+    stage's own last.pt for a stage1.pt saved without them; None when neither has them)."""
     stage1_file = ckpt_dir / f"{STAGE1}.pt"
+    config = recipe_config(stage)
     model = stage.create_model(weights)[0].to(device, memory_format=memory_format())
     if stage1_file.exists():
         saved = load_pt(stage1_file, device)
+        check_config(stage1_file, saved.get("config"), config)
         model.load_state_dict(saved["model"])
         last = ckpt_dir / STAGE1 / "last.pt"
         if "summary" not in saved and last.exists():
@@ -138,19 +142,20 @@ def _stage1(stage: Recipe, seed: int, device: torch.device, ckpt_dir: Path, weig
     splits = datamod.pretrain_splits(stage.train_size, stage.val_size, stage.data_seed)
     train, val = device_splits(stage, splits, device)
     model, fitted = fit(stage, model, train, val, seed, device, ckpt_dir / STAGE1, progress,
-                        make_engine=engines.engine_maker(engine, device))
-    summary = {"train_seconds": fitted["train_seconds"], "history": fitted["history"]}
-    save_atomic({"recipe": stage.name, "model": model.state_dict(), "summary": summary}, stage1_file)
+                        make_engine=engines.engine_maker(engine, device), leg=leg)
+    summary = {"train_seconds": fitted["train_seconds"], "history": fitted["history"], "legs": fitted["legs"]}
+    save_atomic({"recipe": stage.name, "config": config, "model": model.state_dict(), "summary": summary}, stage1_file)
     return model, summary
 
 
 def fit_members(recipe: Recipe, train: DeviceData, val: DeviceData, test: DeviceData | None, seed: int,
                 device: torch.device, ckpt_dir: Path, weights: str | None, progress: bool,
-                engine: str = "auto") -> tuple[nn.Module, str, dict]:
+                engine: str = "auto", leg: dict | None = None) -> tuple[nn.Module, str, dict]:
     """Build and `fit` each of the recipe's members: the scored model (their `models.Ensemble` when there
     are several), its weight status, and the summary `fit` gives (member 0's history; the seconds and
-    images/s of all members). `engine` (engines.engine_names()) runs the training steps; an engine this device
-    cannot run is a BenchError before any training.
+    images/s of all members; the legs of all, `leg` being this process's provenance, each other part's
+    named in its "part": "pretrain", "member 1", ...). `engine` (engines.engine_names()) runs the training
+    steps; an engine this device cannot run is a BenchError before any training.
 
     Member k > 0 trains with `member_seed(seed, k)` in `ckpt_dir/member{k}`, so an interrupted ensemble
     resumes at the member and epoch it reached. With several members the summary also lists each
@@ -159,18 +164,22 @@ def fit_members(recipe: Recipe, train: DeviceData, val: DeviceData, test: Device
     make_engine = engines.engine_maker(engine, device)
     aux = load_aux(recipe, device)
     seeds = [member_seed(seed, k) for k in range(recipe.members)]
-    fitted, status = [], "none"
+    fitted, status, legs = [], "none", []
     for k, s in enumerate(seeds):
         d = ckpt_dir if k == 0 else ckpt_dir / f"member{k}"
         if len(seeds) > 1 and progress:
             tqdm.write(f"{recipe.name} seed {seed}: member {k + 1} of {len(seeds)} (training seed {s})")
-        model, status, stage = build_model(recipe, s, device, d, weights, progress, engine)
-        model, summary = fit(recipe, model, train, val, s, device, d, progress, aux, make_engine)
+        model, status, stage = build_model(recipe, s, device, d, weights, progress, engine, leg)
+        model, summary = fit(recipe, model, train, val, s, device, d, progress, aux, make_engine, leg)
+        part = f"member {k}" if len(seeds) > 1 else ""
         if stage is not None:  # the record's seconds are the whole training: the pre-training stage's too
+            legs += _in_part(stage.get("legs", []), f"{part} pretrain".strip())
+            stage = {key: v for key, v in stage.items() if key != "legs"}
             summary = {**summary, "train_seconds": summary["train_seconds"] + stage["train_seconds"], "pretrain": stage}
+        legs += _in_part(summary["legs"], part)
         fitted.append((model, summary))
     if len(fitted) == 1:
-        return fitted[0][0], status, fitted[0][1]
+        return fitted[0][0], status, {**fitted[0][1], "legs": legs}
     members = []
     for s, (model, summary) in zip(seeds, fitted):
         alone = None if test is None else evaluate(model, test, recipe, device)
@@ -178,8 +187,14 @@ def fit_members(recipe: Recipe, train: DeviceData, val: DeviceData, test: Device
                         "test": None if alone is None else {m: alone[m] for m in metrics.SUMMARY_KEYS}})
     summaries = [summary for _, summary in fitted]
     summary = {**summaries[0], "train_seconds": sum(x["train_seconds"] for x in summaries),
-               "images_per_s": len(summaries) / sum(1 / x["images_per_s"] for x in summaries), "members": members}
+               "images_per_s": len(summaries) / sum(1 / x["images_per_s"] for x in summaries), "members": members,
+               "legs": legs}
     return models.Ensemble([model for model, _ in fitted]), status, summary
+
+
+def _in_part(legs: list[dict], part: str) -> list[dict]:
+    """The legs of one part of a run, named by `part` ("pretrain", "member 1"); the main model's ("") as they are."""
+    return [{**leg, "part": part} for leg in legs] if part else legs
 
 
 def provenance(device: torch.device) -> dict:
@@ -205,18 +220,11 @@ def provenance(device: torch.device) -> dict:
     }
 
 
-def recipe_config(recipe: Recipe) -> dict:
-    """The recipe as JSON-safe data (callables by name)."""
-    def clean(v):
-        if callable(v):
-            return getattr(v, "__name__", repr(v))
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-
-    return clean(asdict(replace(recipe, pretrain=None)) | {"pretrain": recipe_config(recipe.pretrain) if recipe.pretrain else None})
+def start_afresh(key: RunKey, results: Path) -> None:
+    """`--force`: delete the run's old record and its checkpoints (final.pt too) as it starts again, so that a
+    forced run interrupted midway resumes when the command is run again without --force."""
+    remove(key.record_path(results), results)
+    clear(key.checkpoint_dir(results), results)
 
 
 @contextmanager
@@ -259,7 +267,8 @@ def run_one(name: str, seed: int, options: RunOptions = RunOptions(), seeds_requ
             stacked: Stacked | None = None) -> dict | None:
     """Train one (recipe, seed) under a budget and write its record once; returns the record.
 
-    A finished record of this code version is returned as it is unless `options.force`. A run whose
+    A finished record of this code version is returned as it is unless `options.force` (checked again once
+    the lock is held: another process may have finished the run meanwhile). A run whose
     lock another live process holds is skipped (returns None). A failure leaves a marker for
     `status` and re-raises; nothing half-written is left behind. `stacked`: the run's epochs were
     trained in a stack (its checkpoints are finished), which its record says.
@@ -275,6 +284,8 @@ def run_one(name: str, seed: int, options: RunOptions = RunOptions(), seeds_requ
     with guarded([key], results) as mine:
         if not mine:
             return None
+        if not options.force and (done := finished_record(key, results)) is not None:
+            return done  # another process finished it between the check above and the lock
         return _train_and_record(recipe, key, splits, options, seeds_requested or [seed], stacked)
 
 
@@ -285,12 +296,14 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, optio
     results = Path(options.results)
     ckpt_dir = key.checkpoint_dir(results)
     if options.force and stacked is None:  # a stack's checkpoints are this run's training
-        clear(ckpt_dir, results)
+        start_afresh(key, results)
     started = stacked.started if stacked else dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    prov = provenance(device)
+    leg = {k: prov[k] for k in LEG_KEYS}
     train, val = device_splits(recipe, splits, device)
     test = DeviceData.from_numpy(splits.test, device) if splits.test is not None else None
     selected, status, summary = fit_members(recipe, train, val, test, key.seed, device, ckpt_dir, options.weights,
-                                            options.progress, engine=options.engine)
+                                            options.progress, engine=options.engine, leg=leg)
     params_m = models.count_params(selected) / 1e6
     gflops = models.gflops_per_image(copy.deepcopy(selected).cpu().float())
     scores = {"val": evaluate(selected, val, recipe, device),
@@ -300,7 +313,7 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, optio
     record = {
         "schema": SCHEMA, "recipe": recipe.name, "report": recipe.report, "method": recipe.method,
         "seed": key.seed, "seeds_requested": sorted(seeds_requested), "budget": key.budget,
-        "dataset_id": key.dataset_id, "dataset": splits.description, **provenance(device),
+        "dataset_id": key.dataset_id, "dataset": splits.description, **prov,
         "pretrained": status, "params_m": params_m, "gflops": gflops,
         "train_seconds": summary["train_seconds"], "images_per_s": summary["images_per_s"],
         "epochs_run": recipe.epochs, "selected_epoch": summary["selected_epoch"],
@@ -312,6 +325,8 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, optio
         **({"members": summary["members"]} if "members" in summary else {}),
         **({"pretrain": summary["pretrain"]} if "pretrain" in summary else {}),  # optional: a pre-training stage
         **({"stacked_seeds": sorted(stacked.seeds)} if stacked else {}),  # optional: trained in a stack of these seeds
+        # optional: the processes that trained it, where one's commit, dirty tree or device is not the record's
+        **({"legs": summary["legs"]} if any({k: x[k] for k in LEG_KEYS} != leg for x in summary["legs"]) else {}),
     }
     write_json_atomic(key.record_path(results), record, results)
     return record

@@ -48,7 +48,7 @@ from ..registry.budgets import apply_budget
 from ..registry.recipes import Recipe, get_recipe
 from ..store import RunKey, finished_record
 from . import engines, runner
-from .checkpoints import checkpoint_epoch, clear
+from .checkpoints import checkpoint_epoch
 from .devices import autocast, resolve_device, set_deterministic, synchronize
 from .train import (
     EpochStreams,
@@ -59,7 +59,9 @@ from .train import (
     log_epoch,
     optimizer_step,
     progress_bar,
+    restore_best,
     resume,
+    start_leg,
     steps_per_epoch,
 )
 
@@ -169,10 +171,12 @@ def train_stacked_epoch(state: TrainState, *, base: nn.Module, split: DeviceData
 
 def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: DeviceData, val: DeviceData,
                 seeds: list[int], device: torch.device, ckpt_dirs: list[Path], progress: bool = True,
-                deadline: float | None = None, aux: DeviceData | None = None, engine: str = "auto") -> None:
+                deadline: float | None = None, aux: DeviceData | None = None, engine: str = "auto",
+                leg: dict | None = None) -> None:
     """Train the seeds' models as one stack, saving each seed's epoch checkpoints as `train.fit` does.
 
-    Resumes from the seeds' `last.pt` files, which must all be at the same epoch. With a
+    Resumes from the seeds' `last.pt` files (under the recipe's config, as `train.fit`), which must all be at
+    the same epoch; `leg` (this process's provenance) is noted in each seed's books. With a
     `deadline` (time.monotonic() seconds) it stops after the last epoch that is expected to
     end before it, by raising `TimeLimitReached` (the saved checkpoints resume the run).
     `engine`: a stack trains eagerly under vmap with "auto" and "eager"; "graph" is a BenchError
@@ -183,9 +187,13 @@ def fit_stacked(recipe: Recipe, models: list[nn.Module], train_split: DeviceData
     seed_states = [TrainState.create(recipe, m, device, steps) for m in models]
     for d, s in zip(ckpt_dirs, seed_states):
         resume(d / "last.pt", s, device)  # as train.fit, per seed
+        restore_best(d / "best.pt", s, recipe.name, device)
     done = seed_states[0].books["epoch"]
     if any(s.books["epoch"] != done for s in seed_states):
         raise BenchError(f"recipe {recipe.name}: seeds {seeds} are at different epochs; stack only equal ones")
+    if done < recipe.epochs:
+        for s in seed_states:
+            start_leg(s.books, leg)
     stack = TrainState.create(recipe, Stack(models), device, steps)  # its books stay unused: each seed keeps its own
     if done > 0:
         stack.opt.load_state_dict(_stack_opt_state([s.opt for s in seed_states]))
@@ -250,7 +258,9 @@ def run_stacked(name: str, seeds: list[int], options: runner.RunOptions = runner
         set_deterministic(options.deterministic or dev.type == "cpu")
         if options.force:
             for key in mine:
-                clear(key.checkpoint_dir(results), results)
+                runner.start_afresh(key, results)
+        prov = runner.provenance(dev)
+        leg = {k: prov[k] for k in runner.LEG_KEYS}
         by_epoch: dict[int, list[RunKey]] = {}
         for key in mine:
             by_epoch.setdefault(checkpoint_epoch(key.checkpoint_dir(results)), []).append(key)
@@ -258,11 +268,11 @@ def run_stacked(name: str, seeds: list[int], options: runner.RunOptions = runner
             if len(group) < 2 or epoch >= recipe.epochs:
                 continue  # nothing to stack: runner.run_one below trains (or just records) it
             dirs = [key.checkpoint_dir(results) for key in group]
-            models = [runner.build_model(recipe, key.seed, dev, d, options.weights, options.progress, options.engine)[0]
-                      for key, d in zip(group, dirs)]
+            models = [runner.build_model(recipe, key.seed, dev, d, options.weights, options.progress, options.engine,
+                                         leg)[0] for key, d in zip(group, dirs)]
             train_split, val = runner.device_splits(recipe, splits, dev)
             fit_stacked(recipe, models, train_split, val, [key.seed for key in group], dev, dirs, options.progress,
-                        deadline, runner.load_aux(recipe, dev), options.engine)
+                        deadline, runner.load_aux(recipe, dev), options.engine, leg)
             trained += [key.seed for key in group]
     stack = runner.Stacked(started, tuple(trained))
     # a stacked seed's record comes from its finished checkpoints (run_one clears none of a stack's)

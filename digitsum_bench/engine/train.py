@@ -33,7 +33,7 @@ from ..errors import BenchError, first_line
 from ..registry import losses
 from ..registry.recipes import Recipe
 from . import metrics
-from .checkpoints import fresh_state, load_pt, save_atomic
+from .checkpoints import check_config, fresh_state, load_pt, recipe_config, save_atomic
 from .devices import autocast, synchronize
 
 # ---------------------------------------------------------------------------------------
@@ -142,7 +142,8 @@ class TrainState:
     opt: torch.optim.Optimizer  # the recipe's (`make_optimizer`)
     sched: torch.optim.lr_scheduler.LRScheduler | None  # None: a constant learning rate
     ema: AveragedModel | None  # None: the recipe keeps no EMA
-    books: dict = field(default_factory=fresh_state)  # epoch, history, best, seconds, engine: last.pt's "state"
+    books: dict = field(default_factory=fresh_state)  # epoch, history, best, seconds, engine, legs: last.pt's "state"
+    config: dict | None = None  # the recipe's (`recipe_config`), saved in last.pt; `resume` refuses another's
 
     @property
     def scored(self) -> nn.Module:
@@ -153,21 +154,25 @@ class TrainState:
     def create(cls, recipe: Recipe, model: nn.Module, device: torch.device, steps: int) -> TrainState:
         """A fresh state for `model`: the recipe's optimizer, schedule over `steps` steps an epoch, and EMA."""
         opt = make_optimizer(recipe, model, device)
-        return cls(model, opt, make_scheduler(recipe, opt, steps), make_ema(recipe, model))
+        return cls(model, opt, make_scheduler(recipe, opt, steps), make_ema(recipe, model), config=recipe_config(recipe))
 
 
 def save_last(path: Path, state: TrainState) -> None:
-    """The epoch checkpoint a resumed run starts from: model, optimizer, schedule, EMA and bookkeeping."""
+    """The epoch checkpoint a resumed run starts from: model, optimizer, schedule, EMA, bookkeeping and config."""
     save_atomic({"model": state.model.state_dict(), "opt": state.opt.state_dict(),
                  "sched": state.sched.state_dict() if state.sched is not None else None,
-                 "ema": state.ema.state_dict() if state.ema is not None else None, "state": state.books}, path)
+                 "ema": state.ema.state_dict() if state.ema is not None else None, "state": state.books,
+                 "config": state.config}, path)
 
 
 def resume(last: Path, state: TrainState, device: torch.device) -> bool:
-    """Load an epoch checkpoint (`save_last`) into `state`; False, and `state` as it was, when there is none."""
+    """Load an epoch checkpoint (`save_last`) into `state`; False, and `state` as it was, when there is none.
+    A checkpoint saved under another config than `state.config` is a BenchError (`checkpoints.check_config`)."""
     if not last.exists():
         return False
     ck = load_pt(last, device)
+    if state.config is not None:
+        check_config(last, ck.get("config"), state.config)
     try:
         state.model.load_state_dict(ck["model"])
         state.opt.load_state_dict(ck["opt"])
@@ -392,8 +397,9 @@ def _selection_score(recipe: Recipe, val: dict) -> float | None:
 
 def end_epoch(state: TrainState, *, recipe: Recipe, epoch: int, train_loss: float, step_seconds: float,
               val: DeviceData, device: torch.device, ckpt_dir: Path) -> dict:
-    """After an epoch's steps: validate `state.scored`, add the history entry, save best.pt (where the recipe
-    selects by validation) and last.pt, the checkpoint a resumed run starts from. Returns the val metrics."""
+    """After an epoch's steps: validate `state.scored`, add the history entry, save last.pt, the checkpoint a
+    resumed run starts from, then best.pt where the recipe selects by validation and the epoch is its best
+    (in that order: `restore_best` mends an interruption between the two). Returns the val metrics."""
     t0 = time.perf_counter()
     v = evaluate(state.scored, history_split(val, recipe), replace(recipe, tta=False), device)  # one view is enough
     books = state.books
@@ -405,11 +411,36 @@ def end_epoch(state: TrainState, *, recipe: Recipe, epoch: int, train_loss: floa
     books["train_seconds"] += books["history"][-1]["seconds"]
     books["step_seconds"] += step_seconds
     score = _selection_score(recipe, v)
-    if score is not None and (books["best_score"] is None or score > books["best_score"]):
+    improved = score is not None and (books["best_score"] is None or score > books["best_score"])
+    if improved:
         books["best_score"], books["best_epoch"] = score, epoch
-        save_atomic({"recipe": recipe.name, "model": state.scored.state_dict()}, ckpt_dir / "best.pt")
     save_last(ckpt_dir / "last.pt", state)
+    if improved:
+        save_best(ckpt_dir / "best.pt", state, recipe.name)
     return v
+
+
+def save_best(path: Path, state: TrainState, name: str) -> None:
+    """best.pt: the scored weights of the books' best epoch, with that epoch and the recipe's name."""
+    save_atomic({"recipe": name, "epoch": state.books["best_epoch"], "model": state.scored.state_dict()}, path)
+
+
+def restore_best(path: Path, state: TrainState, name: str, device: torch.device) -> None:
+    """After a resume: where the books' best epoch is the resumed one but best.pt (`path`) is missing or holds
+    another epoch (interrupted between `end_epoch`'s two saves), write it from `state`, whose weights are that
+    epoch's; a redone epoch (on a GPU, not bitwise) would otherwise leave abandoned weights to be scored."""
+    books = state.books
+    if books["best_epoch"] != books["epoch"]:  # no best epoch yet (None), or an earlier one
+        return
+    if not path.exists() or load_pt(path, device).get("epoch") != books["epoch"]:
+        save_best(path, state, name)
+
+
+def start_leg(books: dict, leg: dict | None) -> None:
+    """Note in the books that this process trains the run on from its next epoch, under `leg` (git_commit,
+    git_dirty, device; None: not noted): a resumed run's record lists its legs where they differ (runner.py)."""
+    if leg is not None:
+        books["legs"].append({"epoch": books["epoch"] + 1, **leg})
 
 
 EngineMaker = Callable[..., "Step | None"]  # (model, opt, recipe, train, seed, device, aux) -> a Step, or None: eager
@@ -417,19 +448,22 @@ EngineMaker = Callable[..., "Step | None"]  # (model, opt, recipe, train, seed, 
 
 def fit(recipe: Recipe, model: nn.Module, train: DeviceData, val: DeviceData, seed: int, device: torch.device,
         ckpt_dir: Path, progress: bool = True, aux: DeviceData | None = None,
-        make_engine: EngineMaker | None = None) -> tuple[nn.Module, dict]:
+        make_engine: EngineMaker | None = None, leg: dict | None = None) -> tuple[nn.Module, dict]:
     """Train `model` under `recipe`, resuming from `ckpt_dir/last.pt` if a previous attempt left one.
 
     `make_engine` (`engines.engine_maker`; None: eager) may give a faster step for the run, built
     after the resume so that it starts from the resumed state; its time counts in the run's seconds.
     The record's engine is the one that trained the last epochs: "eager", or the step's `name`.
+    `leg` (this process's provenance, `start_leg`) is noted in the books where it trains any epoch.
     Returns the selected model (EMA weights where the recipe uses EMA; best epoch where it
-    selects on validation) and a summary: history, selected epoch, seconds, images/s, engine.
+    selects on validation) and a summary: history, selected epoch, seconds, images/s, engine, legs.
     """
     state = TrainState.create(recipe, model, device, steps_per_epoch(recipe, len(train)))
     resume(ckpt_dir / "last.pt", state, device)
+    restore_best(ckpt_dir / "best.pt", state, recipe.name, device)
     books, engine = state.books, None
     if books["epoch"] < recipe.epochs:
+        start_leg(books, leg)
         t0 = time.perf_counter()
         engine = make_engine(model, state.opt, recipe, train, seed, device, aux) if make_engine is not None else None
         books["train_seconds"] += time.perf_counter() - t0
@@ -459,8 +493,8 @@ def select(scored: nn.Module, state: dict, ckpt_dir: Path, device: torch.device)
 
 
 def summarise(state: dict, recipe: Recipe, n_train: int) -> dict:
-    """A finished run's summary for its record: history, selected epoch, seconds, images/s."""
+    """A finished run's summary for its record: history, selected epoch, seconds, images/s, engine, legs."""
     return {"history": state["history"], "selected_epoch": state["best_epoch"] or state["epoch"],
             "train_seconds": state["train_seconds"],
             "images_per_s": n_train * recipe.epochs / max(state["step_seconds"], 1e-9),
-            "engine": state.get("engine", "eager")}
+            "engine": state.get("engine", "eager"), "legs": state["legs"]}
