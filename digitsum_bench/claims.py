@@ -32,6 +32,8 @@ class Claim:
     def __post_init__(self):
         if self.metric not in CLAIM_NAMES:  # the table, not a Literal, says which: checked when a recipe is made
             raise BenchError(f"claim of {self.metric!r}: a claim is of one of {', '.join(CLAIM_NAMES)}")
+        if self.value is not None and self.metric in PERCENT and not 0 <= self.value <= 1:  # 93.5 meant as %
+            raise BenchError(f"claim of {self.metric} = {self.value}: a fraction, 0..1 (93.5% is 0.935)")
 
 
 def claim_number(claim: dict) -> str:

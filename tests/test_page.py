@@ -35,9 +35,9 @@ def page(tmp_path_factory):
         for seed in seeds:
             write_record(results, make_record(recipe, seed, test=exact + 0.01 * seed, gflops=gflops,
                                               claimed=CLAIMS if recipe == "r002_resnet50" else []))  # fmt: skip
-    # smoke budget: two recipes on two devices make two tables
-    write_record(results, make_record("r003_convnet4", 0, budget="smoke", test=0.1, seeds_requested=(0,)))
-    write_record(results, make_record("r002_attention_cnn", 0, budget="smoke", test=0.2, seeds_requested=(0,),
+    # quick budget: two recipes on two devices make two tables
+    write_record(results, make_record("r003_convnet4", 0, budget="quick", test=0.1, seeds_requested=(0,)))
+    write_record(results, make_record("r002_attention_cnn", 0, budget="quick", test=0.2, seeds_requested=(0,),
                                       device="NVIDIA H100 80GB HBM3"))  # fmt: skip
     paths = report.write_report(results)
     assert results / "index.html" in paths
@@ -56,9 +56,9 @@ def test_page_is_self_contained(page):
 def test_one_table_per_budget_dataset_with_device_column_and_claims_beside_measurements(page):
     _, text = page
     tables = re.findall(r"<section class=\"board\".*?</section>", text, flags=re.S)
-    assert len(tables) == 2  # full, smoke: one table per dataset and budget, whatever the device
-    smoke = tables[1]
-    devices = dict(re.findall(r'<tr data-recipe="(\w+)">.*?<td data-v="(cpu|NVIDIA H100 80GB HBM3)"', smoke))
+    assert len(tables) == 2  # full, quick: one table per dataset and budget, whatever the device
+    quick = tables[1]
+    devices = dict(re.findall(r'<tr data-recipe="(\w+)">.*?<td data-v="(cpu|NVIDIA H100 80GB HBM3)"', quick))
     assert devices == {"r002_attention_cnn": "NVIDIA H100 80GB HBM3", "r003_convnet4": "cpu"}
     full = tables[0]
     headers = re.findall(r"<th data-type[^>]*>([^<]*)</th>", full)
@@ -76,6 +76,18 @@ def test_one_table_per_budget_dataset_with_device_column_and_claims_beside_measu
     assert cells[headers.index("seeds done/asked")].startswith("2/3")
     assert f'id="{page_module._id("t0", "r002_resnet50")}"' in full
     assert "Assumptions" in full and "<svg" in full and "e17efc0" in full
+
+
+def test_check_only_budget_is_not_on_the_page(tmp_path):
+    """A smoke run proves only that the code runs: no table of it on the page, so no rank and no `vs best`."""
+    write_record(tmp_path, make_record("r003_convnet4", 0, test=0.1))
+    for recipe, exact in [("r003_convnet4", 0.1), ("r002_attention_cnn", 0.2)]:
+        write_record(tmp_path, make_record(recipe, 0, budget="smoke", test=exact, seeds_requested=(0,)))
+    report.write_report(tmp_path)
+    text = (tmp_path / "index.html").read_text(encoding="utf-8")
+    tables = re.findall(r'<section class="board".*?</section>', text, flags=re.S)
+    assert len(tables) == 1 and "budget <code>full</code>" in tables[0]
+    assert "budget <code>smoke</code>" not in text
 
 
 def _cells(row_html: str) -> list[str]:

@@ -24,7 +24,7 @@ def write_fixture(results) -> None:
     """Two recipes x 2-3 seeds in two budgets.
 
     full:  A test exact .30/.32/.34 (mean .32, sd .02); B .90/.92 (mean .91, sd .01414), 2 of 3 seeds.
-    smoke: A .10/.20 (mean .15, sd .07071); B .12/.16 (mean .14) - not significantly worse than A.
+    quick: A .10/.20 (mean .15, sd .07071); B .12/.16 (mean .14) - not significantly worse than A.
     """
     for seed, exact, w1, mse, mae in [(0, 0.30, 0.70, 2.0, 1.0), (1, 0.32, 0.72, 2.2, 1.1), (2, 0.34, 0.74, 2.4, 1.2)]:
         test = split_metrics(exact, within_one=w1, mse=mse, mae=mae)
@@ -34,7 +34,7 @@ def write_fixture(results) -> None:
                                           params_m=23.5, claimed=CLAIM_B))  # fmt: skip
     for recipe, exacts in [(A, (0.10, 0.20)), (B, (0.12, 0.16))]:
         for seed, exact in enumerate(exacts):
-            write_record(results, make_record(recipe, seed, budget="smoke", test=exact, seeds_requested=(0, 1)))
+            write_record(results, make_record(recipe, seed, budget="quick", test=exact, seeds_requested=(0, 1)))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_csv_matches_records(built):
 def test_sorted_by_test_exact(built):
     board = pd.read_csv(built[0] / "leaderboard.csv")
     board = board[board["n_seeds"] > 0]  # the registry's recipes not run yet come last, in the full table
-    assert list(zip(board["recipe"], board["budget"])) == [(B, "full"), (A, "full"), (A, "smoke"), (B, "smoke")]
+    assert list(zip(board["recipe"], board["budget"])) == [(B, "full"), (A, "full"), (A, "quick"), (B, "quick")]
 
 
 def test_sorted_by_val_without_test_split(tmp_path):
@@ -120,21 +120,21 @@ def tables(markdown: str) -> dict[str, str]:
 def test_markdown_one_table_per_budget_with_ci_and_marks(built):
     markdown = (built[0] / "leaderboard.md").read_text()
     by_budget = tables(markdown)
-    assert set(by_budget) == {"full", "smoke"}
-    full, smoke = by_budget["full"], by_budget["smoke"]
+    assert set(by_budget) == {"full", "quick"}
+    full, quick = by_budget["full"], by_budget["quick"]
     assert f"(`{DATASET_ID}`)" in full and "code version 0.1.0" in full and "| device |" in full
     full_rows = [line for line in full.splitlines() if line.startswith("| ") and "`r0" in line and "not run" not in line]
-    smoke_rows = [line for line in smoke.splitlines() if line.startswith("| ") and "`r0" in line]
-    assert len(full_rows) == len(smoke_rows) == 2  # budgets are not mixed
+    quick_rows = [line for line in quick.splitlines() if line.startswith("| ") and "`r0" in line]
+    assert len(full_rows) == len(quick_rows) == 2  # budgets are not mixed
     # t(.975, 2) = 4.303: .02 / sqrt(3) * 4.303 = 4.97 points; t(.975, 1) = 12.706: .07071 / sqrt(2) * 12.706 = 63.5
     assert f"| `{B}` |" in full_rows[0] and "| best |" in full_rows[0]
     assert "32.0 ± 5.0" in full_rows[1] and "| p<0.001 |" in full_rows[1]
-    assert "15.0 ± 63.5" in smoke_rows[0] and "14.0 ± 25.4" in smoke_rows[1]
-    assert "| ≈ (p=" in smoke_rows[1]
+    assert "15.0 ± 63.5" in quick_rows[0] and "14.0 ± 25.4" in quick_rows[1]
+    assert "| ≈ (p=" in quick_rows[1]
     assert "| 2/3 |" in full_rows[0] and "| unavailable |" in full_rows[0]
     assert "| val 94.92% |" in full_rows[0]
     # epochs: run / the report's: the registry's 50 for A, the run's own for B (a full run of a recipe not registered)
-    assert "| 3/3 |" in full_rows[0] and "| 3/50 |" in full_rows[1] and "| 3/50 |" in smoke_rows[0]
+    assert "| 3/3 |" in full_rows[0] and "| 3/50 |" in full_rows[1] and "| 3/50 |" in quick_rows[0]
     assert "claims" in markdown.split("\n## ")[0]  # the legend says claims are not measurements
 
 
@@ -144,6 +144,20 @@ def test_markdown_single_seed_says_untestable(tmp_path):
     markdown = report.markdown(leaderboard(load_records(tmp_path)))
     second = [line for line in markdown.splitlines() if f"`{B}`" in line][0]
     assert "40.0 ± n/a" in second and "untestable" in second
+
+
+def test_check_only_budget_is_in_the_markdown_only_and_unranked(tmp_path):
+    """A smoke run proves only that the code runs: not in the CSV, and in the markdown under its label, no rank."""
+    write_record(tmp_path, make_record(A, 0, test=0.3))
+    for recipe, exact in [(A, 0.10), (B, 0.16)]:
+        write_record(tmp_path, make_record(recipe, 0, budget="smoke", test=exact, seeds_requested=(0,)))
+    report.write_report(tmp_path)
+    assert set(pd.read_csv(tmp_path / "leaderboard.csv")["budget"]) == {"full"}
+    smoke = tables((tmp_path / "leaderboard.md").read_text())["smoke"]
+    header = next(line for line in smoke.splitlines() if line.startswith("| "))
+    assert "not ranked" in smoke.splitlines()[0] and "are not results" in smoke
+    assert not header.startswith("| # |") and "vs best" not in header and "best" not in smoke.split(header)[1]
+    assert f"| `{A}` |" in smoke and f"| `{B}` |" in smoke
 
 
 def test_pareto_front():
@@ -159,8 +173,8 @@ def test_all_plots_are_pngs(built):
     results, paths = built
     tables = {results / "leaderboard.csv", results / "leaderboard.md", results / "index.html"}
     expected = tables | {
-        results / "plots" / f"{name}_{budget}_{DATASET_ID}.png" for name in plots.PLOTS for budget in ("full", "smoke")
-    } - {results / "plots" / f"claimed_vs_reproduced_smoke_{DATASET_ID}.png"}  # capped: no claims to set beside
+        results / "plots" / f"{name}_{budget}_{DATASET_ID}.png" for name in plots.PLOTS for budget in ("full", "quick")
+    } - {results / "plots" / f"claimed_vs_reproduced_quick_{DATASET_ID}.png"}  # capped: no claims to set beside
     assert set(paths) == expected
     for path in expected - tables:
         data = path.read_bytes()

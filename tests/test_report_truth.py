@@ -9,18 +9,29 @@ from dataclasses import asdict
 
 import pandas as pd
 import pytest
-from record_factory import DATASET_ID, make_record, write_record
+from record_factory import DATASET_ID, make_record, split_metrics, write_record
 
+from digitsum_bench.claims import CLAIM_NAMES, Claim
+from digitsum_bench.errors import BenchError
+from digitsum_bench.registry import recipes
 from digitsum_bench.registry.recipes import get_recipe, list_recipes
-from digitsum_bench.reporting import report
+from digitsum_bench.reporting import plots, report
 from digitsum_bench.reporting.leaderboard import first_reached, leaderboard, load_records
 from digitsum_bench.store import read_estimates, write_estimate
 
 A = "r002_attention_cnn"  # its report claims val exact, within-one, MSE raw and MAE
+OWN_A = {"name": A, "epochs": 50, "train_size": 24_000, "members": 1}  # A's config at its own budget
 
 
 def _claims(name: str) -> list[dict]:
     return [asdict(c) for c in get_recipe(name).claimed]
+
+
+def _row_cells(table: str, start: str) -> dict[str, str]:
+    """The cells, by header, of the markdown table's row that starts with `start`."""
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    row = next(line for line in lines if line.startswith(start))
+    return dict(zip(*([c.strip() for c in line.strip("|").split("|")] for line in (lines[0], row))))
 
 
 def _section(text: str, budget: str) -> str:
@@ -243,3 +254,105 @@ def test_a_pretrained_recipes_claim_stands_only_beside_a_run_that_loaded_the_wei
         assert said in page_row and "claim: 90%" not in page_row and "outside the 95% CI" not in page_row
         assert math.isnan(csv["claimed_exact"]) and csv["claimed"].startswith(said)
         assert not plot.exists()  # the only exact claim of the table is of another method: nothing to plot
+
+
+def test_a_capped_row_has_no_claimed_numbers_in_the_csv(capped):
+    """The CSV's claim columns are as empty as the tables' claim cells beside a capped run."""
+    results, _, _ = capped
+    csv = pd.read_csv(results / "leaderboard.csv")
+    quick, full = (csv[(csv["recipe"] == A) & (csv["budget"] == budget)].iloc[0] for budget in ("quick", "full"))
+    assert quick[["claimed", "claimed_split", *(f"claimed_{m}" for m in CLAIM_NAMES)]].isna().all()
+    assert (full["claimed_exact"], full["claimed_split"]) == (0.30133, "val")
+
+
+@pytest.mark.parametrize("lost", [math.nan, math.inf], ids=["NaN", "inf"])
+def test_a_claim_stands_against_the_seeds_with_a_finite_value(tmp_path, lost):
+    """val MSE raw 2.7, 2.9 and a seed with no finite value (a diverged run): the mean of the two and its 95%
+    interval over two seeds (± 1.27), not over three (± 0.35), so the claim 2.32 is inside it; the cell says so."""
+    for seed, mse_raw in enumerate((2.7, 2.9, lost)):
+        write_record(tmp_path, make_record(A, seed, val=split_metrics(0.3, mse_raw=mse_raw), claimed=_claims(A),
+                                           epochs_run=50, config=OWN_A))  # fmt: skip
+    records = load_records(tmp_path)
+    board = leaderboard(records, report.registry_facts())
+    answer = report.README_SECTIONS["answer"](records, board)
+    assert "val MSE raw: 2.32 → 2.800 (2 of 3 seeds: 1 not finite) (the claim is inside the 95% CI)" in answer
+    cells = _row_cells(_section(report.markdown(board), "full"), f"| 1 | `{A}` |")
+    assert cells["val MSE raw"] == "2.800 (2 of 3 seeds: 1 not finite)"
+    assert cells["val exact % (95% CI)"] == "30.0 ± 0.0"  # every seed's exact is finite: no note
+
+
+EMA_CONFIG = {"name": EMA, "epochs": 50, "train_size": 8_000, "members": 1, "pretrained": "imagenet"}
+
+
+def test_seeds_with_and_without_imagenet_weights_are_two_labelled_rows(tmp_path, monkeypatch):
+    """Seeds of a pretrained recipe that loaded the weights and seeds that could not are two methods: two rows,
+    labelled in the recipe cell; the report's claim stands beside the loaded row alone, in every view."""
+    for seed, (test, status) in enumerate([(0.30, "imagenet"), (0.34, "imagenet"), (0.05, "unavailable")]):
+        write_record(tmp_path, make_record(EMA, seed, test=test, pretrained=status, epochs_run=50, claimed=_claims(EMA),
+                                           config=EMA_CONFIG))  # fmt: skip
+    plotted = {}
+    claimed_plot = plots.PLOTS["claimed_vs_reproduced"]
+    monkeypatch.setitem(plots.PLOTS, "claimed_vs_reproduced", lambda rows, runs, where: plotted.update(
+        rows=list(plots._claim_rows(rows)["recipe"]), runs=sorted(runs["recipe"])) or claimed_plot(rows, runs, where))
+    report.write_report(tmp_path)
+    loaded, scratch = f"{EMA} (ImageNet weights loaded)", f"{EMA} (from scratch: ImageNet weights unavailable)"
+    said = "not comparable: the report started from ImageNet weights, this run from scratch"
+    full = _section((tmp_path / "leaderboard.md").read_text(), "full")
+    assert _row_cells(full, f"| 1 | `{EMA}` (ImageNet weights loaded) |")["claim: test exact"] == "test 90% (approximately)"
+    cells = _row_cells(full, f"| 2 | `{EMA}` (from scratch: ImageNet weights unavailable) |")
+    assert cells["claim: test exact"] == said and cells["exact % (95% CI)"] == "5.0 ± n/a"
+    csv = pd.read_csv(tmp_path / "leaderboard.csv").set_index(["recipe", "weights"]).loc[EMA]
+    assert list(csv["n_seeds"]) == [2, 1] and csv.loc["imagenet", "claimed_exact"] == 0.9
+    assert math.isnan(csv.loc["unavailable", "claimed_exact"]) and csv.loc["unavailable", "claimed"].startswith(said)
+    page = (tmp_path / "index.html").read_text()
+    rows = {re.search(r'<button class="open"[^>]*>([^<]*)</button>', r).group(1): r
+            for r in re.findall(rf'<tr data-recipe="{EMA}">.*?</tr>', page)}  # fmt: skip
+    assert set(rows) == {loaded, scratch}
+    assert "claim: 90%" in rows[loaded] and said not in rows[loaded] and said in rows[scratch]
+    records = load_records(tmp_path)
+    answer = report.README_SECTIONS["answer"](records, leaderboard(records, report.registry_facts()))
+    assert (f"| `{EMA}` (ImageNet weights loaded) | test exact: 90% → 32.0 ± 25.4% (measured lower: the claim is "
+            "outside the 95% CI) | 2/3 |") in answer
+    assert f"| `{EMA}` (from scratch: ImageNet weights unavailable) | test exact: 90% → 5.0% ({said}) | 1/3 |" in answer
+    assert plotted == {"rows": [loaded], "runs": [loaded, loaded, scratch]}  # the claim beside the loaded seeds alone
+
+
+def test_readme_seed_tables_use_the_current_records_of_one_dataset(tmp_path):
+    """The README's `quick`, `ours-quick` and `ours-full` tables: the newest code version's seeds, of one dataset."""
+    for budget in ("quick", "full"):
+        for version in ("0.1.0", "0.2.0"):
+            for seed in (0, 1):
+                write_record(tmp_path, make_record("ours_digitsum", seed, budget=budget, code_version=version,
+                                                   seeds_requested=(0, 1)), name=f"seed{seed}-{version}.json")
+        write_record(tmp_path, make_record("ours_digitsum", 2, budget=budget, dataset_id="synth-0000old0",
+                                           finished="2026-11-01T00:00:00+00:00"))  # an older generator's data
+    records = load_records(tmp_path)
+    board = leaderboard(records, report.registry_facts())
+    quick = report.README_SECTIONS["quick"](records, board)
+    assert [line for line in quick.splitlines() if "`ours_digitsum`" in line][0].split(" | ")[3] == "0, 1"
+    assert quick.count("`ours_digitsum`") == 1
+    for name in ("ours-quick", "ours-full"):
+        assert report.README_SECTIONS[name](records, board).splitlines()[0] == "| seed | 0 | 1 |", name
+
+
+def test_readme_answer_is_of_one_dataset_and_names_it(tmp_path):
+    """After a generator version bump the built-in data has a new id: the answer lists each recipe once, from the
+    newest synthetic dataset, and says which."""
+    write_record(tmp_path, make_record(A, 0, test=0.2, dataset_id="synth-0000old0", finished="2026-11-01T00:00:00+00:00"))
+    write_record(tmp_path, make_record(A, 0, test=0.4))
+    records = load_records(tmp_path)
+    answer = report.README_SECTIONS["answer"](records, leaderboard(records, report.registry_facts()))
+    assert f"(`{DATASET_ID}`)" in answer.splitlines()[0] and "synth-0000old0" not in answer
+    assert answer.count(f"| `{A}` |") == 1 and answer.count("| `r000_seresnet` |") == 1
+
+
+def test_a_fraction_claim_outside_0_to_1_is_refused_naming_its_recipe(monkeypatch):
+    """93.5 meant as a percentage would read as 'measured lower' beside any accuracy: refused when made."""
+    with pytest.raises(BenchError, match=r"^claim of exact = 93\.5: .*0\.\.1"):
+        Claim("exact", 93.5, "val")
+    with pytest.raises(BenchError, match="claim of within_one = -0.1"):
+        Claim("within_one", -0.1, "test")
+    assert Claim("mse_raw", 2.3, "val").value == 2.3  # an error, not a fraction: above 1 is fine
+    monkeypatch.setitem(recipes._REGISTRY, "bad_claim", lambda: Claim("exact", 93.5, "val"))
+    with pytest.raises(BenchError, match=r"^recipe bad_claim: claim of exact = 93\.5"):
+        get_recipe("bad_claim")

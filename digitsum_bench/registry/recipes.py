@@ -91,8 +91,10 @@ def get_recipe(name: str) -> Recipe:
         raise BenchError(f"unknown recipe {name!r}; known: {', '.join(list_recipes())}")
     try:
         recipe = _REGISTRY[name]()
-    except BenchError:
-        raise
+    except BenchError as e:  # a Claim's error, say, does not know its recipe
+        if str(e).startswith(f"recipe {name}"):
+            raise
+        raise BenchError(f"recipe {name}: {e}") from None
     except (Exception, SystemExit) as e:  # noqa: BLE001 - a user's recipe function fails in one line
         raise BenchError(f"recipe {name}: its function raises {type(e).__name__}: {str(e).strip()[:200]}") from None
     if not isinstance(recipe, Recipe):

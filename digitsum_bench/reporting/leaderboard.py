@@ -1,10 +1,10 @@
 """The leaderboard: run records read back, summarised over seeds, and the cells every view shows.
 
 Owns reading `<results>/records/<budget>/<dataset_id>/<recipe>/seed<seed>.json` into one frame
-(`load_records`), the leaderboard frame (`leaderboard`: one row per recipe, budget and dataset),
-and the formatters that the markdown (report.py), the web page (page.py) and the gate share:
-numbers, durations, the exact-accuracy interval, the test against the best row, and the one
-way a report's claim is written. Which metrics the rows summarise and the tables show, with their
+(`load_records`), the leaderboard frame (`leaderboard`: one row per recipe, budget and dataset, and per
+weight status where its seeds differ in it), and the formatters that the markdown (report.py), the web
+page (page.py) and the gate share: numbers, durations, the exact-accuracy interval, the test against the
+best row, and the one way a report's claim is written. Which metrics the rows summarise and the tables show, with their
 headers, comes from the metrics table (metric_table.py). No torch and no plotting here.
 """
 
@@ -31,7 +31,7 @@ METRICS = TableView(lambda m: m.board)  # summarised over seeds in the leaderboa
 SCALARS = ("n", "loss")  # per split, beside every metric of metric_table (an optional one may be absent: NaN)
 NUMBERS = ("params_m", "gflops", "train_seconds", "images_per_s")  # null in JSON -> NaN
 RUN = ["recipe", "seed", "budget", "dataset_id", "code_version"]  # a second record of one run is a duplicate
-GROUP = ["recipe", "budget", "dataset_id"]  # one leaderboard row
+GROUP = ["recipe", "budget", "dataset_id"]  # one leaderboard row (a row per weight status where they differ)
 TABLE = ["budget", "dataset_id"]  # one markdown table, one set of plots
 ALPHA = 0.05  # Welch test level for "not significantly worse than the best row"
 SAME = "≈"  # the mark for such a row
@@ -161,6 +161,31 @@ def current(records: pd.DataFrame) -> pd.DataFrame:
     return records[records["code_version"] == newest]
 
 
+# A row's weights (a record's `pretrained`), as its recipe cell names them where its recipe has two rows.
+WEIGHTS = {"imagenet": "ImageNet weights loaded", "unavailable": "from scratch: ImageNet weights unavailable",
+           "none": "from scratch"}  # fmt: skip
+
+
+def board_runs(records: pd.DataFrame) -> pd.DataFrame:
+    """The runs the leaderboard's rows summarise: the newest code version's (`current`), each with its row's
+    `weights` (its `pretrained` status where the seeds of one recipe, budget and dataset differ in it, as those
+    are two methods with a row each; "" otherwise) and `label` (the recipe, with those weights where they split it)."""
+    runs = current(records)
+    mixed = runs.groupby(GROUP)["pretrained"].transform("nunique") > 1
+    weights = runs["pretrained"].where(mixed, "")
+    return runs.assign(weights=weights, label=[row_label(r, w) for r, w in zip(runs["recipe"], weights)])
+
+
+def row_label(recipe: str, weights: str) -> str:
+    """'r003_resnet50_ema (ImageNet weights loaded)' for a row of one weight status of its recipe; else the name."""
+    return f"{recipe}{weights_note(weights)}"
+
+
+def weights_note(weights: str) -> str:
+    """' (ImageNet weights loaded)' after a recipe's name in a row of one weight status; '' otherwise."""
+    return f" ({WEIGHTS.get(weights, weights)})" if weights else ""
+
+
 def latest(runs: pd.DataFrame) -> pd.Series:
     """The run that finished last: names, config and claims as the newest run states them."""
     return runs.sort_values("finished").iloc[-1]
@@ -174,7 +199,8 @@ def latest(runs: pd.DataFrame) -> pd.Series:
 def leaderboard(records: pd.DataFrame, registry: dict[str, dict] | None = None, notes: list[dict] = ()) -> pd.DataFrame:
     """One row per (recipe, budget, dataset_id): means and sample stds over seeds, cost, claims.
 
-    Uses the newest code version present for each row. Sorted by test exact accuracy, or val
+    Uses the newest code version present for each row. A recipe whose seeds differ in the weights they
+    loaded has a row per weight status (`weights`, `label`: board_runs). Sorted by test exact accuracy, or val
     where a row has no test split (course data), best first. The `split` column says which.
     `registry` (report.registry_facts) gives each recipe's own epochs, members and training
     size, so that a row knows whether it trained its report's own budget (`own_budget`): only
@@ -183,8 +209,8 @@ def leaderboard(records: pd.DataFrame, registry: dict[str, dict] | None = None, 
     on each device or else from the notes of a CPU run that left it out (store.read_estimates).
     """
     registry = registry or {}
-    board = pd.DataFrame([_summarise(runs, registry.get(name))
-                          for (name, *_), runs in current(records).groupby(GROUP, sort=False)])  # fmt: skip
+    rows = board_runs(records).groupby([*GROUP, "weights"], sort=False)
+    board = pd.DataFrame([_summarise(runs, registry.get(name)) for (name, *_), runs in rows])
     board = pd.concat([board, _not_run_rows(board, records, registry, notes)], ignore_index=True)
     score = board["test_exact_mean"].fillna(board["val_exact_mean"])
     board = board.assign(_score=score).sort_values(["_score", "recipe"], ascending=[False, True], kind="stable")
@@ -195,15 +221,17 @@ def _summarise(runs: pd.DataFrame, facts: dict | None) -> dict:
     """One leaderboard row from the seeds of one recipe on one budget and dataset."""
     last = latest(runs)
     asked = set().union(*runs["seeds_requested"])
-    row = {k: last[k] for k in ("recipe", "report", "method", "budget", "dataset_id", "dataset")}
+    row = {k: last[k] for k in ("recipe", "weights", "label", "report", "method", "budget", "dataset_id", "dataset")}
     row["device"] = joined(runs["device"].map(device_label))
     row["n_seeds"] = runs["seed"].nunique()
     row["seeds_requested"] = len(asked)
     row["complete"] = asked <= set(runs["seed"])
     for split in SPLITS:
         for metric in METRICS:
-            row[f"{split}_{metric}_mean"] = runs[f"{split}_{metric}"].mean()
-            row[f"{split}_{metric}_std"] = runs[f"{split}_{metric}"].std()  # ddof=1; NaN for one seed
+            values = runs[f"{split}_{metric}"].replace([math.inf, -math.inf], math.nan)  # inf: a diverged run
+            row[f"{split}_{metric}_mean"] = values.mean()
+            row[f"{split}_{metric}_std"] = values.std()  # ddof=1 over the finite values; NaN for one
+            row[f"{split}_{metric}_seeds"] = int(values.notna().sum())  # the seeds with a finite value: the CI's n
     row.update({k: runs[k].mean() for k in NUMBERS})
     row["steady_seconds"] = runs["steady_seconds"].mean()
     row["train_time"] = "; ".join(f"{duration(group['steady_seconds'].mean())}"
@@ -213,12 +241,11 @@ def _summarise(runs: pd.DataFrame, facts: dict | None) -> dict:
     row["own_epochs"] = facts["epochs"] if facts else (row["epochs"] if last["budget"] == "full" else math.nan)
     row["own_budget"] = bool(last["budget"] == "full" or facts is not None and _trained_as_reported(last, facts))
     row.update(time_to_accuracy(runs["history"], runs["pretrain_seconds"]))
-    row.update(claim_fields(last["claimed"]))
-    if not row["own_budget"]:
-        row["claims"] = []  # a capped run stands beside no claim: the report's numbers came from its own budget
+    # a capped run stands beside no claim, in no column: the report's numbers came from its own budget
+    row.update(claim_fields(last["claimed"] if row["own_budget"] else []))
     row["not_comparable"] = not_comparable(last["config"], runs["pretrained"]) if row["claims"] else ""
     if row["not_comparable"]:  # the claim's number is of another method: no claimed_* value, no verdict, no plot
-        row.update({f"claimed_{m}": math.nan for m in CLAIM_METRICS},
+        row.update({k: v for k, v in claim_fields([]).items() if k != "claims"},
                    claimed=f"{row['not_comparable']} (the report's claim: {row['claimed']})")
     row["pretrained"] = joined(runs["pretrained"])
     row["code_version"] = last["code_version"]
@@ -295,12 +322,13 @@ def _not_run_rows(board: pd.DataFrame, records: pd.DataFrame, registry: dict[str
         for name, facts in registry.items():
             if name in set(table["recipe"]):
                 continue
-            row = {"recipe": name, "report": facts["report"], "method": facts["method"], "budget": "full",
-                   "dataset_id": dataset_id, "dataset": dataset, "device": "—", "n_seeds": 0,
+            row = {"recipe": name, "weights": "", "label": name, "report": facts["report"], "method": facts["method"],
+                   "budget": "full", "dataset_id": dataset_id, "dataset": dataset, "device": "—", "n_seeds": 0,
                    "seeds_requested": 0, "complete": False, "own_budget": True, "epochs": math.nan,
                    "own_epochs": facts["epochs"], "train_time": "—", "pretrained": "—", "code_version": "",
                    "git_commit": "", "git_dirty": False, "split": table["split"].iloc[0], "not_comparable": ""}  # fmt: skip
             row.update(claim_fields(facts["claimed"]))
+            row.update({f"{split}_{metric}_seeds": 0 for split in SPLITS for metric in METRICS})
             row.update(time_to_accuracy(pd.Series([], dtype=object)))
             noted = [n for n in notes if (n["recipe"], n["budget"], n["dataset_id"]) == (name, "full", dataset_id)]
             costs = not_run_costs(records, name, facts, devices, noted)
@@ -432,7 +460,19 @@ def metric_header(kind: str, metric: str, split: str | None) -> str:
 def score(row: pd.Series, split: str | None = None) -> tuple[float, float, int]:
     """(mean, std, seeds) of the row's exact accuracy on `split` (default: the split it is ranked on)."""
     split = split or row["split"]
-    return row[f"{split}_exact_mean"], row[f"{split}_exact_std"], int(row["n_seeds"])
+    return row[f"{split}_exact_mean"], row[f"{split}_exact_std"], finite_seeds(row, "exact", split)
+
+
+def finite_seeds(row: pd.Series, metric: str, split: str | None = None) -> int:
+    """How many of the row's seeds gave a finite `metric` on `split`: the n of its mean and interval."""
+    n = row.get(f"{split or row['split']}_{metric}_seeds", math.nan)
+    return 0 if pd.isna(n) else int(n)
+
+
+def finite_note(row: pd.Series, metric: str, split: str | None = None) -> str:
+    """' (2 of 3 seeds: 1 not finite)' where some of the row's seeds gave no finite `metric`; '' otherwise."""
+    n, seeds = finite_seeds(row, metric, split), int(row["n_seeds"])
+    return f" ({n} of {seeds} seeds: {seeds - n} not finite)" if 0 < n < seeds else ""
 
 
 def measured(row: pd.Series, metric: str, split: str | None = None) -> float:
@@ -440,15 +480,18 @@ def measured(row: pd.Series, metric: str, split: str | None = None) -> float:
     return row[f"{split or row['split']}_{metric}_mean"]
 
 
-def measured_cell(row: pd.Series, metric: str, split: str | None = None) -> str:
-    """The measured `metric` as shown: exact with its interval, within-one in %, errors to 3 decimals;
-    a row not run says so, in short, in its exact cell."""
+def measured_cell(row: pd.Series, metric: str, split: str | None = None, note: bool = True) -> str:
+    """The measured `metric` as shown: exact with its interval, within-one in %, errors to 3 decimals, and
+    (`note`) how many seeds it is of where some gave no finite value; a row not run says so, in short, in its
+    exact cell."""
     if row["not_run"]:
         return row["not_run_short"] if metric == "exact" and split is None else "—"
     if metric == "exact":
-        return exact_cell(row, split)
-    value = measured(row, metric, split)
-    return fmt(value * 100, ".1f") if metric in PERCENT else fmt(value, ".3f")
+        cell = exact_cell(row, split)
+    else:
+        value = measured(row, metric, split)
+        cell = fmt(value * 100, ".1f") if metric in PERCENT else fmt(value, ".3f")
+    return cell + (finite_note(row, metric, split) if note else "")
 
 
 def exact_cell(row: pd.Series, split: str | None = None) -> str:
@@ -470,9 +513,10 @@ def verdict(row: pd.Series, claim: dict) -> str:
     if claim["value"] is None:
         return "the report gives no number"
     mean = row[f"{claim['split']}_{claim['metric']}_mean"]
-    half = half_width(row[f"{claim['split']}_{claim['metric']}_std"], int(row["n_seeds"]))
+    n = finite_seeds(row, claim["metric"], claim["split"])
+    half = half_width(row[f"{claim['split']}_{claim['metric']}_std"], n)
     if math.isnan(half):
-        return "one seed: no interval yet"
+        return "no seed gave a finite value" if n == 0 else "one seed: no interval yet"
     if abs(mean - claim["value"]) <= half:
         return "the claim is inside the 95% CI"
     return f"measured {'lower' if mean < claim['value'] else 'higher'}: the claim is outside the 95% CI"

@@ -25,15 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..claims import claim_number
+from ..claims import claim_number, claim_text
 from ..metric_table import TableView
-from ..registry.budgets import budget_cap
+from ..registry.budgets import CHECK_ONLY, budget_cap
 from .charts import curves_svg, per_sum_svg, table_curves_svg
 from .leaderboard import (
     LEVELS,
     TABLE,
+    board_runs,
     claims_of,
-    current,
     duration,
     epochs_cell,
     fmt,
@@ -53,8 +53,10 @@ HIDDEN_CONFIG = ("name", "method", "report", "assumptions", "claimed")  # shown 
 
 
 def render_page(records: pd.DataFrame, board: pd.DataFrame, plots: dict[str, bytes]) -> str:
-    """The whole page as HTML text; `plots` are the report's PNGs by file name (under `plots/`)."""
-    runs_now = current(records)
+    """The whole page as HTML text; `plots` are the report's PNGs by file name (under `plots/`). A check-only
+    budget's rows are no results (accuracies at chance): they have no table here, only in the markdown."""
+    runs_now = board_runs(records)
+    board = board[~board["budget"].isin(CHECK_ONLY)]
     sections = []
     for number, (key, rows) in enumerate(board.groupby(TABLE, sort=True)):
         budget, dataset_id = key
@@ -64,6 +66,7 @@ def render_page(records: pd.DataFrame, board: pd.DataFrame, plots: dict[str, byt
     versions = ", ".join(sorted(set(board["code_version"]) - {""}))
     return PAGE.format(
         versions=html.escape(versions),
+        checks=", ".join(f"<code>{_e(b)}</code>" for b in CHECK_ONLY),
         n_tables=len(sections),
         sections="\n".join(sections),
         style=STYLE,
@@ -92,7 +95,7 @@ def _section(gid: str, rows: pd.DataFrame, runs: pd.DataFrame, plots: dict[str, 
     header = "".join(_hide(f'<th data-type="{c.sort}" title="{_e(c.tip)}">{_e(c.header)}</th>', c.shown)
                      for c in columns)  # fmt: skip
     body = "\n".join(_row(row, rank, columns) for rank, (_, row) in enumerate(rows.iterrows(), start=1))
-    details = "\n".join(_detail(gid, row, runs[runs["recipe"] == row["recipe"]])
+    details = "\n".join(_detail(gid, row, runs[runs["label"] == row["label"]])
                         for _, row in measured_rows.iterrows())  # fmt: skip
     details += "".join("\n" + _not_run_detail(gid, row) for _, row in rows[rows["not_run"] != ""].iterrows())
     return f"""<section class="board" id="{gid}">
@@ -107,7 +110,7 @@ view shows the numbers a reader compares; the others, and each recipe's details,
 </tbody></table></div>
 {_plots_block(budget, dataset_id, plots)}
 <h3>Training curves of this table, against training time</h3>
-{table_curves_svg(measured_rows, runs)}
+{table_curves_svg(measured_rows.assign(recipe=measured_rows["label"]), runs.assign(recipe=runs["label"]))}
 <h3>Recipes in this table</h3>
 {details}
 </section>"""
@@ -191,8 +194,9 @@ def _measured_cell(row: pd.Series, metric: str, split: str | None, best: pd.Seri
 
 
 def _name(row: pd.Series) -> str:
-    """The recipe's name as the button that opens its detail view (a row not run has one too: what it would cost)."""
-    return f'<button class="open" data-detail="{_id(row["gid"], row["recipe"])}">{_e(row["recipe"])}</button>'
+    """The recipe's name (with its row's weights where it has a row per weight status: `label`) as the button that
+    opens its detail view (a row not run has one too: what it would cost)."""
+    return f'<button class="open" data-detail="{_id(row["gid"], row["label"])}">{_e(row["label"])}</button>'
 
 
 def _seeds_cell(row: pd.Series) -> str:
@@ -285,9 +289,10 @@ def _detail(gid: str, row: pd.Series, runs: pd.DataFrame) -> str:
     config = latest(runs)["config"]
     config = config if isinstance(config, dict) else {}
     assumptions = config.get("assumptions") or []
-    claims = row["claimed"] or "none"
-    return f"""<details class="detail" id="{_id(gid, row['recipe'])}">
-<summary><code>{_e(row['recipe'])}</code> — {_e(row['method'])}</summary>
+    stated = ", ".join(claim_text(c) for c in latest(runs)["claimed"])  # a capped row holds none: its records do
+    claims = row["claimed"] or (f"{stated} (at the report's own budget, not this one)" if stated else "none")
+    return f"""<details class="detail" id="{_id(gid, row['label'])}">
+<summary><code>{_e(row['label'])}</code> — {_e(row['method'])}</summary>
 <div class="panes">
 <div>
 <h4>Method</h4><p>{_e(row['method'])} (report {_e(row['report'])})</p>
@@ -464,7 +469,8 @@ budget's table has none), each beside the measured number of its own split, and 
 beside runs that loaded ImageNet weights (else: <em>not comparable</em>). <em>epochs</em>: the run's of its
 report's; <em>to 50% / to 90%</em>: epochs and training time until validation exact first reached it.
 <em>seeds done/asked</em> counts finished runs; in the <code>full</code> table a recipe not run yet says what a seed
-would cost where that was measured.</p>
+would cost where that was measured. Check-only budgets ({checks}) prove only that the code runs: they are not
+results, and are listed, unranked, in the markdown alone.</p>
 {sections}
 <script>{script}</script>
 </body>

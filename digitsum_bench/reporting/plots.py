@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from ..errors import printable
 from ..schema import N_SUMS
-from .leaderboard import TABLE, current
+from .leaderboard import TABLE, board_runs
 
 # Each plot function takes one table's leaderboard rows, their run records and a title suffix,
 # and returns a figure.
@@ -167,8 +167,10 @@ def plot_file(name: str, budget: str, dataset_id: str) -> str:
 
 def render_plots(records: pd.DataFrame, board: pd.DataFrame) -> dict[str, bytes]:
     """PNG bytes by file name, five plots per (budget, dataset) (claimed vs reproduced only where runs of
-    their report's own budget have claims); names carry both."""
-    runs_now = current(records)
+    their report's own budget have claims); names carry both. A recipe with a row per weight status is named by
+    each row's label, on its rows and its runs alike (leaderboard.board_runs)."""
+    runs_now = board_runs(records)
+    runs_now, board = runs_now.assign(recipe=runs_now["label"]), board.assign(recipe=board["label"])
     board = board.assign(**{c: board[c].map(lambda v: printable(v) if isinstance(v, str) else v)
                             for c in board.columns if board[c].dtype == object})  # a font has no glyph for ESC
     files = {}

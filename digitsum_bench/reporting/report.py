@@ -25,9 +25,11 @@ from .leaderboard import (
     LEVELS,
     SAME,
     TABLE,
+    board_runs,
     claim_cell,
     duration,
     epochs_cell,
+    finite_note,
     fmt,
     joined,
     leaderboard,
@@ -38,13 +40,16 @@ from .leaderboard import (
     time_to_cell,
     verdict,
     vs_best,
+    weights_note,
 )
 from .page import render_page
 from .plots import render_plots
 
 LEGEND = f"""\
 Exact accuracy is the mean over seeds ± the half-width of its 95% confidence interval
-(t-distribution over seeds; n/a with one seed). Other numbers are means over seeds.
+(t-distribution over seeds; n/a with one seed). Other numbers are means over seeds. Where some seeds
+gave no finite value (a diverged run), mean and interval are of the others, and the cell says so
+(`2 of 3 seeds: 1 not finite`).
 *vs best*: `best` marks the top row; `{SAME}` marks a row whose difference from the best row
 is not significant over seeds (Welch t-test, p ≥ {ALPHA}); `p=…` rows are significantly
 worse; `untestable` means fewer than 2 seeds on one side, so the difference cannot be tested.
@@ -66,7 +71,8 @@ the course data (not public) - claims, not measurements of this benchmark, and n
 dataset of the table. Only rows that trained their report's own budget (`epochs` run/report's,
 members and data uncut) stand beside claims: a table of a capped budget shows none. A claim of a
 method that started from ImageNet weights stands only beside runs that loaded them: where a run
-trained from scratch (`unavailable`), its claim cells say `not comparable` instead.
+trained from scratch (`unavailable`), its claim cells say `not comparable` instead; a recipe whose
+seeds differ in the weights they loaded has a row for each, named after the recipe.
 *to 50% / to 90%*: epochs and training time until validation exact first reached 50% / 90%
 (mean over the seeds that reached it), from each run's per-epoch history, after a pre-training
 stage's time where the record has it (its epochs at their median time); `never` if none did.
@@ -129,7 +135,8 @@ def markdown(board: pd.DataFrame, notes: list[dict] = ()) -> str:
     """The leaderboard as markdown: one table per (budget, dataset), never mixed.
 
     Under each table, the recipes left out on a CPU at that budget (`notes`, from
-    store.read_estimates) with their estimated time. Check-only budgets come last, marked so.
+    store.read_estimates) with their estimated time. Check-only budgets come last, marked so, by name
+    and with no rank or test against the best row: their accuracies are at chance.
     """
     board, notes = markdown_safe(board), [markdown_safe(n) for n in notes]
     parts = ["# digitsum-bench leaderboard", "", LEGEND]
@@ -138,7 +145,9 @@ def markdown(board: pd.DataFrame, notes: list[dict] = ()) -> str:
         if budget in CHECK_ONLY:
             parts += [f"*The `{budget}` budget only checks that every recipe runs end to end: its accuracies "
                       "mean nothing and are not results.*", ""]
-        parts += [_markdown_table(_table_cells(table))]
+            parts += [_markdown_table(_table_cells(table.sort_values("label")).drop(columns=["#", "vs best"]))]
+        else:
+            parts += [_markdown_table(_table_cells(table))]
         parts += _not_run_list(table)
         parts += _needs_gpu(notes, budget, dataset_id, set(table["recipe"]))
     return "\n".join(parts) + "\n"
@@ -173,11 +182,12 @@ def _table_header(table: pd.DataFrame) -> str:
     first = table.iloc[0]
     splits = set(table["split"])
     ranked = f"{splits.pop()} split" if len(splits) == 1 else "test split where measured, else val (marked)"
+    ranked = "checks only: not ranked" if first["budget"] in CHECK_ONLY else f"ranked on {ranked}"
     cap = budget_cap(first["budget"])
     return (
         f"## budget `{first['budget']}`{f' ({cap})' if cap else ''} · dataset {first['dataset']} "
         f"(`{first['dataset_id']}`) · code version {joined(table['code_version'].replace('', pd.NA).dropna())} · "
-        f"ranked on {ranked}"
+        f"{ranked}"
     )
 
 
@@ -188,7 +198,7 @@ def _table_cells(table: pd.DataFrame) -> pd.DataFrame:
     columns = metric_columns(table)
     rows = []
     for rank, (_, row) in enumerate(table.iterrows(), start=1):
-        cells = {"#": rank if not row["not_run"] else "", "recipe": f"`{row['recipe']}`", "report": row["report"]}
+        cells = {"#": rank if not row["not_run"] else "", "recipe": _recipe_cell(row), "report": row["report"]}
         for kind, metric, split in columns:
             header = metric_header(kind, metric, split)
             if kind == "measured":
@@ -210,6 +220,11 @@ def _table_cells(table: pd.DataFrame) -> pd.DataFrame:
         }
         rows.append(cells)
     return pd.DataFrame(rows)
+
+
+def _recipe_cell(row: pd.Series) -> str:
+    """'`r003_resnet50_ema`', with its row's weights where its recipe has a row per weight status."""
+    return f"`{row['recipe']}`{weights_note(row['weights'])}"
 
 
 def _markdown_table(cells: pd.DataFrame) -> str:
@@ -285,7 +300,8 @@ def write_report(results: Path, out: Path | None = None, readme: Path | None = N
     records = load_records(results)
     notes = read_estimates(results)
     board = leaderboard(records, registry_facts(), notes)
-    csv = csv_safe(board.drop(columns="claims")).to_csv(index=False).encode()
+    results_only = board[~board["budget"].isin(CHECK_ONLY)]  # a check-only budget's rows are not results
+    csv = csv_safe(results_only.drop(columns=["claims", "label"])).to_csv(index=False).encode()
     files = {out / "leaderboard.csv": csv, out / "leaderboard.md": markdown(board, notes).encode()}
     plots = render_plots(records, board)
     files.update({out / "plots" / name: png for name, png in plots.items()})
@@ -323,20 +339,34 @@ def _seed_list(seeds) -> str:
     return f"{seeds[0]}-{seeds[-1]}" if contiguous else ", ".join(map(str, seeds))
 
 
+def builtin_runs(records: pd.DataFrame, budget: str) -> pd.DataFrame:
+    """The runs at `budget` that the README's sections quote: the leaderboard's (board_runs: the newest code
+    version of each row), on the built-in data as it is now. A new generator version gives the built-in data a
+    new dataset id (data.splits: "synth-" and a hash of the generator version, the digits and the data seed), so
+    that is the synthetic id of the run that finished last. Oldest first; empty where there is none."""
+    runs = board_runs(records[records["budget"] == budget])
+    synth = runs[runs["dataset_id"].str.startswith("synth")].sort_values("finished")
+    return synth[synth["dataset_id"] == synth["dataset_id"].iloc[-1]] if len(synth) else synth
+
+
 def _quick_table(records: pd.DataFrame, board: pd.DataFrame) -> str:
     """The `quick` table: test exact mean and sd over seeds, the seeds and the device, per recipe."""
-    rows = board[(board["budget"] == "quick") & (board["n_seeds"] > 0)]
+    runs = builtin_runs(records, "quick")
+    rows = board[(board["budget"] == "quick") & (board["n_seeds"] > 0) & board["dataset_id"].isin(runs["dataset_id"])]
     lines = ["| recipe | test exact % (mean over seeds) | sd | seeds | device |", "|---|---|---|---|---|"]
     for _, r in rows.iterrows():
-        seeds = records.loc[(records["recipe"] == r["recipe"]) & (records["budget"] == "quick"), "seed"]
-        lines.append(f"| `{r['recipe']}` | {fmt(r['test_exact_mean'] * 100, '.1f')} | "
+        mine = (runs["recipe"] == r["recipe"]) & (runs["weights"].map(md) == r["weights"])  # the board is md'd
+        seeds = runs.loc[mine, "seed"]
+        lines.append(f"| {_recipe_cell(r)} | {fmt(r['test_exact_mean'] * 100, '.1f')} | "
                      f"{fmt(r['test_exact_std'] * 100, '.1f')} | {_seed_list(seeds)} | {r['device']} |")
     return "\n".join(lines)
 
 
 def _seed_table(records: pd.DataFrame, recipe: str, budget: str, lines: dict) -> str:
-    """One column per seed of `recipe` at `budget`; `lines` maps a row's label to a cell function of a record."""
-    runs = records[(records["recipe"] == recipe) & (records["budget"] == budget)].sort_values("seed")
+    """One column per seed of `recipe` at `budget` (builtin_runs); `lines` maps a row's label to a cell function
+    of a record."""
+    runs = builtin_runs(records, budget)
+    runs = runs[runs["recipe"] == recipe].sort_values("seed")
     out = ["| seed | " + " | ".join(str(s) for s in runs["seed"]) + " |", "|---|" + "---|" * len(runs)]
     out += [f"| {label} | " + " | ".join(cell(r) for _, r in runs.iterrows()) + " |" for label, cell in lines.items()]
     return "\n".join(out)
@@ -367,22 +397,26 @@ def _ours_full(records: pd.DataFrame, board: pd.DataFrame) -> str:
 
 
 def _answer(records: pd.DataFrame, board: pd.DataFrame) -> str:
-    """The reports' own answer: each report method of the built-in data's `full` table, a row each, every
-    claim beside the measured metric of the same definition on the same split (mean over the seeds done),
-    or what the recipe would cost where it has no run at its own budget."""
+    """The reports' own answer: each report method of the built-in data's `full` table (builtin_runs), a row
+    each (one per weight status where its seeds differ in it), every claim beside the measured metric of the
+    same definition on the same split (mean over the seeds done), or what the recipe would cost where it has no
+    run at its own budget. Its first line names the dataset."""
+    runs = builtin_runs(records, "full")
     full = board[(board["budget"] == "full") & (board["report"] != "ours")
-                 & board["dataset_id"].str.startswith("synth")].sort_values("recipe")  # fmt: skip
-    lines = ["| recipe | each claim: claimed → measured here (the claim against the seeds' 95% CI) | seeds done | device |",
-             "|---|---|---|---|"]  # fmt: skip
+                 & board["dataset_id"].isin(runs["dataset_id"])].sort_values(["recipe", "label"])  # fmt: skip
+    lines = [f"On {md(runs['dataset'].iloc[-1])} (`{md(runs['dataset_id'].iloc[-1])}`):", ""] if len(runs) else []
+    lines += ["| recipe | each claim: claimed → measured here (the claim against the seeds' 95% CI) | seeds done | device |",
+              "|---|---|---|---|"]  # fmt: skip
     for _, r in full.iterrows():
         pairs = [f"{c['split']} {CLAIM_NAMES[c['metric']]}: {claim_number(c)} → "
-                 + ("—" if r["not_run"] else measured_cell(r, c["metric"], c["split"]).replace(" ± n/a", "")
-                    + ("%" if c["metric"] in PERCENT else "") + f" ({verdict(r, c)})")
+                 + ("—" if r["not_run"] else measured_cell(r, c["metric"], c["split"], note=False).replace(" ± n/a", "")
+                    + ("%" if c["metric"] in PERCENT else "") + finite_note(r, c["metric"], c["split"])
+                    + f" ({verdict(r, c)})")
                  for c in r["claims"] if c["value"] is not None or not r["not_run"]]  # fmt: skip
         if r["not_run"]:
             pairs.append(r["not_run"])
         seeds = "0" if r["not_run"] else f"{int(r['n_seeds'])}/{int(r['seeds_requested'])}"
-        lines.append(f"| `{r['recipe']}` | {'; '.join(pairs) or 'no number claimed'} | {seeds} | "
+        lines.append(f"| {_recipe_cell(r)} | {'; '.join(pairs) or 'no number claimed'} | {seeds} | "
                      f"{'—' if r['not_run'] else r['device']} |")
     return "\n".join(lines)
 
