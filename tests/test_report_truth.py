@@ -16,9 +16,10 @@ from digitsum_bench.errors import BenchError
 from digitsum_bench.registry import recipes
 from digitsum_bench.registry.recipes import get_recipe, list_recipes
 from digitsum_bench.reporting import plots, report
-from digitsum_bench.reporting.leaderboard import first_reached, leaderboard, load_records
+from digitsum_bench.reporting.leaderboard import first_reached, leaderboard, load_records, verdict
 from digitsum_bench.store import read_estimates, write_estimate
 
+R50 = "r003_resnet50_scratch"  # its report claims test exact ~30%, from scratch
 A = "r002_attention_cnn"  # its report claims val exact, within-one, MSE raw and MAE
 OWN_A = {"name": A, "epochs": 50, "train_size": 24_000, "members": 1}  # A's config at its own budget
 
@@ -279,6 +280,19 @@ def test_a_claim_stands_against_the_seeds_with_a_finite_value(tmp_path, lost):
     cells = _row_cells(_section(report.markdown(board), "full"), f"| 1 | `{A}` |")
     assert cells["val MSE raw"] == "2.800 (2 of 3 seeds: 1 not finite)"
     assert cells["val exact % (95% CI)"] == "30.0 ± 0.0"  # every seed's exact is finite: no note
+
+
+def test_a_test_claim_on_data_without_a_test_split_says_so(tmp_path):
+    """Course data has no test split: a test claim has nothing of its kind to stand against, which it says
+    (not "one seed", not "no finite value")."""
+    own = get_recipe(R50)
+    for seed in range(3):
+        write_record(tmp_path, make_record(R50, seed, test=None, claimed=_claims(R50), epochs_run=own.epochs,
+                                           config={"name": R50, "epochs": own.epochs, "train_size": own.train_size,
+                                                   "members": 1}))  # fmt: skip
+    row = leaderboard(load_records(tmp_path), report.registry_facts()).iloc[0]
+    (claim,) = row["claims"]
+    assert claim["split"] == "test" and verdict(row, claim) == "this data has no test split"
 
 
 EMA_CONFIG = {"name": EMA, "epochs": 50, "train_size": 8_000, "members": 1, "pretrained": "imagenet"}

@@ -516,6 +516,8 @@ def verdict(row: pd.Series, claim: dict) -> str:
     n = finite_seeds(row, claim["metric"], claim["split"])
     half = half_width(row[f"{claim['split']}_{claim['metric']}_std"], n)
     if math.isnan(half):
+        if finite_seeds(row, "exact", claim["split"]) == 0:  # every run scores exact where the split exists
+            return f"this data has no {claim['split']} split"
         return "no seed gave a finite value" if n == 0 else "one seed: no interval yet"
     if abs(mean - claim["value"]) <= half:
         return "the claim is inside the 95% CI"
