@@ -359,19 +359,21 @@ def test_a_digit_head_records_per_digit_accuracy_and_a_sum_head_does_not(variant
     assert not {"digit_accuracy"} & (set(plain["metrics"]["val"]) | set(plain["metrics"]["test"]))
 
 
-def interrupted(monkeypatch, run, epoch: int) -> None:
-    """`run()` with a Ctrl-C as training epoch `epoch` starts; the loop is restored afterwards."""
-    real = train.train_one_epoch
+def interrupted(monkeypatch, run, epoch: int, loop=(train, "train_one_epoch")) -> None:
+    """`run()` with a Ctrl-C as training epoch `epoch` starts in `loop` (module, name: a seed's epoch, or a
+    stack's with `(stacked, "train_stacked_epoch")`); the loop is restored afterwards."""
+    module, name = loop
+    real = getattr(module, name)
 
     def dies(*a, **kw):
         if kw["epoch"] == epoch:
             raise KeyboardInterrupt
         return real(*a, **kw)
 
-    monkeypatch.setattr(train, "train_one_epoch", dies)
+    monkeypatch.setattr(module, name, dies)
     with pytest.raises(KeyboardInterrupt):
         run()
-    monkeypatch.setattr(train, "train_one_epoch", real)
+    monkeypatch.setattr(module, name, real)
 
 
 def test_a_checkpoint_of_an_edited_recipe_is_refused_not_resumed(variant, tmp_path, monkeypatch):
@@ -419,17 +421,8 @@ def test_a_stack_of_an_edited_recipe_is_refused(variant, tmp_path, monkeypatch):
     """A stack resumes its seeds' last.pt through `train.resume`, under the same check."""
     name = variant("tiny_stack_edited")
     options = RunOptions(budget="full", results=tmp_path, device="cpu", progress=False)
-    real = stacked.train_stacked_epoch
-
-    def dies_in_epoch_2(*a, **kw):
-        if kw["epoch"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
-    monkeypatch.setattr(stacked, "train_stacked_epoch", dies_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        stacked.run_stacked(name, [0, 1], options)
-    monkeypatch.setattr(stacked, "train_stacked_epoch", real)
+    interrupted(monkeypatch, lambda: stacked.run_stacked(name, [0, 1], options), epoch=2,
+                loop=(stacked, "train_stacked_epoch"))
     variant(name, weight_decay=0.1)
     with pytest.raises(BenchError, match=rf"last\.pt: saved under other settings of recipe {name} \(weight_decay\)"):
         stacked.run_stacked(name, [0, 1], options)

@@ -220,6 +220,11 @@ def provenance(device: torch.device) -> dict:
     }
 
 
+def leg_of(provenance: dict) -> dict:
+    """The part of a provenance (`provenance`, or a leg with its epoch) that tells one leg of a run from another."""
+    return {k: provenance[k] for k in LEG_KEYS}
+
+
 def start_afresh(key: RunKey, results: Path) -> None:
     """`--force`: delete the run's old record and its checkpoints (final.pt too) as it starts again, so that a
     forced run interrupted midway resumes when the command is run again without --force."""
@@ -299,7 +304,7 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, optio
         start_afresh(key, results)
     started = stacked.started if stacked else dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     prov = provenance(device)
-    leg = {k: prov[k] for k in LEG_KEYS}
+    leg = leg_of(prov)
     train, val = device_splits(recipe, splits, device)
     test = DeviceData.from_numpy(splits.test, device) if splits.test is not None else None
     selected, status, summary = fit_members(recipe, train, val, test, key.seed, device, ckpt_dir, options.weights,
@@ -326,7 +331,7 @@ def _train_and_record(recipe: Recipe, key: RunKey, splits: datamod.Splits, optio
         **({"pretrain": summary["pretrain"]} if "pretrain" in summary else {}),  # optional: a pre-training stage
         **({"stacked_seeds": sorted(stacked.seeds)} if stacked else {}),  # optional: trained in a stack of these seeds
         # optional: the processes that trained it, where one's commit, dirty tree or device is not the record's
-        **({"legs": summary["legs"]} if any({k: x[k] for k in LEG_KEYS} != leg for x in summary["legs"]) else {}),
+        **({"legs": summary["legs"]} if any(leg_of(x) != leg for x in summary["legs"]) else {}),
     }
     write_json_atomic(key.record_path(results), record, results)
     return record

@@ -259,8 +259,7 @@ def run_stacked(name: str, seeds: list[int], options: runner.RunOptions = runner
         if options.force:
             for key in mine:
                 runner.start_afresh(key, results)
-        prov = runner.provenance(dev)
-        leg = {k: prov[k] for k in runner.LEG_KEYS}
+        leg = runner.leg_of(runner.provenance(dev))
         by_epoch: dict[int, list[RunKey]] = {}
         for key in mine:
             by_epoch.setdefault(checkpoint_epoch(key.checkpoint_dir(results)), []).append(key)
